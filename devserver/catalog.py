@@ -1,0 +1,252 @@
+"""Server flavors as data: where a release comes from, what to run, how to stop it.
+
+Adding a flavor means adding a ``Flavor`` entry, not another ``if name == ...`` branch. The
+facts (asset names, flags, shutdown behaviour) come from shared/reference/servers.md.
+Binary discovery and the argv/env/stdin of a launch are built here from that data, so that
+``process`` and ``release`` never need to know which server they handle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One downloadable release file for an (os, arch) pair.
+
+    ``pattern`` is an fnmatch pattern over the release's asset names; ``member`` an fnmatch
+    pattern for the executable inside the archive. ``folder`` installs the executable's whole
+    directory (DLLs, runtime files) as ``bin/<flavor>/``; otherwise only the executable is
+    installed, as ``bin/<exe>``. ``via_wsl`` marks a Linux binary run through WSL2 on Windows.
+    """
+
+    pattern: str
+    archive: str
+    member: str
+    folder: bool = False
+    via_wsl: bool = False
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """Everything the tool knows about one server family."""
+
+    name: str
+    title: str
+    exe: str
+    repo: str
+    assets: Mapping[tuple[str, str], Asset]
+    argv: tuple[str, ...]
+    system_names: tuple[str, ...] = ()
+    version_args: tuple[str, ...] = ("--version",)
+    # How the password reaches the server without touching its command line:
+    # "env" (a variable in the child's environment only), "stdin" (a config file read from
+    # standard input) or "config_file" (a 0600 file in a private temp dir, removed on exit).
+    password_via: str = "env"
+    password_env: str = ""
+    # "shutdown": RESP SHUTDOWN does the right thing; "save_terminate": no SHUTDOWN command,
+    # so SAVE, then terminate the process.
+    stop_method: str = "shutdown"
+    shutdown_save: tuple[str, ...] = ("SHUTDOWN", "SAVE")
+    shutdown_nosave: tuple[str, ...] = ("SHUTDOWN", "NOSAVE")
+    env_strip: tuple[str, ...] = ()
+    native_on: tuple[str, ...] = ("linux",)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+DRAGONFLY = Flavor(
+    name="dragonfly",
+    title="DragonflyDB",
+    exe="dragonfly",
+    repo="dragonflydb/dragonfly",
+    assets={
+        ("linux", "x86_64"): Asset("dragonfly-x86_64.tar.gz", "tar.gz", "dragonfly-x86_64"),
+        ("linux", "aarch64"): Asset("dragonfly-aarch64.tar.gz", "tar.gz", "dragonfly-aarch64"),
+        ("windows", "x86_64"): Asset(
+            "dragonfly-x86_64.tar.gz", "tar.gz", "dragonfly-x86_64", via_wsl=True
+        ),
+    },
+    argv=(
+        "--bind={host}",
+        "--port={port}",
+        "--dir={dir}",
+        # The default snapshot format rejects any file extension: "dump", not "dump.rdb".
+        "--dbfilename=dump",
+        "--logtostderr",
+        "--version_check=false",
+        "--proactor_threads={threads}",
+        "--maxmemory={maxmemory}",
+    ),
+    system_names=("dragonfly",),
+    password_via="env",
+    password_env="DFLY_requirepass",
+    # Dragonfly's SHUTDOWN saves when --dbfilename is set; it rejects the SAVE modifier.
+    shutdown_save=("SHUTDOWN",),
+    env_strip=("DFLY_",),
+    native_on=("linux",),
+    notes={
+        "windows": "DragonflyDB publishes Linux builds only; on Windows it runs through WSL2",
+        "macos": "DragonflyDB publishes Linux builds only; use --flavor redis or garnet on macOS",
+    },
+)
+
+REDIS = Flavor(
+    name="redis",
+    title="Redis",
+    exe="redis-server",
+    repo="redis-windows/redis-windows",
+    assets={
+        ("windows", "x86_64"): Asset(
+            "Redis-*-Windows-x64-msys2.zip", "zip", "*/redis-server.exe", folder=True
+        ),
+    },
+    argv=(
+        "--port",
+        "{port}",
+        "--bind",
+        "{host}",
+        "--dir",
+        "{dir}",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+        "--dbfilename",
+        "dump.rdb",
+        # Append-only file synced every second: a crash or forced kill loses at most ~1 s.
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+    ),
+    system_names=("redis-server", "valkey-server"),
+    password_via="stdin",
+    native_on=("linux", "macos", "windows"),
+    notes={"windows": "a community build (redis-windows/redis-windows), not an official one"},
+)
+
+GARNET = Flavor(
+    name="garnet",
+    title="Microsoft Garnet",
+    exe="GarnetServer",
+    repo="microsoft/garnet",
+    assets={
+        ("windows", "x86_64"): Asset(
+            "win-x64-based-readytorun.zip", "zip", "*/GarnetServer.exe", folder=True
+        ),
+        ("linux", "x86_64"): Asset(
+            "linux-x64-based.tar.xz", "tar.xz", "*/GarnetServer", folder=True
+        ),
+        ("linux", "aarch64"): Asset(
+            "linux-arm64-based.tar.xz", "tar.xz", "*/GarnetServer", folder=True
+        ),
+        ("macos", "x86_64"): Asset("osx-x64-based.tar.xz", "tar.xz", "*/GarnetServer", folder=True),
+        ("macos", "aarch64"): Asset(
+            "osx-arm64-based.tar.xz", "tar.xz", "*/GarnetServer", folder=True
+        ),
+    },
+    argv=(
+        "--bind",
+        "{host}",
+        "--port",
+        "{port}",
+        "--checkpointdir",
+        "{dir}",
+        "--recover",
+    ),
+    version_args=(),
+    password_via="config_file",
+    stop_method="save_terminate",
+    native_on=("linux", "macos", "windows"),
+)
+
+FLAVORS: dict[str, Flavor] = {f.name: f for f in (DRAGONFLY, REDIS, GARNET)}
+
+
+def get_flavor(name: str) -> Flavor:
+    """The catalog entry for a concrete flavor name (not "auto")."""
+    try:
+        return FLAVORS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown flavor {name!r}", hint="use one of: auto, " + ", ".join(FLAVORS)
+        ) from None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the supervisor runs: argv and environment, plus secrets kept off the argv.
+
+    ``stdin_config`` is written to the server's stdin (Redis reads ``-`` as a config file);
+    ``secret_file`` is (file name, contents) to create privately before the start.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    stdin_config: str = ""
+    secret_file: tuple[str, str] | None = None
+
+    def public_argv(self) -> list[str]:
+        """The argv safe to log: it never contains the password by construction."""
+        return list(self.argv)
+
+
+def _redis_quote(value: str) -> str:
+    """Quote a value for a redis.conf line (double quotes, backslash escapes)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def build_launch(
+    flavor: Flavor, settings: Settings, exe: str, base_env: Mapping[str, str]
+) -> Launch:
+    """Turn the flavor's argv template and the settings into a concrete launch.
+
+    The password is never put into argv: it goes to the child's environment, its stdin or a
+    private file, as the flavor's ``password_via`` says.
+    """
+    if flavor.name == "dragonfly" and settings.maxmemory < 256 * MIB * settings.threads:
+        raise ConfigError(
+            f"server.maxmemory is {settings.maxmemory // MIB} MiB but Dragonfly needs at least "
+            f"256 MiB per thread ({settings.threads} threads)",
+            hint="raise server.maxmemory or lower server.threads",
+        )
+    values = {
+        "host": settings.host,
+        "port": str(settings.port),
+        "dir": str(settings.flavor_data_dir(flavor.name)),
+        "threads": str(settings.threads),
+        "maxmemory": str(settings.maxmemory),
+    }
+    args = [part.format(**values) for part in flavor.argv]
+    env = {k: v for k, v in base_env.items() if not k.upper().startswith(flavor.env_strip or ())}
+    stdin_config = ""
+    secret_file: tuple[str, str] | None = None
+    head = [exe]
+    if settings.password:
+        if flavor.password_via == "env":
+            env[flavor.password_env] = settings.password
+        elif flavor.password_via == "stdin":
+            head.append("-")
+            stdin_config = f"requirepass {_redis_quote(settings.password)}\n"
+        else:
+            secret_file = ("garnet.conf", json.dumps({"AuthenticationMode": "Password",
+                                                       "Password": settings.password}))
+            args += ["--config-import-path", "{secret_file}"]
+    return Launch(
+        argv=(*head, *args, *settings.extra_args),
+        env=env,
+        stdin_config=stdin_config,
+        secret_file=secret_file,
+    )

@@ -1,0 +1,200 @@
+"""Every difference between Windows and POSIX lives here, and nowhere else asks the OS.
+
+Why a single module: process creation flags, signals, console windows, file locks, executable
+suffixes and WSL paths are where a cross-platform tool goes wrong, and having them side by
+side makes the Windows branches reviewable and unit-testable on Linux (the tests patch
+``WINDOWS`` and assert the calls made). Facts behind each branch are in
+shared/reference/servers.md ("Windows process control").
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any
+
+WINDOWS = sys.platform == "win32"
+MACOS = sys.platform == "darwin"
+
+# Windows process-creation flags (values from the Win32 API; subprocess exposes them only on
+# Windows, and the unit tests need them on Linux too).
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+CREATE_NO_WINDOW = 0x08000000
+
+
+def os_name() -> str:
+    """'windows', 'macos' or 'linux': the catalog's platform keys."""
+    if WINDOWS:
+        return "windows"
+    return "macos" if MACOS else "linux"
+
+
+def cpu_arch() -> str:
+    """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'."""
+    machine = platform.machine().lower()
+    if machine in ("amd64", "x64", "x86_64"):
+        return "x86_64"
+    if machine in ("arm64", "aarch64", "armv8l"):
+        return "aarch64"
+    return machine
+
+
+def exe_name(base: str) -> str:
+    """Executable file name for this OS (``redis-server`` -> ``redis-server.exe``)."""
+    return base + ".exe" if WINDOWS and not base.endswith(".exe") else base
+
+
+def spawn_detached(
+    argv: Sequence[str], cwd: Path, stdin: int | IO[bytes] | None = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[bytes], bool]:
+    """Start the supervisor so it outlives this terminal; return (process, broke_away).
+
+    POSIX: a new session, so the terminal's hang-up and Ctrl+C never reach it.
+    Windows: DETACHED_PROCESS (no console, so no window) and a new process group; also
+    CREATE_BREAKAWAY_FROM_JOB so a launcher's job object (CI agents, some IDEs) does not kill it
+    when the launcher exits. A job that forbids breakaway makes CreateProcess fail with access
+    denied: retry without the flag and report ``broke_away=False`` so the caller can warn.
+    """
+    common: dict[str, Any] = {
+        "cwd": str(cwd),
+        "stdin": stdin,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "close_fds": True,
+    }
+    if not WINDOWS:
+        return subprocess.Popen(list(argv), start_new_session=True, **common), True
+    flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    try:
+        proc = subprocess.Popen(
+            list(argv), creationflags=flags | CREATE_BREAKAWAY_FROM_JOB, **common
+        )
+        return proc, True
+    except PermissionError:
+        return subprocess.Popen(list(argv), creationflags=flags, **common), False
+
+
+def server_popen_kwargs() -> dict[str, Any]:
+    """Popen options for the server the supervisor starts.
+
+    Its own process group everywhere, so a Ctrl+C in a terminal (foreground mode) reaches the
+    supervisor, which stops the server gracefully, not the server directly. On Windows the
+    supervisor has no console, so a console program it starts would open a visible window:
+    CREATE_NO_WINDOW prevents that (it must not be combined with DETACHED_PROCESS).
+    """
+    if WINDOWS:
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def terminate(proc: Any) -> None:
+    """Ask a process (a psutil.Process already identity-checked) to exit.
+
+    POSIX: SIGTERM, which Redis and Dragonfly handle as a graceful shutdown. Windows has no
+    such signal for a windowless process (psutil's terminate is TerminateProcess, i.e. a
+    kill), so there a polite request is the RESP SHUTDOWN the caller already sent; this is
+    then the same as :func:`kill_tree`.
+    """
+    if WINDOWS:
+        kill_tree(proc)
+    else:
+        proc.send_signal(signal.SIGTERM)
+
+
+def kill_tree(proc: Any) -> None:
+    """Force-kill a psutil.Process and its children, through psutil's PID-reuse-checked handles.
+
+    psutil re-checks the create time before each signal, so a PID that was reused since the
+    identity check is left alone. ``taskkill /T /F`` is only the last resort on Windows, when
+    psutil itself was refused (e.g. access denied on a child).
+    """
+    import psutil
+
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        children = []
+    for victim in [*children, proc]:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            if not WINDOWS:
+                raise
+            subprocess.run(
+                ["taskkill", "/PID", str(victim.pid), "/T", "/F"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Human text for an exit status: 'code 1', or 'signal SIGKILL' for a POSIX signal death."""
+    if returncode is None:
+        return "unknown status"
+    if returncode < 0 and not WINDOWS:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"code {returncode}"
+
+
+def try_lock(handle: IO[Any]) -> bool:
+    """Take an exclusive, non-blocking lock on an open file; False when someone holds it.
+
+    The OS drops the lock when the holder dies, so a crashed ``start`` never leaves the
+    project locked (a lock *file's existence* would).
+    """
+    if WINDOWS:
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def wsl_path(path: Path | str) -> str:
+    """Map a Windows path to the path WSL sees: ``C:\\x\\y`` -> ``/mnt/c/x/y``."""
+    win = PureWindowsPath(path)
+    drive = win.drive.rstrip(":").lower()
+    if not drive:
+        return PurePosixPath(*win.parts).as_posix()
+    return PurePosixPath("/mnt", drive, *win.parts[1:]).as_posix()
+
+
+def wsl_argv(argv: Sequence[str]) -> list[str]:
+    """Run a Linux executable through WSL2: Dragonfly on Windows has no native build."""
+    return ["wsl.exe", "-e", wsl_path(argv[0]), *argv[1:]]
+
+
+def python_for_background() -> str:
+    """The interpreter that runs the supervisor (the one running us, venv included)."""
+    return sys.executable
+
+
+def environ_without(prefixes: Sequence[str]) -> dict[str, str]:
+    """A copy of the environment minus variables with these prefixes.
+
+    Dragonfly treats any unknown ``DFLY_*`` variable as a fatal error, so stray ones from the
+    user's shell must not reach it.
+    """
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith(tuple(prefixes))}

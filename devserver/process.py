@@ -1,0 +1,417 @@
+"""start / stop / status of the one managed server of a project directory.
+
+The library does not print: ``start`` reports log lines and progress through callbacks and
+returns a result; failures are raised as DevServerError with a hint. Every signal goes
+through an identity-checked psutil handle (see state.py); a stale state file is removed,
+never acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import compat, resp
+from .binaries import Binary, choose_binary
+from .catalog import build_launch, get_flavor
+from .config import Settings
+from .errors import PortInUse, StartError, StateError, StopError
+from .state import ServerState, project_lock, read_state, remove_state, server_process
+from .tail import last_lines
+
+LineSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StartResult:
+    state: ServerState
+    already_running: bool
+    stale: ServerState | None = None
+    broke_away: bool = True
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StopResult:
+    state: ServerState | None
+    was_running: bool
+    forced: bool = False
+    stale: bool = False
+    seconds: float = 0.0
+
+
+def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
+    """(state, live psutil process) of our server; process None when stopped or stale."""
+    state = read_state(settings.state_file)
+    if state is None or state.status != "running":
+        return state, None
+    return state, server_process(state)
+
+
+def clear_stale(settings: Settings) -> ServerState | None:
+    """Remove a state file whose process is gone or not ours; return what it said."""
+    state, proc = current_state(settings)
+    if state is not None and proc is None:
+        remove_state(settings.state_file)
+        return state
+    return None
+
+
+def port_owner(port: int) -> str:
+    """'name (pid N)' of the process listening on ``port``, when the OS tells us."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    except Exception:  # AccessDenied on macOS, races with exiting processes
+        return ""
+    return ""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail fast, naming the owner, when something already listens on the port."""
+    probe = resp.connect_host(host)
+    family = socket.AF_INET6 if ":" in probe else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        in_use = sock.connect_ex((probe, port)) == 0
+    if not in_use:
+        return
+    owner = port_owner(port)
+    raise PortInUse(
+        f"port {port} is already in use" + (f" by {owner}" if owner else ""),
+        hint="stop that process or choose another port (--port or server.port)",
+    )
+
+
+def _ensure_writable(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartError(
+            f"the {what} directory {path} is not writable ({exc.strerror})",
+            hint=f"fix its permissions or set server.{what}_dir",
+        ) from None
+
+
+def build_spec(settings: Settings, binary: Binary) -> dict[str, Any]:
+    """The supervisor's launch spec (JSON-able; it carries the password, so it goes on stdin)."""
+    flavor = get_flavor(binary.flavor)
+    launch = build_launch(flavor, settings, str(binary.path), os.environ)
+    argv = compat.wsl_argv(launch.argv) if binary.via_wsl else list(launch.argv)
+    return {
+        "argv": argv,
+        "public_argv": argv,
+        "env": dict(launch.env),
+        "cwd": str(settings.flavor_data_dir(flavor.name)),
+        "flavor": flavor.name,
+        "version": binary.version,
+        "binary": str(binary.path),
+        "host": settings.host,
+        "port": settings.port,
+        "state_file": str(settings.state_file),
+        "log_file": str(settings.log_file(flavor.name)),
+        "log_max_bytes": settings.log_max_bytes,
+        "log_backups": settings.log_backups,
+        "password": settings.password,
+        "stdin_config": launch.stdin_config,
+        "secret_file": list(launch.secret_file) if launch.secret_file else None,
+        "stop_method": flavor.stop_method,
+        "shutdown_save": list(flavor.shutdown_save),
+        "shutdown_nosave": list(flavor.shutdown_nosave),
+    }
+
+
+class _LogEcho:
+    """Prints (through a sink) what the log gained since start, reading and closing each time."""
+
+    def __init__(self, path: Path, sink: LineSink | None) -> None:
+        self.path, self.sink = path, sink
+        try:
+            self.offset = path.stat().st_size
+        except OSError:
+            self.offset = 0
+        self.partial = b""
+
+    def poll(self) -> None:
+        if self.sink is None:
+            return
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(1 << 20)
+        except OSError:
+            return
+        self.offset += len(data)
+        data = self.partial + data
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        for line in data[:cut].decode("utf-8", "replace").splitlines():
+            self.sink(line)
+
+
+def start(
+    settings: Settings,
+    on_line: LineSink | None = None,
+    on_binary: Callable[[Binary], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> StartResult:
+    """Start the server in the background and return once it answers PING.
+
+    Already running: returns ``already_running=True`` and touches nothing. Failure (exit at
+    once, timeout): kills what it started, removes the state file, raises StartError with
+    the log's last lines in the hint.
+    """
+    began = clock()
+    with project_lock(settings.lock_file, wait=settings.startup_timeout):
+        state, proc = current_state(settings)
+        if state is not None and proc is not None:
+            return StartResult(state, already_running=True)
+        stale = None
+        if state is not None:
+            remove_state(settings.state_file)
+            stale = state
+        binary = choose_binary(settings)
+        if on_binary:
+            on_binary(binary)
+        spec = build_spec(settings, binary)
+        check_port_free(settings.host, settings.port)
+        _ensure_writable(settings.flavor_data_dir(binary.flavor), "data")
+        _ensure_writable(settings.log_dir, "log")
+        log_file = Path(spec["log_file"])
+        echo = _LogEcho(log_file, on_line)
+        sup, broke_away = compat.spawn_detached(
+            [compat.python_for_background(), "-m", "devserver.supervisor"],
+            cwd=settings.root,
+            stdin=subprocess.PIPE,
+        )
+        assert sup.stdin is not None
+        sup.stdin.write(json.dumps(spec).encode("utf-8"))
+        sup.stdin.close()
+        try:
+            state = _wait_ready(settings, sup, echo, clock, began)
+        except StartError:
+            _abandon(settings, sup)
+            raise
+        echo.poll()
+        return StartResult(state, False, stale, broke_away, clock() - began)
+
+
+def _tail_hint(log_file: Path, count: int = 20) -> str:
+    lines = last_lines(log_file, count)
+    body = "\n".join(lines) if lines else "(the log is empty)"
+    return f"last log lines ({log_file}):\n{body}"
+
+
+def _wait_ready(
+    settings: Settings,
+    sup: subprocess.Popen[bytes],
+    echo: _LogEcho,
+    clock: Callable[[], float],
+    began: float,
+) -> ServerState:
+    """Poll state file, log and PING until ready, exited or timed out."""
+    deadline = began + settings.startup_timeout
+    host = resp.connect_host(settings.host)
+    log_file = echo.path
+    state: ServerState | None = None
+    while True:
+        echo.poll()
+        if state is None:
+            try:
+                state = read_state(settings.state_file)
+            except StateError:
+                state = None  # not written yet, or being replaced: look again
+        if state is not None and state.status == "exited":
+            raise StartError(
+                f"{state.flavor} exited during startup with {state.exit_status}",
+                hint=_tail_hint(log_file),
+            )
+        if state is not None and state.status == "running":
+            answer = resp.ping(host, settings.port, timeout=0.25, password=settings.password)
+            if answer in ("ready", "auth"):
+                return state
+            if read_state(settings.state_file) is None and sup.poll() is not None:
+                raise StartError("the server exited during startup", hint=_tail_hint(log_file))
+        elif sup.poll() is not None:
+            raise StartError(
+                f"the supervisor exited before the server started (code {sup.returncode})",
+                hint=_tail_hint(log_file),
+            )
+        if clock() >= deadline:
+            raise StartError(
+                f"the server did not answer PING within {settings.startup_timeout:g}s",
+                hint=_tail_hint(log_file) + "\n(raise server.startup_timeout or --timeout)",
+            )
+        time.sleep(0.005 if state is not None else 0.01)
+
+
+def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
+    """Undo a failed start: kill the server we started and its supervisor, drop the state."""
+    try:
+        state = read_state(settings.state_file)
+    except StateError:
+        state = None
+    if state is not None:
+        proc = server_process(state)
+        if proc is not None:
+            compat.kill_tree(proc)
+    if sup.poll() is None:
+        sup.kill()
+    try:
+        sup.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    remove_state(settings.state_file)
+
+
+def _ask_supervisor(state: ServerState, save: bool) -> bool:
+    """Ask our supervisor to shut the server down; False when it cannot be reached."""
+    if not state.control_port:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", state.control_port), timeout=2) as conn:
+            mode = "save" if save else "nosave"
+            conn.sendall(f"{state.control_token} stop {mode}\n".encode())
+            answer = conn.recv(256).decode("utf-8", "replace").strip()
+    except OSError:
+        return False
+    return answer == "ok"
+
+
+def _wait_gone(proc: Any, timeout: float) -> bool:
+    """Wait until the process has exited; a zombie counts as gone.
+
+    Polled rather than psutil's ``wait``: for a process that is not our child (the detached
+    supervisor, reparented to init) psutil keeps waiting on a zombie until it is reaped.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+
+
+def stop(settings: Settings, save: bool = True) -> StopResult:
+    """Stop our server: graceful SHUTDOWN, then escalate on the server only; drop the state."""
+    began = time.monotonic()
+    with project_lock(settings.lock_file, wait=settings.stop_timeout):
+        state, proc = current_state(settings)
+        if state is None:
+            return StopResult(None, was_running=False)
+        if proc is None:
+            remove_state(settings.state_file)
+            return StopResult(state, was_running=False, stale=True)
+        flavor = get_flavor(state.flavor)
+        asked = _ask_supervisor(state, save)
+        if not asked:
+            command = list(flavor.shutdown_save if save else flavor.shutdown_nosave)
+            if flavor.stop_method == "save_terminate":
+                command = ["SAVE"] if save else ["PING"]
+            try:
+                resp.call(resp.connect_host(state.host), state.port, [command],
+                          timeout=settings.stop_timeout, password=settings.password)
+            except (OSError, resp.RespError, resp.ConnectionClosed):
+                pass
+            if flavor.stop_method == "save_terminate":
+                compat.terminate(proc)
+        forced = False
+        if not _wait_gone(proc, settings.stop_timeout):
+            forced = True
+            compat.terminate(proc)
+            if not _wait_gone(proc, 3):
+                compat.kill_tree(proc)
+                if not _wait_gone(proc, 5):
+                    raise StopError(
+                        f"{state.flavor} (pid {state.pid}) did not exit even after a kill",
+                        hint="check it with your OS's process tools",
+                    )
+        _wait_supervisor(state)
+        remove_state(settings.state_file)
+        return StopResult(state, True, forced, False, time.monotonic() - began)
+
+
+def _wait_supervisor(state: ServerState, timeout: float = 3.0) -> None:
+    """Let the supervisor log the exit and finish before we drop the state file."""
+    import psutil
+
+    try:
+        sup = psutil.Process(state.supervisor_pid)
+        if abs(sup.create_time() - state.supervisor_create_time) > 0.05:
+            return
+    except psutil.Error:
+        return
+    _wait_gone(sup, timeout)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """The status object (``invoke status --json``): running or not, and what we know."""
+    state, proc = current_state(settings)
+    flavor = state.flavor if state else (settings.flavor if settings.flavor != "auto" else "")
+    info: dict[str, Any] = {
+        "running": proc is not None,
+        "flavor": flavor or None,
+        "version": state.version if state else None,
+        "pid": state.pid if state and proc is not None else None,
+        "host": state.host if state else settings.host,
+        "port": state.port if state else settings.port,
+        "state_file": str(settings.state_file),
+        "log_file": state.log_file if state else (str(settings.log_file(flavor)) if flavor else None),
+        "uptime_s": round(time.time() - state.create_time, 1) if state and proc else None,
+        "binary": state.binary if state else None,
+        "stale": state is not None and proc is None,
+        "exit_status": state.exit_status if state else None,
+    }
+    if proc is not None and state is not None:
+        info.update(_server_info(state, settings, proc))
+    return info
+
+
+def _server_info(state: ServerState, settings: Settings, proc: Any) -> dict[str, Any]:
+    """Memory and clients: from INFO when we can authenticate, else from the OS."""
+    extra: dict[str, Any] = {}
+    try:
+        extra["memory_rss_bytes"] = proc.memory_info().rss
+    except Exception:
+        pass
+    try:
+        reply = resp.call(resp.connect_host(state.host), state.port, [["INFO"]],
+                          timeout=1.0, password=settings.password)[0]
+    except (OSError, resp.RespError, resp.ConnectionClosed):
+        return extra
+    fields = dict(
+        line.split(":", 1) for line in str(reply).splitlines() if ":" in line
+    )
+    if "connected_clients" in fields:
+        extra["clients"] = int(fields["connected_clients"])
+    if "used_memory" in fields:
+        extra["used_memory_bytes"] = int(fields["used_memory"])
+    return extra
+
+
+def state_as_dict(state: ServerState) -> dict[str, Any]:
+    data = asdict(state)
+    data.pop("control_token", None)
+    return data

@@ -1,0 +1,188 @@
+"""Invoke tasks: parse options, call devserver/, turn its errors into one line and exit 1.
+
+Kept thin on purpose: the logic lives in the devserver library (which never imports invoke),
+so it can be tested without Invoke. Heavy imports (requests, redis-py) happen inside the
+task that needs them, so ``invoke --list`` and ``invoke stop`` stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Context, Exit, task
+
+from devserver import console
+from devserver.config import Settings, load_settings
+from devserver.errors import DevServerError
+
+ROOT = Path(__file__).resolve().parent
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain(value: Any) -> Any:
+    """Invoke's DataProxy -> plain dicts, so the library sees ordinary Mappings."""
+    if hasattr(value, "items") and not isinstance(value, (str, bytes)):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def settings_from(ctx: Context, **overrides: Any) -> Settings:
+    """Validated settings: invoke.yaml + environment + this task's options."""
+    config = {name: _plain(ctx.config.get(name) or {}) for name in ("server", "release", "verify", "api")}
+    return load_settings(config, ROOT).with_overrides(**overrides)
+
+
+def handled(func: F) -> F:
+    """An expected failure becomes one line (plus hint) on stderr and exit 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DevServerError as exc:
+            console.error(exc.message, exc.hint)
+            raise Exit(code=1) from None
+        except KeyboardInterrupt:
+            console.info("interrupted")
+            raise Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _describe(binary: Any) -> str:
+    where = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
+    version = binary.version or "unknown version"
+    return f"{binary.flavor} {version} ({binary.path}, {where.get(binary.source, binary.source)})"
+
+
+@task(
+    help={
+        "flavor": "server flavor: auto (default), dragonfly, redis or garnet",
+        "port": "TCP port (default: server.port, 6379)",
+        "foreground": "run in this terminal with the log on the console until Ctrl+C",
+        "timeout": "seconds to wait for PING before giving up (default: server.startup_timeout)",
+    }
+)
+@handled
+def start(
+    c: Context,
+    flavor: str | None = None,
+    port: str | None = None,
+    foreground: bool = False,
+    timeout: str | None = None,
+) -> None:
+    """Start the server in the background; print its log until it answers PING."""
+    from devserver import process
+
+    settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout)
+    if foreground:
+        from devserver.foreground import run_foreground
+
+        code = run_foreground(settings, on_binary=lambda b: console.info("starting " + _describe(b)),
+                              sink=sys.stdout.write)
+        raise Exit(code=0 if code in (0, None) else 1)
+    result = process.start(
+        settings,
+        on_line=console.log_line,
+        on_binary=lambda b: console.info("starting " + _describe(b)),
+    )
+    state = result.state
+    if result.stale is not None:
+        console.warn(f"removed a stale state file (pid {result.stale.pid} is gone or not ours)")
+    if result.already_running:
+        console.ok(f"{state.flavor} {state.version} is already running "
+                   f"(pid {state.pid}, {state.host}:{state.port})")
+        return
+    if not result.broke_away:
+        console.warn("could not break away from the launcher's job object: the server may stop "
+                     "when this terminal or launcher exits")
+    console.ok(f"{state.flavor} {state.version} ready on {state.host}:{state.port} "
+               f"(pid {state.pid}) in {result.seconds:.2f}s; log: {state.log_file}")
+
+
+@task(help={"no_save": "skip the snapshot: a throwaway stop (SHUTDOWN NOSAVE)"})
+@handled
+def stop(c: Context, no_save: bool = False) -> None:
+    """Stop the server: graceful SHUTDOWN, then a forced kill of our own process only."""
+    from devserver import process
+
+    result = process.stop(settings_from(c), save=not no_save)
+    if result.stale and result.state:
+        console.warn(f"removed a stale state file: pid {result.state.pid} is gone or not ours "
+                     "(nothing was signalled)")
+        return
+    if not result.was_running:
+        console.ok("the server is not running")
+        return
+    assert result.state is not None
+    how = "forced kill after the graceful stop timed out" if result.forced else "graceful"
+    console.ok(f"{result.state.flavor} (pid {result.state.pid}) stopped ({how}) "
+               f"in {result.seconds:.2f}s")
+
+
+@task(
+    help={
+        "flavor": "server flavor for the new start",
+        "port": "TCP port for the new start",
+        "timeout": "seconds to wait for PING",
+    }
+)
+def restart(c: Context, flavor: str | None = None, port: str | None = None,
+            timeout: str | None = None) -> None:
+    """Stop the server (if running), then start it again."""
+    stop(c)
+    start(c, flavor=flavor, port=port, timeout=timeout)
+
+
+@task(help={"json": "print one JSON object and nothing else"})
+@handled
+def status(c: Context, json: bool = False) -> None:
+    """Is the server running? Flavor, version, pid, address, uptime, memory, clients, log."""
+    from devserver import process
+
+    info = process.status(settings_from(c))
+    if json:
+        console.print_json(info)
+        return
+    if not info["running"]:
+        if info["stale"]:
+            console.warn(f"not running (the last server ended with {info['exit_status'] or 'an unknown status'}"
+                         "; its state file is stale)")
+        else:
+            console.info("not running")
+        if info["log_file"]:
+            console.info(f"log: {info['log_file']}")
+        return
+    console.ok(f"running: {info['flavor']} {info['version']} (pid {info['pid']})")
+    rows = [
+        ("address", f"{info['host']}:{info['port']}"),
+        ("uptime", console.human_seconds(info["uptime_s"] or 0)),
+        ("memory", console.human_bytes(info.get("memory_rss_bytes", 0)) + " RSS"
+         if "memory_rss_bytes" in info else "unknown"),
+        ("clients", str(info.get("clients", "unknown"))),
+        ("binary", str(info["binary"])),
+        ("log", str(info["log_file"])),
+    ]
+    for key, value in rows:
+        console.info(f"  {key:<8} {value}")
+
+
+@task(help={"args": "extra pytest arguments, e.g. '-k stop -x'"})
+def test(c: Context, args: str = "") -> None:
+    """Run the test suite (the same command CI runs)."""
+    c.run(f"{sys.executable} -m pytest {args}", pty=False)
+
+
+@task(help={"only": "run one benchmark: lifecycle, tee, tail or fetch"})
+def bench(c: Context, only: str = "") -> None:
+    """Run the benchmarks in benchmarks/ and print their figures."""
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    for script in scripts:
+        if only and only not in script.stem:
+            continue
+        console.info(f"== {script.stem}")
+        c.run(f"{sys.executable} {script}", pty=False)
