@@ -241,8 +241,10 @@ def build_launch(
             head.append("-")
             stdin_config = f"requirepass {_redis_quote(settings.password)}\n"
         else:
-            secret_file = ("garnet.conf", json.dumps({"AuthenticationMode": "Password",
-                                                       "Password": settings.password}))
+            secret_file = (
+                "garnet.conf",
+                json.dumps({"AuthenticationMode": "Password", "Password": settings.password}),
+            )
             args += ["--config-import-path", "{secret_file}"]
     return Launch(
         argv=(*head, *args, *settings.extra_args),

@@ -16,8 +16,14 @@ import time
 from typing import Any, TextIO
 
 _RESET = "\033[0m"
-_COLOURS = {"red": "\033[31m", "yellow": "\033[33m", "green": "\033[32m", "dim": "\033[2m",
-            "bold": "\033[1m", "cyan": "\033[36m"}
+_COLOURS = {
+    "red": "\033[31m",
+    "yellow": "\033[33m",
+    "green": "\033[32m",
+    "dim": "\033[2m",
+    "bold": "\033[1m",
+    "cyan": "\033[36m",
+}
 # Redis marks warnings with " # " (and notices with " * "); glog prefixes E/W/F plus date.
 _ERROR_RE = re.compile(r"\b(ERROR|FATAL|CRITICAL|PANIC)\b|^(\[[^]]*\] )?[EF]\d{4} ")
 _WARN_RE = re.compile(r"\bWARN(ING)?\b|^(\[[^]]*\] )?W\d{4} | # ", re.IGNORECASE)
@@ -137,8 +143,10 @@ class Progress:
         if self.total:
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(frac * 30)
-            text = (f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% "
-                    f"{human_bytes(self.done)}/{human_bytes(self.total)} {human_bytes(rate)}/s")
+            text = (
+                f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% "
+                f"{human_bytes(self.done)}/{human_bytes(self.total)} {human_bytes(rate)}/s"
+            )
         else:
             text = f"\r{self.label} {human_bytes(self.done)} {human_bytes(rate)}/s"
         self.stream.write(text)

@@ -40,5 +40,8 @@ def run_foreground(
             on_binary(binary)
         spec = spec_from_json(json.dumps(build_spec(settings, binary)))
         check_port_free(settings.host, settings.port)
-    supervisor = Supervisor(spec, console=lambda text: sink(text) and None)
-    return supervisor.run()
+
+    def to_console(text: str) -> None:
+        sink(text)
+
+    return Supervisor(spec, console=to_console).run()

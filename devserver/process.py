@@ -70,9 +70,9 @@ def port_owner(port: int) -> str:
         import psutil
 
         for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+            listening = conn.status == psutil.CONN_LISTEN
+            if conn.laddr and conn.laddr.port == port and listening and conn.pid:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
     except Exception:  # AccessDenied on macOS, races with exiting processes
         return ""
     return ""
@@ -331,8 +331,13 @@ def stop(settings: Settings, save: bool = True) -> StopResult:
             if flavor.stop_method == "save_terminate":
                 command = ["SAVE"] if save else ["PING"]
             try:
-                resp.call(resp.connect_host(state.host), state.port, [command],
-                          timeout=settings.stop_timeout, password=settings.password)
+                resp.call(
+                    resp.connect_host(state.host),
+                    state.port,
+                    [command],
+                    timeout=settings.stop_timeout,
+                    password=settings.password,
+                )
             except (OSError, resp.RespError, resp.ConnectionClosed):
                 pass
             if flavor.stop_method == "save_terminate":
@@ -378,7 +383,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "host": state.host if state else settings.host,
         "port": state.port if state else settings.port,
         "state_file": str(settings.state_file),
-        "log_file": state.log_file if state else (str(settings.log_file(flavor)) if flavor else None),
+        "log_file": state.log_file if state else _log_for(settings, flavor),
         "uptime_s": round(time.time() - state.create_time, 1) if state and proc else None,
         "binary": state.binary if state else None,
         "stale": state is not None and proc is None,
@@ -389,6 +394,10 @@ def status(settings: Settings) -> dict[str, Any]:
     return info
 
 
+def _log_for(settings: Settings, flavor: str) -> str | None:
+    return str(settings.log_file(flavor)) if flavor else None
+
+
 def _server_info(state: ServerState, settings: Settings, proc: Any) -> dict[str, Any]:
     """Memory and clients: from INFO when we can authenticate, else from the OS."""
     extra: dict[str, Any] = {}
@@ -397,13 +406,16 @@ def _server_info(state: ServerState, settings: Settings, proc: Any) -> dict[str,
     except Exception:
         pass
     try:
-        reply = resp.call(resp.connect_host(state.host), state.port, [["INFO"]],
-                          timeout=1.0, password=settings.password)[0]
+        reply = resp.call(
+            resp.connect_host(state.host),
+            state.port,
+            [["INFO"]],
+            timeout=1.0,
+            password=settings.password,
+        )[0]
     except (OSError, resp.RespError, resp.ConnectionClosed):
         return extra
-    fields = dict(
-        line.split(":", 1) for line in str(reply).splitlines() if ":" in line
-    )
+    fields = dict(line.split(":", 1) for line in str(reply).splitlines() if ":" in line)
     if "connected_clients" in fields:
         extra["clients"] = int(fields["connected_clients"])
     if "used_memory" in fields:

@@ -82,7 +82,9 @@ def read_state(path: Path) -> ServerState | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
+        raise StateError(
+            f"cannot read {path}: {exc.strerror}", hint="check its permissions"
+        ) from None
     try:
         return ServerState.from_mapping(json.loads(text))
     except (ValueError, TypeError) as exc:
@@ -118,6 +120,7 @@ def process_identity(pid: int) -> tuple[float, str] | None:
 
 def same_exe(recorded: str, actual: str) -> bool:
     """Compare executables by file name: paths differ through symlinks and WSL mapping."""
+
     def norm(name: str) -> str:
         base = Path(name.replace("\\", "/")).name.lower()
         return base[:-4] if base.endswith(".exe") else base
