@@ -86,7 +86,7 @@ def read_version(flavor: Flavor, path: Path) -> str:
         out = subprocess.run(
             [str(path), *flavor.version_args],
             capture_output=True,
-            timeout=10,
+            timeout=5,
             check=False,
             stdin=subprocess.DEVNULL,
         )

@@ -106,7 +106,8 @@ class Settings:
         if not given:
             return self
         checked = {
-            k: _SERVER_FIELDS[k](f"--{k.replace('_', '-')}", v, self.root) for k, v in given.items()
+            k: _SERVER_FIELDS[k](_OPTION_NAMES.get(k, "--" + k.replace("_", "-")), v, self.root)
+            for k, v in given.items()
         }
         return replace(self, **checked)
 
@@ -222,6 +223,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "maxmemory": "1gb",
     "extra_args": "",
 }
+# Settings whose command-line option is not simply --<key>.
+_OPTION_NAMES = {"startup_timeout": "--timeout"}
 _MAY_BE_EMPTY = ("password", "extra_args")
 
 

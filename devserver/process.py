@@ -27,6 +27,7 @@ from .state import ServerState, project_lock, read_state, remove_state, server_p
 from .tail import last_lines
 
 LineSink = Callable[[str], None]
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -195,14 +196,14 @@ def start(
         echo = _LogEcho(log_file, on_line)
         sup, broke_away = compat.spawn_detached(
             [compat.python_for_background(), "-m", "devserver.supervisor"],
-            cwd=settings.root,
+            cwd=_PACKAGE_PARENT,  # so ``-m devserver`` imports this very copy of the package
             stdin=subprocess.PIPE,
         )
         assert sup.stdin is not None
         sup.stdin.write(json.dumps(spec).encode("utf-8"))
         sup.stdin.close()
         try:
-            state = _wait_ready(settings, sup, echo, clock, began)
+            state = _wait_ready(settings, sup, echo, clock, clock())
         except StartError:
             _abandon(settings, sup)
             raise
@@ -227,28 +228,24 @@ def _wait_ready(
     deadline = began + settings.startup_timeout
     host = resp.connect_host(settings.host)
     log_file = echo.path
-    state: ServerState | None = None
     while True:
         echo.poll()
-        if state is None:
-            try:
-                state = read_state(settings.state_file)
-            except StateError:
-                state = None  # not written yet, or being replaced: look again
+        try:
+            state = read_state(settings.state_file)
+        except StateError:
+            state = None  # being replaced right now: look again
         if state is not None and state.status == "exited":
             raise StartError(
                 f"{state.flavor} exited during startup with {state.exit_status}",
                 hint=_tail_hint(log_file),
             )
-        if state is not None and state.status == "running":
+        if state is not None:
             answer = resp.ping(host, settings.port, timeout=0.25, password=settings.password)
             if answer in ("ready", "auth"):
                 return state
-            if read_state(settings.state_file) is None and sup.poll() is not None:
-                raise StartError("the server exited during startup", hint=_tail_hint(log_file))
-        elif sup.poll() is not None:
+        if sup.poll() is not None:
             raise StartError(
-                f"the supervisor exited before the server started (code {sup.returncode})",
+                f"the supervisor exited before the server was ready (code {sup.returncode})",
                 hint=_tail_hint(log_file),
             )
         if clock() >= deadline:
@@ -256,7 +253,7 @@ def _wait_ready(
                 f"the server did not answer PING within {settings.startup_timeout:g}s",
                 hint=_tail_hint(log_file) + "\n(raise server.startup_timeout or --timeout)",
             )
-        time.sleep(0.005 if state is not None else 0.01)
+        time.sleep(0.005)
 
 
 def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
@@ -278,15 +275,23 @@ def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
     remove_state(settings.state_file)
 
 
-def _ask_supervisor(state: ServerState, save: bool) -> bool:
-    """Ask our supervisor to shut the server down; False when it cannot be reached."""
+def _ask_supervisor(state: ServerState, save: bool, timeout: float) -> bool:
+    """Ask our supervisor to shut the server down; False when it cannot be reached.
+
+    The supervisor answers once the server accepted SHUTDOWN, which can take a while when it
+    saves a large dataset: no answer within ``timeout`` still means the request is under way.
+    """
     if not state.control_port:
         return False
     try:
         with socket.create_connection(("127.0.0.1", state.control_port), timeout=2) as conn:
             mode = "save" if save else "nosave"
             conn.sendall(f"{state.control_token} stop {mode}\n".encode())
-            answer = conn.recv(256).decode("utf-8", "replace").strip()
+            conn.settimeout(timeout)
+            try:
+                answer = conn.recv(256).decode("utf-8", "replace").strip()
+            except TimeoutError:
+                return True
     except OSError:
         return False
     return answer == "ok"
@@ -325,7 +330,7 @@ def stop(settings: Settings, save: bool = True) -> StopResult:
             remove_state(settings.state_file)
             return StopResult(state, was_running=False, stale=True)
         flavor = get_flavor(state.flavor)
-        asked = _ask_supervisor(state, save)
+        asked = _ask_supervisor(state, save, settings.stop_timeout)
         if not asked:
             command = list(flavor.shutdown_save if save else flavor.shutdown_nosave)
             if flavor.stop_method == "save_terminate":
