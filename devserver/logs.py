@@ -1,23 +1,37 @@
 """The supervisor's log writer: timestamped lines, size-based rotation, resilient to write errors.
 
-Why it works on chunks rather than lines: the tee must keep up with a server that logs
-hundreds of thousands of lines a second. It reads whatever the pipe holds (``read1``),
-prefixes every complete line with one timestamp in a single ``str.replace``, and writes the
-block through a large buffer. It flushes whenever a read found the pipe drained and at least
-every 50 ms otherwise, so a reader sees a line within 100 ms without a flush per line.
+Why chunks rather than lines: the tee must keep up with a server that logs hundreds of
+thousands of lines a second. It reads whatever the pipe holds (``read1``), prefixes every
+complete line with one timestamp in a single ``replace``, and appends the block to an
+in-memory buffer of whole lines. The buffer goes to the file (one unbuffered ``write`` per
+drain) whenever a read found the pipe drained, when it passes 256 KiB, and at the latest
+50 ms after its oldest byte arrived (a flusher thread covers a pipe that stays silent after
+a full read), so a reader sees a line within 100 ms without paying a flush per line.
 
-Rotation scheme (portable to Windows): only the *writer* ever holds ``<flavor>.log`` open
-for long; our own readers (``start``'s echo, ``tail -f``) open, read and close on each poll.
-On rotation the writer closes its handle and renames ``.log -> .1`` (shifting ``.1 -> .2``...).
-If a rename is refused (on Windows, another program such as an editor holds the file open),
-the writer falls back to copy-then-truncate for that step, which needs no rename of an open
-file; a reader then sees the file shrink and starts over from its beginning.
-Lines are never split across files: a rotation happens only at a line boundary.
+Rotation scheme, and why it is safe on Windows (where a file another process holds open
+cannot be renamed or deleted):
+
+1. Only the writer keeps ``<flavor>.log`` open for long, and it closes its handle before a
+   rotation. Our own readers (``tail``, ``tail -f``, ``start``'s echo) open, read and close
+   on every poll, so they hold the file for milliseconds, never across a rotation attempt
+   for long; they recognise a rotated or truncated file by content (see tail.py).
+2. Rotation renames ``.N-1 -> .N`` ... ``.log -> .1`` (the oldest is replaced, so the total
+   stays within about ``(backups + 1) * max_bytes``). A rename the OS refuses
+   (``PermissionError``: on Windows, some program such as an editor or ``Get-Content -Wait``
+   holds that file open without delete sharing) falls back to copy-then-truncate for that
+   step, which renames nothing: the held file keeps its identity and just becomes empty.
+3. If even that fails, the lines are dropped and counted (bounded disk beats a growing file),
+   rotation is retried after a second, and a marker with the count is written once writing
+   works again. The same holds for any write error (disk full, permission).
+
+Lines are never split across files or torn: rotation happens only at a line boundary, and a
+write that fails half-way is cut back to the last whole line.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import threading
 import time
@@ -26,10 +40,23 @@ from pathlib import Path
 from typing import IO, Any
 
 Opener = Callable[[Path], IO[bytes]]
+FLUSH_INTERVAL = 0.05  # seconds a line may wait in the buffer (readers poll every 50 ms)
+BUFFER_BYTES = 256 * 1024
+ROTATE_RETRY = 1.0  # seconds between rotation attempts after one failed
+
+
+class _Partial(Exception):
+    """A block was written up to byte ``done`` (a line boundary), then ``error`` struck."""
+
+    def __init__(self, done: int, error: OSError) -> None:
+        super().__init__(str(error))
+        self.done, self.error = done, error
 
 
 def _open_append(path: Path) -> IO[bytes]:
-    return open(path, "ab", buffering=256 * 1024)  # noqa: SIM115 - owned by the writer
+    # Unbuffered: the writer keeps its own buffer of whole lines, so it knows exactly what
+    # reached the file when a write fails.
+    return open(path, "ab", buffering=0)
 
 
 class _Stamp:
@@ -49,11 +76,12 @@ class _Stamp:
 
 
 class RotatingWriter:
-    """Append-only log file that rolls to ``.1 .. .N`` at ``max_bytes``; never raises on I/O.
+    """Append-only log that rolls to ``.1 .. .N`` at ``max_bytes``; never raises on I/O.
 
-    A failing write (disk full, permission) must not stop the tee from draining the server's
-    pipe, or the server would block on a full pipe. Lines that could not be written are
-    counted, and a marker with the count is written as soon as writing works again.
+    A failing write must not stop the tee from draining the server's pipe, or the server
+    would block on a full pipe. Lines that could not be written are counted, and a marker
+    with the count is written as soon as writing works again. Thread-safe: the tee and the
+    flusher thread share it.
     """
 
     def __init__(
@@ -64,19 +92,83 @@ class RotatingWriter:
         opener: Opener = _open_append,
         rename: Callable[[Path, Path], None] = os.replace,
         stamp: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self.max_bytes = max_bytes
+        self.max_bytes = max(1, max_bytes)
         self.backups = backups
         self.opener = opener
         self.rename = rename
         self.stamp = stamp or _Stamp()
+        self.clock = clock
         self.dropped = 0
         self.last_error: OSError | None = None
         self.lock = threading.Lock()
         self._file: IO[bytes] | None = None
         self._size = 0
+        self._buffer = bytearray()
+        self._dirty_since: float | None = None
+        self._rotate_after = 0.0
 
+    # -- buffering -------------------------------------------------------------------------
+    def write(self, block: bytes, lines: int = 0) -> None:
+        """Queue whole lines (``block`` ends with a newline); written at the next flush."""
+        with self.lock:
+            if not self._buffer:
+                self._dirty_since = self.clock()
+            self._buffer += block
+            if len(self._buffer) >= BUFFER_BYTES:
+                self._drain()
+
+    def marker(self, text: str) -> None:
+        """A line of our own (start/exit markers), timestamped like the server's lines."""
+        self.write(f"{self.stamp()}[devserver] {text}\n".encode())
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._drain()
+
+    def flush_if_due(self, interval: float = FLUSH_INTERVAL) -> bool:
+        """Flush when the oldest buffered byte waited ``interval``; True if it flushed."""
+        with self.lock:
+            since = self._dirty_since
+            if since is None or self.clock() - since < interval:
+                return False
+            self._drain()
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            self._drain()
+            self._close_quietly()
+
+    def _drain(self) -> None:
+        """Write the buffer to the file; on OSError drop it with a count (lock held)."""
+        if not self._buffer:
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._dirty_since = None
+        reported = self.dropped
+        if reported:
+            if self.clock() < self._rotate_after:
+                self.dropped += data.count(b"\n")  # still backing off after a failure
+                return
+            note = f"{self.stamp()}[devserver] {reported} log lines dropped ({self.last_error})\n"
+            data = note.encode("utf-8") + data
+        try:
+            self._write_block(data)
+            self.dropped = 0
+        except _Partial as failure:
+            self.last_error = failure.error
+            self._close_quietly()
+            unwritten = data.count(b"\n", failure.done)
+            # The note is the first line: when nothing got out, it was not written either.
+            self.dropped = reported + unwritten - 1 if reported and failure.done == 0 else unwritten
+            self._rotate_after = self.clock() + ROTATE_RETRY
+
+    # -- the file --------------------------------------------------------------------------
     def _ensure_open(self) -> IO[bytes]:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,11 +184,52 @@ class RotatingWriter:
             except OSError:
                 pass
 
+    def _write_all(self, data: bytes) -> None:
+        """Write every byte or none: a partial write is cut back so no torn line remains."""
+        handle = self._ensure_open()
+        start, done = self._size, 0
+        try:
+            while done < len(data):
+                written = handle.write(data[done:])
+                done += len(data) - done if written is None else written
+        except OSError:
+            if done:
+                try:
+                    handle.truncate(start)
+                except OSError:
+                    pass
+            raise
+        self._size += done
+
+    def _write_block(self, block: bytes) -> None:
+        """Write whole lines, rotating at line boundaries; _Partial says how far it got."""
+        pos, end = 0, len(block)
+        try:
+            while pos < end:
+                room = self.max_bytes - self._ensure_size()
+                if end - pos <= room:
+                    self._write_all(block[pos:] if pos else block)
+                    return
+                cut = block.rfind(b"\n", pos, pos + max(room, 0)) + 1
+                if cut == 0 and self._size == 0:  # one line longer than the limit: alone
+                    newline = block.find(b"\n", pos)
+                    cut = newline + 1 if newline >= 0 else end
+                if cut > pos:
+                    self._write_all(block[pos:cut])
+                    pos = cut
+                self.rotate()
+        except OSError as exc:
+            raise _Partial(pos, exc) from exc
+
+    def _ensure_size(self) -> int:
+        self._ensure_open()
+        return self._size
+
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
 
     def _move(self, src: Path, dst: Path) -> None:
-        """Rename, or copy-and-truncate when the OS refuses to rename an open file."""
+        """Rename; when the OS refuses (an open file on Windows), copy then truncate."""
         try:
             self.rename(src, dst)
         except PermissionError:
@@ -107,7 +240,7 @@ class RotatingWriter:
     def rotate(self) -> None:
         """Shift the backups up by one and start an empty current file."""
         self._close_quietly()
-        if self.backups == 0:
+        if self.backups <= 0:
             with open(self.path, "wb"):
                 pass
         else:
@@ -118,59 +251,59 @@ class RotatingWriter:
                 self._move(self.path, self._backup(1))
         self._size = 0
 
-    def _write_block(self, block: bytes) -> None:
-        """Write complete lines, rotating at line boundaries so no line is torn."""
-        view = block
-        while view:
-            handle = self._ensure_open()
-            room = self.max_bytes - self._size
-            if len(view) <= room:
-                handle.write(view)
-                self._size += len(view)
-                return
-            cut = view.rfind(b"\n", 0, room) + 1
-            if cut == 0 and self._size == 0:
-                cut = view.find(b"\n") + 1 or len(view)  # one line longer than the limit
-            if cut:
-                handle.write(view[:cut])
-                self._size += cut
-                view = view[cut:]
-            self.rotate()
 
-    def write(self, block: bytes, lines: int) -> None:
-        """Append ``lines`` complete lines (``block`` ends with a newline)."""
-        with self.lock:
-            try:
-                if self.dropped:
-                    note = f"{self.stamp()}[devserver] {self.dropped} log lines dropped ({self.last_error})\n"
-                    self._write_block(note.encode("utf-8"))
-                    self.dropped = 0
-                self._write_block(block)
-            except OSError as exc:
-                self.dropped += lines
-                self.last_error = exc
-                self._close_quietly()
+class BackgroundSink:
+    """Feeds a slow consumer (the console) from its own thread; never blocks the caller.
 
-    def marker(self, text: str) -> None:
-        """A line of our own (start/exit markers), timestamped like the server's lines."""
-        self.write(f"{self.stamp()}[devserver] {text}\n".encode(), 1)
-        self.flush()
+    Why: foreground mode prints the log on the console too, and a console can stall
+    (scroll-lock, a paused pager, a slow remote terminal). Called inline, it would stall the
+    tee and then the server. Blocks beyond ``max_pending`` are dropped and counted; a note
+    with the count follows once the consumer catches up (the log file has every line).
+    """
 
-    def flush(self) -> None:
-        with self.lock:
-            if self._file is None:
+    def __init__(self, sink: Callable[[str], object], max_pending: int = 256) -> None:
+        self.sink = sink
+        self.queue: queue.Queue[str | None] = queue.Queue(max_pending)
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="console-sink", daemon=True)
+        self.thread.start()
+
+    def __call__(self, text: str) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except queue.Full:
+            with self._lock:
+                self.dropped += text.count("\n")
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
                 return
             try:
-                self._file.flush()
-            except OSError as exc:
-                self.last_error = exc
-                self.dropped += 1  # at least one line was lost with the buffer
-                self._close_quietly()
+                self.sink(item)
+                if self.queue.empty():
+                    with self._lock:
+                        dropped, self.dropped = self.dropped, 0
+                    if dropped:
+                        self.sink(f"[devserver] the console fell behind: {dropped} log lines "
+                                  "not shown here (the log file has them all)\n")
+            except Exception:  # a broken console must not end the tee
+                continue
 
-    def close(self) -> None:
-        self.flush()
-        with self.lock:
-            self._close_quietly()
+    def close(self, timeout: float = 2.0) -> None:
+        """Let the consumer finish what is queued, but never wait longer than ``timeout``."""
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.thread.join(timeout)
+
+
+def _flusher(writer: RotatingWriter, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval / 2):
+        writer.flush_if_due(interval)
 
 
 def tee(
@@ -186,34 +319,42 @@ def tee(
     ``stream`` is a binary stream with ``read1`` (a Popen pipe). Bytes are decoded as UTF-8
     with replacement (text mode would use the ANSI code page on Windows and can raise), CRLF
     becomes LF, and a partial line waits for its end (or is cut at ``max_line`` bytes).
-    ``console`` gets each timestamped block (foreground mode's second sink).
+    ``console`` gets each timestamped block through a :class:`BackgroundSink`.
     """
+    sink = BackgroundSink(console) if console is not None else None
+    stop = threading.Event()
+    flusher = threading.Thread(target=_flusher, args=(writer, stop, FLUSH_INTERVAL), daemon=True)
+    flusher.start()
     pending = b""
     total = 0
-    last_flush = clock()
-    while True:
-        data = stream.read1(chunk)
-        if not data:
-            break
-        drained = len(data) < chunk
+    try:
+        while True:
+            data = stream.read1(chunk)
+            if not data:
+                break
+            drained = len(data) < chunk
+            if pending:
+                data = pending + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) < max_line:
+                pending = data
+                continue
+            if cut == 0:
+                cut = len(data)
+                data += b"\n"
+            complete, pending = data[:cut], data[cut:]
+            total += _emit(complete, writer, sink)
+            if drained:
+                writer.flush()
+            else:
+                writer.flush_if_due()
         if pending:
-            data = pending + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) < max_line:
-            pending = data
-            continue
-        if cut == 0:
-            cut = len(data)
-            data += b"\n"
-        complete, pending = data[:cut], data[cut:]
-        total += _emit(complete, writer, console)
-        now = clock()
-        if drained or now - last_flush >= 0.05:
-            writer.flush()
-            last_flush = now
-    if pending:
-        total += _emit(pending + b"\n", writer, console)
-    writer.flush()
+            total += _emit(pending + b"\n", writer, sink)
+    finally:
+        stop.set()
+        writer.flush()
+        if sink is not None:
+            sink.close()
     return total
 
 
