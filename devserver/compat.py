@@ -14,7 +14,9 @@ import platform
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
@@ -198,3 +200,82 @@ def environ_without(prefixes: Sequence[str]) -> dict[str, str]:
     user's shell must not reach it.
     """
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(tuple(prefixes))}
+
+
+# --- Foreground child (``invoke api``): how Ctrl+C reaches it, on each OS -------------------
+
+
+def spawn_foreground(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Run a command line through the platform's shell, sharing our terminal/console.
+
+    Through the shell (``/bin/sh -c`` / ``cmd.exe /c``) because ``api.command`` is a line people
+    write as they would type it: ``npm run dev`` (npm is a .cmd on Windows, which only cmd
+    finds), ``FOO=1 uvicorn ...``, ``cd api && ...``. It stays in our process group / console so
+    the terminal's Ctrl+C reaches it directly and it can read the terminal (a debugger prompt),
+    exactly as when the user runs it by hand.
+    """
+    return subprocess.Popen(command, shell=True, env=dict(env), cwd=str(cwd))
+
+
+def _terminal_delivers_to_our_group() -> bool:
+    """POSIX: is our process group the terminal's foreground group (so the child got it too)?"""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal: whoever signalled us did not signal the child
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def relay_interrupts(
+    proc: subprocess.Popen[bytes], on_signal: Callable[[int], None]
+) -> Iterator[None]:
+    """While a foreground child runs, Ctrl+C does not kill us: it is the child's to handle.
+
+    We wait for the child and report ``on_signal(signum)``; the child decides how to stop and
+    its exit code is what we return. Passing the signal on differs per OS:
+    - POSIX: a terminal Ctrl+C (or hang-up) already went to the whole foreground process group,
+      child included, so it is forwarded only when we are not that group (e.g. ``kill -INT``
+      aimed at us alone, no terminal): a second SIGINT makes many servers force-quit. SIGTERM
+      is aimed at us specifically, so it is always forwarded.
+    - Windows: a console Ctrl+C / Ctrl+Break goes to every process attached to the console,
+      and the child shares ours; there is nothing to forward (CTRL_C_EVENT cannot target one
+      process that is not a group leader).
+    Signal handlers can only be set from the main thread; elsewhere this only reports.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        on_signal(signum)
+        if WINDOWS or proc.poll() is not None:
+            return
+        if signum == signal.SIGTERM or not _terminal_delivers_to_our_group():
+            with suppress(OSError):
+                proc.send_signal(signum)
+
+    names: tuple[str, ...] = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {num: signal.signal(num, handler) for num in numbers}
+    try:
+        yield
+    finally:
+        for num, old in previous.items():
+            signal.signal(num, old)
+
+
+def exit_code(returncode: int) -> int:
+    """A child's status as a process exit code: POSIX death by signal N becomes 128+N.
+
+    Popen reports a signal death as -N, which is not a valid exit code; shells say 128+N
+    (130 after Ctrl+C). Windows codes are passed on unchanged.
+    """
+    if returncode < 0 and not WINDOWS:
+        return 128 - returncode
+    return returncode
