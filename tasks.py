@@ -171,6 +171,95 @@ def status(c: Context, json: bool = False) -> None:
         console.info(f"  {key:<8} {value}")
 
 
+# --- verify -------------------------------------------------------------------------------
+
+
+def _verify_iterations(settings: Settings, given: str | None) -> int:
+    """--iterations, validated like the config keys (a bad value is one line, not a traceback)."""
+    if given is None:
+        return settings.verify.iterations
+    from devserver.errors import ConfigError
+
+    text = str(given).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise ConfigError(f"invalid value for --iterations: {given!r} "
+                          "(expected a whole number from 1 to 1000000)",
+                          hint="pass a valid --iterations, e.g. --iterations 200")
+    return int(text)
+
+
+def _print_verify_report(report: Any) -> None:
+    """The human report on stdout: checks table, latency table, summary line."""
+    console.line(f"verify {report.url}" + (f": {report.server}" if report.server else ""))
+    console.line("")
+    console.table(["check", "result", "detail"], [
+        [c.name, ("PASS", "green") if c.ok else ("FAIL", "red"), c.detail] for c in report.checks
+    ])
+    if report.latency:
+        def num(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        console.line("")
+        console.table(["operation", "p50 ms", "p99 ms", "max ms", "threshold ms", "result"], [
+            [r.op, num(r.p50), num(r.p99), num(r.max), f"{r.threshold:g}",
+             ("ok", "green") if r.ok else ("FAIL", "red")] for r in report.latency.values()
+        ])
+    console.line("")
+    failed = report.failed
+    if failed:
+        console.line(f"verify FAILED: {len(failed)} of {len(report.checks)} checks failed "
+                     f"({', '.join(c.name for c in failed)})", "red")
+    else:
+        console.line(f"verify passed: all {len(report.checks)} checks"
+                     + (f" on {report.server}" if report.server else ""), "green")
+
+
+@task(
+    help={
+        "url": "check this server instead of the configured one: "
+               "redis://[user:password@]host:port/db, or rediss://... for TLS",
+        "json": "print one JSON object (ok, url, checks, latency_ms) and nothing else on stdout",
+        "iterations": "timed runs per operation for the latency figures "
+                      "(default: verify.iterations)",
+    }
+)
+@handled
+def verify(c: Context, url: str | None = None, json: bool = False,
+           iterations: str | None = None) -> None:
+    """Check the server with redis-py: PING, SET/GET, the LPUSH/BRPOP queue, INFO, latency."""
+    from checks import runner
+    from checks import target as targets
+    from devserver.errors import VerifyError
+
+    settings = settings_from(c)
+    count = _verify_iterations(settings, iterations)
+    target = targets.from_url(url) if url is not None else targets.from_settings(settings)
+    try:
+        report = runner.run(target, count, settings.verify.thresholds_ms)
+    except VerifyError as exc:
+        if json:  # JSON consumers always get their object, here with the failed connection
+            console.print_json(runner.failure_report(target, exc.message).as_json())
+        raise
+    if json:
+        console.print_json(report.as_json())
+    else:
+        _print_verify_report(report)
+    if not report.ok:
+        first = report.failed[0]
+        raise VerifyError(f"verify failed: {first.name}: {first.detail}",
+                          hint=_verify_hint(first.name))
+
+
+def _verify_hint(check: str) -> str:
+    if check == "latency":
+        return ("p99 limits are verify.thresholds_ms in invoke.yaml; a busy machine or a "
+                "remote server may need larger ones")
+    if check == "cleanup":
+        return "verify's keys expire on their own within 10 minutes"
+    return "the application needs this to work: see the table above, and the server's log " \
+           "(`invoke tail`)"
+
+
 @task(help={"args": "extra pytest arguments, e.g. '-k stop -x'"})
 def test(c: Context, args: str = "") -> None:
     """Run the test suite (the same command CI runs)."""
