@@ -159,3 +159,35 @@ class Progress:
         else:
             self.stream.write(f"{self.label}: done, {human_bytes(self.done)}\n")
         self.stream.flush()
+
+
+Cell = str | tuple[str, str]
+
+
+def table(headers: list[str], rows: list[list[Cell]], stream: TextIO | None = None) -> None:
+    """Aligned columns, header dimmed; a cell given as (text, colour) is painted.
+
+    Padding is computed on the plain text, so colour codes never break the alignment.
+    """
+    out = stream or sys.stdout
+    plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in plain if i < len(r)])
+              for i, h in enumerate(headers)]
+    out.write("  ".join(paint(h.ljust(w), "dim", out) for h, w in zip(headers, widths,
+                                                                       strict=True)).rstrip()
+              + "\n")
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            text, colour = (cell, "") if isinstance(cell, str) else cell
+            padded = text.ljust(widths[i]) if i < len(row) - 1 else text
+            cells.append(paint(padded, colour, out) if colour else padded)
+        out.write("  ".join(cells) + "\n")
+    out.flush()
+
+
+def line(text: str, colour: str = "", stream: TextIO | None = None) -> None:
+    """A line of report output on stdout (optionally painted), e.g. verify's summary."""
+    out = stream or sys.stdout
+    out.write((paint(text, colour, out) if colour else text) + "\n")
+    out.flush()
