@@ -124,6 +124,125 @@ def stop(c: Context, no_save: bool = False) -> None:
                f"in {result.seconds:.2f}s")
 
 
+# -- tail -----------------------------------------------------------------------------------
+# Kept in one section (with its own imports) so concurrent edits of tasks.py stay apart.
+import re  # noqa: E402
+import threading  # noqa: E402
+
+from invoke.tasks import Task  # noqa: E402
+
+from devserver.errors import ConfigError  # noqa: E402
+
+_TAIL_SHORT_FLAGS = {"lines": "n", "follow": "f", "grep": "g"}
+
+
+class _TailTask(Task[Callable[..., Any]]):
+    """``-n`` for ``--lines`` as in Unix tail.
+
+    Invoke gives each option the first free letter of its name as a short flag (``--lines``
+    would get ``-l``); this class uses ``_TAIL_SHORT_FLAGS`` instead, and no short flag for
+    the rest, so ``-f`` is --follow and never --flavor.
+    """
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        short = _TAIL_SHORT_FLAGS.get(name)
+        opts["names"] = [opts["names"][0], *([short] if short else [])]
+        return opts
+
+
+def _tail_count(value: Any) -> int:
+    text = "50" if value is None else str(value).strip()
+    if not text.isdigit():
+        raise ConfigError(f"invalid value for -n/--lines: {value!r} (expected a whole number "
+                          "of lines, 0 or more, e.g. -n 100)")
+    return int(text)
+
+
+def _tail_filter(grep: str | None, level: bool) -> Callable[[str], bool] | None:
+    """--grep and --level as one predicate (None: every line)."""
+    if grep is None and not level:
+        return None
+    try:
+        pattern = re.compile(grep) if grep is not None else None
+    except re.error as exc:
+        raise ConfigError(f"invalid --grep regular expression {grep!r}: {exc}") from None
+
+    def accept(line: str) -> bool:
+        if level and console.level_of(line) == "info":
+            return False
+        return pattern is None or pattern.search(line) is not None
+
+    return accept
+
+
+def _tail_log_file(c: Context, flavor: str | None) -> tuple[Path, str]:
+    """The log to read: --flavor, else the state file's server, else configured, else newest."""
+    from devserver.state import read_state
+
+    settings = settings_from(c, flavor=flavor)
+    if settings.flavor != "auto" and flavor not in (None, "", "auto"):
+        return settings.log_file(settings.flavor), ""
+    try:
+        state = read_state(settings.state_file)
+    except DevServerError:
+        state = None
+    if state is not None and state.log_file:
+        return Path(state.log_file), ""
+    if settings.flavor != "auto":
+        return settings.log_file(settings.flavor), ""
+    logs = [p for p in settings.log_dir.glob("*.log") if p.is_file()]
+    if logs:
+        return max(logs, key=lambda p: p.stat().st_mtime), ""
+    return settings.log_file("<flavor>"), str(settings.log_dir)
+
+
+@task(
+    klass=_TailTask,
+    help={
+        "lines": "show the last N lines (default 50)",
+        "follow": "keep printing new lines until Ctrl+C (across rotation and restarts)",
+        "grep": "show only lines matching this regular expression",
+        "level": "show only warnings and errors",
+        "flavor": "whose log: dragonfly, redis or garnet (default: the running server's)",
+    },
+)
+@handled
+def tail(c: Context, lines: str | None = None, follow: bool = False, grep: str | None = None,
+         level: bool = False, flavor: str | None = None) -> None:
+    """Print the server log's last lines; -f keeps following it (Ctrl+C ends)."""
+    from devserver.tail import Follower, last_lines
+    from devserver.tail import follow as follow_log
+
+    count = _tail_count(lines)
+    accept = _tail_filter(grep, level)
+    path, unknown_dir = _tail_log_file(c, flavor)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # a console code page must not crash it
+    if not path.exists():
+        where = f"{unknown_dir}/<flavor>.log" if unknown_dir else str(path)
+        console.info(f"no log yet: the server writes it to {where} once started "
+                     "(start it with `invoke start`)")
+        if not follow:
+            return
+        console.info("waiting for it to appear (Ctrl+C to stop)")
+    follower = Follower(path)  # before the last lines, so nothing in between is missed
+    stop_event = threading.Event()
+    try:
+        for line in last_lines(path, count, accept, end=follower.offset):
+            console.log_line(line)
+        if follow:
+            for line in follow_log(path, stop_event, follower=follower):
+                if accept is None or accept(line):
+                    console.log_line(line)
+    except KeyboardInterrupt:
+        stop_event.set()
+    except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @task(
     help={
         "flavor": "server flavor for the new start",
