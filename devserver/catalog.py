@@ -60,6 +60,9 @@ class Flavor:
     env_strip: tuple[str, ...] = ()
     native_on: tuple[str, ...] = ("linux",)
     notes: Mapping[str, str] = field(default_factory=dict)
+    # "dotnet": the archive holds one build per .NET version (net8.0/, net10.0/); fetch picks
+    # the one whose runtime `dotnet --list-runtimes` reports.
+    runtime: str = ""
 
 
 DRAGONFLY = Flavor(
@@ -168,6 +171,7 @@ GARNET = Flavor(
     password_via="config_file",
     stop_method="save_terminate",
     native_on=("linux", "macos", "windows"),
+    runtime="dotnet",
 )
 
 FLAVORS: dict[str, Flavor] = {f.name: f for f in (DRAGONFLY, REDIS, GARNET)}
