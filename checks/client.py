@@ -74,8 +74,12 @@ def new_connection(client: redis.Redis) -> Any:
 
 
 def is_fault(exc: BaseException) -> bool:
-    """True when the server cannot be talked to at all (as opposed to one command failing)."""
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ssl.SSLError, OSError))
+    """True when the server cannot be talked to at all (as opposed to one command failing).
+
+    A command's error reply never gets here: checks turn those into a failed check first. So
+    any redis-py error left (connection setup refused, protocol garbage) is a fault too.
+    """
+    return isinstance(exc, (redis.RedisError, OSError))
 
 
 def command_error(command: str, exc: redis.ResponseError) -> str:
@@ -124,11 +128,15 @@ def fault(exc: BaseException, target: Target, during: str = "") -> VerifyError:
     if any(mark in lowered for mark in _REFUSED):
         return VerifyError(f"cannot connect to {where}: connection refused (nothing is "
                            f"listening there){when}", hint=start_hint)
+    if isinstance(exc, redis.InvalidResponse):
+        return VerifyError(f"{where} does not speak the Redis protocol{when}: {text}",
+                           hint="check the port: another kind of server (HTTP, a proxy) "
+                                "answers there; a TLS-only server needs rediss://")
     if isinstance(exc, redis.ResponseError):
-        return VerifyError(f"{where} refused the connection setup: "
-                           f"{command_error('connect', exc)}",
-                           hint="check the database number and the server's compatibility "
-                                "(redis-py needs HELLO, CLIENT SETINFO is optional)")
+        code = getattr(exc, "status_code", None) or ""
+        return VerifyError(f"{where} refused the connection setup: {code} {text}".rstrip(),
+                           hint="check the database number in the URL (.../0) and that the "
+                                "server speaks RESP3 (HELLO), as redis-py expects")
     if "closed" in lowered or "reset" in lowered:
         return VerifyError(f"{where} closed the connection{when}: {text}",
                            hint="a TLS-only server needs rediss://; otherwise see the "

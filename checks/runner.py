@@ -82,7 +82,8 @@ def run(
 
     def check(name: str, body: Callable[[], str]) -> str:
         nonlocal stage
-        stage = name
+        if name != "cleanup":  # a fault names the check that hit it, not the cleanup after
+            stage = name
         try:
             detail = body()
         except CheckFailed as exc:
