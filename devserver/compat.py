@@ -10,7 +10,6 @@ shared/reference/servers.md ("Windows process control").
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -40,6 +39,8 @@ def os_name() -> str:
 
 def cpu_arch() -> str:
     """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'."""
+    import platform
+
     machine = platform.machine().lower()
     if machine in ("amd64", "x64", "x86_64"):
         return "x86_64"

@@ -15,7 +15,7 @@ from .config import Settings
 from .errors import StartError
 from .process import build_spec, check_port_free, current_state
 from .state import project_lock, remove_state
-from .supervisor import Supervisor, spec_from_json
+from .supervisor import supervise
 
 
 def run_foreground(
@@ -24,8 +24,6 @@ def run_foreground(
     on_binary: Callable[[Binary], None] | None = None,
 ) -> int:
     """Run the server until it exits or Ctrl+C; return its exit code."""
-    import json
-
     with project_lock(settings.lock_file, wait=1.0):
         state, proc = current_state(settings)
         if state is not None and proc is not None:
@@ -38,10 +36,10 @@ def run_foreground(
         binary = choose_binary(settings)
         if on_binary:
             on_binary(binary)
-        spec = spec_from_json(json.dumps(build_spec(settings, binary)))
+        spec = build_spec(settings, binary)
         check_port_free(settings.host, settings.port)
 
     def to_console(text: str) -> None:
         sink(text)
 
-    return Supervisor(spec, console=to_console).run()
+    return supervise(spec, console=to_console)

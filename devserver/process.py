@@ -24,10 +24,10 @@ from .catalog import build_launch, get_flavor
 from .config import Settings
 from .errors import PortInUse, StartError, StateError, StopError
 from .state import ServerState, project_lock, read_state, remove_state, server_process
+from .supervisor import Spec, launch_supervisor
 from .tail import last_lines
 
 LineSink = Callable[[str], None]
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _ensure_writable(path: Path, what: str) -> None:
         ) from None
 
 
-def build_spec(settings: Settings, binary: Binary) -> dict[str, Any]:
+def build_spec(settings: Settings, binary: Binary) -> Spec:
     """The supervisor's launch spec (JSON-able; it carries the password, so it goes on stdin)."""
     flavor = get_flavor(binary.flavor)
     launch = build_launch(flavor, settings, str(binary.path), os.environ)
@@ -169,46 +169,60 @@ def start(
     on_line: LineSink | None = None,
     on_binary: Callable[[Binary], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    supervisor: tuple[subprocess.Popen[bytes], bool] | None = None,
 ) -> StartResult:
     """Start the server in the background and return once it answers PING.
 
     Already running: returns ``already_running=True`` and touches nothing. Failure (exit at
     once, timeout): kills what it started, removes the state file, raises StartError with
-    the log's last lines in the hint.
+    the log's last lines in the hint. ``supervisor`` is one the caller launched early with
+    :func:`launch_supervisor` (its start-up then overlaps our checks); it is told to exit,
+    by closing its stdin without a spec, when nothing is to be started.
     """
     began = clock()
-    with project_lock(settings.lock_file, wait=settings.startup_timeout):
-        state, proc = current_state(settings)
-        if state is not None and proc is not None:
-            return StartResult(state, already_running=True)
-        stale = None
-        if state is not None:
-            remove_state(settings.state_file)
-            stale = state
-        binary = choose_binary(settings)
-        if on_binary:
-            on_binary(binary)
-        spec = build_spec(settings, binary)
-        check_port_free(settings.host, settings.port)
-        _ensure_writable(settings.flavor_data_dir(binary.flavor), "data")
-        _ensure_writable(settings.log_dir, "log")
-        log_file = Path(spec["log_file"])
-        echo = _LogEcho(log_file, on_line)
-        sup, broke_away = compat.spawn_detached(
-            [compat.python_for_background(), "-m", "devserver.supervisor"],
-            cwd=_PACKAGE_PARENT,  # so ``-m devserver`` imports this very copy of the package
-            stdin=subprocess.PIPE,
-        )
-        assert sup.stdin is not None
-        sup.stdin.write(json.dumps(spec).encode("utf-8"))
+    sup, broke_away = supervisor or launch_supervisor()
+    assert sup.stdin is not None
+    try:
+        with project_lock(settings.lock_file, wait=settings.startup_timeout):
+            state, proc = current_state(settings)
+            if state is not None and proc is not None:
+                _discard(sup)
+                return StartResult(state, already_running=True)
+            stale = None
+            if state is not None:
+                remove_state(settings.state_file)
+                stale = state
+            binary = choose_binary(settings)
+            if on_binary:
+                on_binary(binary)
+            spec = build_spec(settings, binary)
+            check_port_free(settings.host, settings.port)
+            _ensure_writable(settings.flavor_data_dir(binary.flavor), "data")
+            _ensure_writable(settings.log_dir, "log")
+            echo = _LogEcho(Path(spec["log_file"]), on_line)
+            sup.stdin.write(json.dumps(spec).encode("utf-8"))
+            sup.stdin.close()
+            try:
+                state = _wait_ready(settings, sup, echo, clock, clock())
+            except StartError:
+                _abandon(settings, sup)
+                raise
+    except BaseException:
+        _discard(sup)
+        raise
+    echo.poll()
+    return StartResult(state, False, stale, broke_away, clock() - began)
+
+
+def _discard(sup: subprocess.Popen[bytes]) -> None:
+    """Dismiss a supervisor that got no spec (it exits at once) and reap it."""
+    if sup.stdin is not None and not sup.stdin.closed:
         sup.stdin.close()
-        try:
-            state = _wait_ready(settings, sup, echo, clock, clock())
-        except StartError:
-            _abandon(settings, sup)
-            raise
-        echo.poll()
-        return StartResult(state, False, stale, broke_away, clock() - began)
+    try:
+        sup.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sup.kill()
+        sup.wait()
 
 
 def _tail_hint(log_file: Path, count: int = 20) -> str:

@@ -14,31 +14,27 @@ on a command line. ``--foreground`` mode runs the same :func:`supervise` in-proc
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from . import compat, resp
-from .logs import RotatingWriter, tee
-from .state import ServerState, read_state, remove_state, write_atomic
+from . import compat
+
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+# Only what spawning the server needs is imported at module level: the server is started
+# first, and the rest (logging, state, psutil, sockets) is imported while it boots, which
+# keeps ``invoke start`` close to the bare server's own start-up time.
 
 
-@dataclass
-class Spec:
+class Spec(TypedDict):
     """Everything the supervisor needs, sent by ``process.start`` as JSON on stdin."""
 
     argv: list[str]
+    public_argv: list[str]
     env: dict[str, str]
     cwd: str
     flavor: str
@@ -50,118 +46,124 @@ class Spec:
     log_file: str
     log_max_bytes: int
     log_backups: int
-    password: str = ""
-    stdin_config: str = ""
-    secret_file: list[str] | None = None
-    stop_method: str = "shutdown"
-    shutdown_save: list[str] = field(default_factory=lambda: ["SHUTDOWN", "SAVE"])
-    shutdown_nosave: list[str] = field(default_factory=lambda: ["SHUTDOWN", "NOSAVE"])
-    public_argv: list[str] = field(default_factory=list)
+    password: str
+    stdin_config: str
+    secret_file: list[str] | None
+    stop_method: str
+    shutdown_save: list[str]
+    shutdown_nosave: list[str]
+
+
+def spawn_server(spec: Spec, secret_path: str = "") -> subprocess.Popen[bytes]:
+    """Start the server: stdout and stderr on one pipe, its own process group, no window.
+
+    The password reaches it through its environment, its stdin (Redis reads ``-`` as a
+    config file) or a private file, never its argv.
+    """
+    argv = [secret_path if a == "{secret_file}" else a for a in spec["argv"]]
+    os.makedirs(spec["cwd"], exist_ok=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=spec["cwd"],
+        env=spec["env"],
+        stdin=subprocess.PIPE if spec["stdin_config"] else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **compat.server_popen_kwargs(),
+    )
+    if spec["stdin_config"] and proc.stdin is not None:
+        try:
+            proc.stdin.write(spec["stdin_config"].encode("utf-8"))
+            proc.stdin.close()
+        except OSError:
+            pass  # the server died at once; its exit is reported by the supervisor
+    return proc
 
 
 class Supervisor:
-    """Runs one server: spawn, record state, tee its output, stop it on request, log its end."""
+    """Owns one running server: records state, tees output, stops it on request, logs its end."""
 
-    def __init__(self, spec: Spec, console: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        proc: subprocess.Popen[bytes],
+        console: Callable[[str], None] | None = None,
+        secret_dir: str = "",
+    ) -> None:
+        import threading
+
+        from .logs import RotatingWriter
+
         self.spec = spec
-        self.console = console
-        self.writer = RotatingWriter(Path(spec.log_file), spec.log_max_bytes, spec.log_backups)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.stop_requested = threading.Event()
-        self.token = secrets.token_hex(16)
-        self._secret_dir: str | None = None
-
-    # -- start -----------------------------------------------------------------------------
-    def _argv(self) -> list[str]:
-        argv = list(self.spec.argv)
-        if self.spec.secret_file:
-            name, content = self.spec.secret_file
-            self._secret_dir = tempfile.mkdtemp(prefix="devserver-")
-            path = Path(self._secret_dir) / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(content)
-            argv = [str(path) if a == "{secret_file}" else a for a in argv]
-        return argv
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        spec = self.spec
-        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
-        shown = " ".join(spec.public_argv or spec.argv)
-        self.writer.marker(f"starting {spec.flavor} {spec.version}: {shown}")
-        proc = subprocess.Popen(
-            self._argv(),
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=subprocess.PIPE if spec.stdin_config else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            **compat.server_popen_kwargs(),
-        )
-        if spec.stdin_config and proc.stdin is not None:
-            try:
-                proc.stdin.write(spec.stdin_config.encode("utf-8"))
-                proc.stdin.close()
-            except OSError:
-                pass  # the server died at once; its exit is reported below
         self.proc = proc
-        self.writer.marker(f"server pid {proc.pid}")
-        return proc
+        self.console = console
+        self.writer = RotatingWriter(
+            Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"]
+        )
+        self.stop_requested = threading.Event()
+        self.token = os.urandom(16).hex()
+        self.secret_dir = secret_dir
 
-    def record_state(self, control_port: int) -> ServerState:
+    def record_state(self, control_port: int) -> None:
+        """Write data/server.json: pid + create time + exe, so stop can check identity."""
+        import time
+
         import psutil
 
-        assert self.proc is not None
+        from .state import ServerState, write_atomic
+
         spec = self.spec
-        me = psutil.Process(os.getpid())
         try:
             child = psutil.Process(self.proc.pid)
             create_time, exe = child.create_time(), child.exe()
         except psutil.Error:
-            create_time, exe = 0.0, spec.binary
+            create_time, exe = 0.0, spec["binary"]
         state = ServerState(
             pid=self.proc.pid,
             create_time=create_time,
             exe=exe,
-            supervisor_pid=os.getpid(),
-            supervisor_create_time=me.create_time(),
-            flavor=spec.flavor,
-            version=spec.version,
-            host=spec.host,
-            port=spec.port,
-            log_file=spec.log_file,
+            supervisor_pid=os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
+            supervisor_create_time=psutil.Process(os.getpid()).create_time(),
+            flavor=spec["flavor"],
+            version=spec["version"],
+            host=spec["host"],
+            port=spec["port"],
+            log_file=spec["log_file"],
             started_at=time.time(),
-            binary=spec.binary,
-            argv=spec.public_argv or spec.argv,
+            binary=spec["binary"],
+            argv=spec["public_argv"],
             control_port=control_port,
             control_token=self.token,
         )
-        write_atomic(Path(spec.state_file), state.to_json())
-        return state
+        write_atomic(Path(spec["state_file"]), state.to_json())
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, save: bool = True) -> str:
         """Ask the server to exit gracefully; return "ok" or the reason it failed."""
+        from . import resp
+
         self.stop_requested.set()
         spec = self.spec
-        host = resp.connect_host(spec.host)
+        host = resp.connect_host(spec["host"])
+        password = spec["password"]
         try:
-            if spec.stop_method == "save_terminate":
+            if spec["stop_method"] == "save_terminate":
                 if save:
-                    resp.call(host, spec.port, [["SAVE"]], timeout=30, password=spec.password)
-                if self.proc is not None:
-                    self.proc.terminate()
+                    resp.call(host, spec["port"], [["SAVE"]], timeout=30, password=password)
+                self.proc.terminate()
                 return "ok"
-            command = spec.shutdown_save if save else spec.shutdown_nosave
-            resp.call(host, spec.port, [command], timeout=30, password=spec.password)
+            command = spec["shutdown_save"] if save else spec["shutdown_nosave"]
+            resp.call(host, spec["port"], [command], timeout=30, password=password)
         except resp.ConnectionClosed:
             return "ok"  # Redis closes the connection when SHUTDOWN succeeds
         except (OSError, resp.RespError) as exc:
             return f"graceful shutdown failed: {exc}"
         return "ok"
 
-    def serve_control(self, listener: socket.socket) -> None:
+    def serve_control(self, listener: Any) -> None:
         """Answer ``<token> stop save|nosave`` lines from ``invoke stop``."""
+        import hmac
+
         while True:
             try:
                 conn, _ = listener.accept()
@@ -171,7 +173,7 @@ class Supervisor:
                 try:
                     conn.settimeout(5)
                     request = conn.recv(256).decode("utf-8", "replace").split()
-                    if len(request) == 3 and secrets.compare_digest(request[0], self.token):
+                    if len(request) == 3 and hmac.compare_digest(request[0], self.token):
                         answer = self.shutdown(save=request[2] != "nosave")
                     else:
                         answer = "denied"
@@ -182,55 +184,67 @@ class Supervisor:
     # -- run -------------------------------------------------------------------------------
     def run(self) -> int:
         """Supervise until the server exits; return its exit code (as the supervisor's)."""
-        listener = socket.create_server(("127.0.0.1", 0))
-        try:
-            proc = self.spawn()
-        except OSError as exc:
-            self.writer.marker(f"could not start {self.spec.binary}: {exc}")
-            self.writer.close()
-            listener.close()
-            return 127
+        import shlex
+        import socket
+        import threading
+        import time
+
+        from .logs import tee
+
+        spec, proc = self.spec, self.proc
+        started = time.monotonic()
+        self.writer.marker(
+            f"starting {spec['flavor']} {spec['version']}: {shlex.join(spec['public_argv'])}"
+        )
+        self.writer.marker(f"server pid {proc.pid}")
         reader = threading.Thread(
             target=tee, args=(proc.stdout, self.writer, self.console), daemon=True
         )
         reader.start()
-        started = time.monotonic()
+        listener = socket.create_server(("127.0.0.1", 0))
         self.record_state(listener.getsockname()[1])
         threading.Thread(target=self.serve_control, args=(listener,), daemon=True).start()
-        code = self._wait(proc)
+        code = self._wait()
         listener.close()
         reader.join(timeout=5)
         uptime = time.monotonic() - started
         self.writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
         self.writer.close()
         self._finish_state(code)
-        if self._secret_dir:
+        if self.secret_dir:
             import shutil
 
-            shutil.rmtree(self._secret_dir, ignore_errors=True)
+            shutil.rmtree(self.secret_dir, ignore_errors=True)
         return code
 
-    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+    def _wait(self) -> int:
         """Wait for the server; Ctrl+C (foreground) or SIGTERM asks for a graceful stop."""
+        import threading
+
         while True:
             try:
-                return proc.wait()
+                return self.proc.wait()
             except KeyboardInterrupt:
                 if self.console:
                     self.console("[devserver] stopping the server (Ctrl+C again to force)\n")
                 if self.stop_requested.is_set():
-                    compat.kill_tree(_psutil_process(proc.pid))
+                    import psutil
+
+                    compat.kill_tree(psutil.Process(self.proc.pid))
                 else:
                     threading.Thread(target=self.shutdown, daemon=True).start()
 
     def _finish_state(self, code: int) -> None:
         """A requested stop leaves no state; a crash leaves it marked exited for status/start."""
-        path = Path(self.spec.state_file)
+        from .errors import StateError
+        from .state import read_state, remove_state, write_atomic
+
+        path = Path(self.spec["state_file"])
         try:
             state = read_state(path)
-        except Exception:
+        except StateError:
             return
-        if state is None or state.pid != (self.proc.pid if self.proc else -1):
+        if state is None or state.pid != self.proc.pid:
             return
         if self.stop_requested.is_set():
             remove_state(path)
@@ -240,26 +254,88 @@ class Supervisor:
         write_atomic(path, state.to_json())
 
 
-def _psutil_process(pid: int) -> Any:
-    import psutil
+def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
+    """Spawn a detached supervisor that waits for its spec on stdin; (process, broke_away).
 
-    return psutil.Process(pid)
+    ``invoke start`` calls this before it imports the rest of the library, so the new
+    interpreter's start-up overlaps the start's own checks; closing stdin without a spec
+    makes the supervisor exit without starting anything.
+    """
+    return compat.spawn_detached(
+        [compat.python_for_background(), "-m", "devserver.supervisor"],
+        cwd=_PACKAGE_PARENT,  # so ``-m devserver`` imports this very copy of the package
+        stdin=subprocess.PIPE,
+    )
 
 
-def spec_from_json(text: str) -> Spec:
-    data = json.loads(text)
-    return Spec(**{k: v for k, v in data.items() if k in Spec.__dataclass_fields__})
+def write_secret(spec: Spec) -> tuple[str, str]:
+    """Create the flavor's password file in a private temp dir: (dir, file path) or ("", "")."""
+    if not spec["secret_file"]:
+        return "", ""
+    import tempfile
+
+    name, content = spec["secret_file"]
+    secret_dir = tempfile.mkdtemp(prefix="devserver-")  # 0700: only this user can read it
+    path = os.path.join(secret_dir, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return secret_dir, path
+
+
+def supervise(
+    spec: Spec,
+    console: Callable[[str], None] | None = None,
+    setup: Callable[[Supervisor], None] | None = None,
+) -> int:
+    """Spawn the server and supervise it until it exits; return its exit code.
+
+    Used by the detached supervisor and, with ``console``, by ``start --foreground``.
+    """
+    secret_dir, secret_path = write_secret(spec)
+    try:
+        proc = spawn_server(spec, secret_path)
+    except OSError as exc:
+        from .logs import RotatingWriter
+
+        writer = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
+        writer.marker(f"could not start {spec['binary']}: {exc}")
+        writer.close()
+        if secret_dir:
+            import shutil
+
+            shutil.rmtree(secret_dir, ignore_errors=True)
+        return 127
+    supervisor = Supervisor(spec, proc, console, secret_dir)
+    if setup is not None:
+        setup(supervisor)
+    return supervisor.run()
 
 
 def main() -> int:
-    """Entry point of the detached supervisor: the spec comes on stdin."""
-    spec = spec_from_json(sys.stdin.read())
+    """Entry point of the detached supervisor: the spec comes as JSON on stdin.
+
+    An empty stdin means ``start`` gave up before sending one (the port was taken, say):
+    exit quietly. ``start`` spawns us early so our start-up overlaps its own checks.
+    """
+    import json
+
+    text = sys.stdin.read()
     sys.stdin.close()
-    supervisor = Supervisor(spec)
-    if not compat.WINDOWS:
-        signal.signal(signal.SIGTERM, lambda *_: supervisor.shutdown())
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return supervisor.run()
+    if not text.strip():
+        return 0
+    spec: Spec = json.loads(text)
+    return supervise(spec, setup=_install_signals)
+
+
+def _install_signals(supervisor: Supervisor) -> None:
+    """SIGTERM to the supervisor means "stop the server gracefully"; ignore terminal hang-ups."""
+    if compat.WINDOWS:
+        return  # a detached process gets no console events; stop uses the control socket
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.shutdown())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
