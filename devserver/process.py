@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import compat, resp
+from . import compat, datadir, resp
 from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
 from .config import Settings
@@ -196,17 +196,25 @@ def start(
             if on_binary:
                 on_binary(binary)
             spec = build_spec(settings, binary)
+            data_dir = settings.flavor_data_dir(binary.flavor)
+            datadir.check_compatible(data_dir, binary.flavor, binary.version)
             check_port_free(settings.host, settings.port)
-            _ensure_writable(settings.flavor_data_dir(binary.flavor), "data")
+            _ensure_writable(data_dir, "data")
             _ensure_writable(settings.log_dir, "log")
             echo = _LogEcho(Path(spec["log_file"]), on_line)
             sup.stdin.write(json.dumps(spec).encode("utf-8"))
             sup.stdin.close()
             try:
                 state = _wait_ready(settings, sup, echo, clock, clock())
-            except StartError:
+            except StartError as exc:
                 _abandon(settings, sup)
+                if datadir.has_data(data_dir):
+                    exc.hint += (
+                        f"\n(the data in {data_dir} is kept; if the server cannot load it, "
+                        "run the version that wrote it, or move the folder aside)"
+                    )
                 raise
+            datadir.record_version(data_dir, binary.version)
     except BaseException:
         _discard(sup)
         raise

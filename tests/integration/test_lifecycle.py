@@ -324,3 +324,20 @@ def test_state_file_written_by_supervisor_is_complete(make_settings: SettingsFac
         assert key in raw
     assert raw["pid"] == state.pid and raw["status"] == "running"
     process.stop(settings)
+
+
+def test_older_binary_is_refused_on_newer_data(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    state = process.start(settings).state
+    process.stop(settings)
+    data_dir = settings.data_dir / "redis"
+    marker = json.loads((data_dir / ".devserver-written-by.json").read_text())
+    assert marker["version"] == state.version
+    # Pretend a newer Redis wrote the data; the installed one is then too old for it.
+    (data_dir / ".devserver-written-by.json").write_text(json.dumps({"version": "99.0.0"}))
+    with pytest.raises(StartError) as info:
+        process.start(settings)
+    assert str(data_dir) in info.value.message and "99.0.0" in info.value.message
+    assert "never deletes" in info.value.hint
+    assert (data_dir / "dump.rdb").exists()  # nothing was touched
+    assert not settings.state_file.exists()
