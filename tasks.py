@@ -394,3 +394,75 @@ def bench(c: Context, only: str = "") -> None:
             continue
         console.info(f"== {script.stem}")
         c.run(f"{sys.executable} {script}", pty=False)
+
+
+# --- One command: up / down / env / api (issue 6) -------------------------------------------
+
+
+@task(help={"no_save": "skip the snapshot: a throwaway stop (SHUTDOWN NOSAVE)"})
+def down(c: Context, no_save: bool = False) -> None:
+    """Stop the server (the same as `invoke stop`): the counterpart of `invoke up`."""
+    stop(c, no_save=no_save)
+
+
+@task(
+    optional=["write"],
+    help={"write": "merge into a .env file instead of printing (default: .env in the project)"},
+)
+@handled
+def env(c: Context, write: Any = None) -> None:
+    """Print the application's settings (REDIS_URL, api.env) in .env format, or merge them."""
+    from devserver import app, process
+
+    settings = settings_from(c)
+    state, proc = process.current_state(settings)
+    if proc is None:
+        state = None
+        console.warn("the server is not running: these are the configured settings")
+    values = app.connection_env(settings, state)
+    if write is None or write is False:
+        sys.stdout.write(app.format_env(values))
+        sys.stdout.flush()
+        return
+    path = ROOT / ".env" if write is True else Path(str(write)).expanduser()
+    result = app.merge_env_file(path, values)
+    parts = [f"{label} {', '.join(names)}" for label, names in
+             (("updated", result.updated), ("added", result.added), ("unchanged", result.unchanged))
+             if names]
+    verb = "wrote" if result.written else "nothing to change in"
+    console.ok(f"{verb} {result.path} ({'; '.join(parts)}); other lines untouched")
+
+
+def _api_not_configured() -> None:
+    console.info("no API command configured, so there is nothing to run.\n"
+                 "Set api.command in invoke.yaml, e.g.\n"
+                 "  api:\n"
+                 "    command: python -m myapp.api\n"
+                 "or the INVOKE_API_COMMAND environment variable; it runs with REDIS_URL set.")
+
+
+@task
+@handled
+def api(c: Context) -> None:
+    """Run the application's API (api.command) in the foreground with REDIS_URL exported.
+
+    Exits with the API command's own exit code. Ctrl+C goes to the API; the server keeps running.
+    """
+    from devserver import app
+
+    settings = settings_from(c)
+    if not settings.api.command:
+        _api_not_configured()
+        return
+    state = app.running_server(settings)
+    values = app.connection_env(settings, state)
+    console.info(f"running the API: {settings.api.command}  "
+                 f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {ROOT})")
+    result = app.run_api(settings.api.command, values, ROOT)
+    if result.interrupted:
+        console.info(f"the API stopped (exit code {result.code}); the server keeps running: "
+                     "stop it with `invoke down`")
+    elif result.code != 0:
+        console.warn(f"the API command exited with code {result.code}")
+    if result.code != 0:
+        raise Exit(code=result.code)
