@@ -10,6 +10,7 @@ shared/reference/servers.md ("Windows process control").
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -206,16 +207,59 @@ def environ_without(prefixes: Sequence[str]) -> dict[str, str]:
 # --- Foreground child (``invoke api``): how Ctrl+C reaches it, on each OS -------------------
 
 
-def spawn_foreground(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Run a command line through the platform's shell, sharing our terminal/console.
+# Characters and first words that need a real shell; anything else is split like sh would
+# (shlex) and executed directly, as Ruby's ``system(string)`` does.
+_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~!#\n")
+_SHELL_WORDS = frozenset({
+    "cd", ".", "source", "exec", "export", "set", "unset", "eval", "if", "for", "while",
+    "until", "case", "alias", "ulimit", "umask", "trap", "wait", "command", "type", "test",
+    "[", "true", "false", "exit", "return", "shift", "read",
+})
 
-    Through the shell (``/bin/sh -c`` / ``cmd.exe /c``) because ``api.command`` is a line people
-    write as they would type it: ``npm run dev`` (npm is a .cmd on Windows, which only cmd
-    finds), ``FOO=1 uvicorn ...``, ``cd api && ...``. It stays in our process group / console so
-    the terminal's Ctrl+C reaches it directly and it can read the terminal (a debugger prompt),
-    exactly as when the user runs it by hand.
+
+def _needs_shell(command: str) -> bool:
+    if any(ch in _SHELL_CHARS for ch in command):
+        return True
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: let the shell report it in its own words
+        return True
+    return not words or "=" in words[0] or words[0] in _SHELL_WORDS
+
+
+def spawn_foreground(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Run a command line in the foreground, sharing our terminal/console.
+
+    ``api.command`` is a line people write as they would type it. POSIX: a simple command
+    (``uvicorn app:app --port 8000``) is split and executed directly, so the API itself is our
+    child: its exit code is returned exactly and a Ctrl+C reaches it alone (dash does not exec
+    the last command of ``sh -c``, and after a Ctrl+C it would report 130 instead of the API's
+    own code). Anything with shell syntax (``cd api && ...``, ``FOO=1 cmd``, pipes) runs through
+    ``/bin/sh -c``. Windows: always ``cmd.exe /c``, because ``npm`` and friends are .cmd files
+    only cmd finds, and cmd passes on its child's exit code. Either way the child stays in our
+    process group / console, so the terminal's Ctrl+C reaches it directly and it can read the
+    terminal (a debugger prompt), exactly as when the user runs it by hand.
     """
-    return subprocess.Popen(command, shell=True, env=dict(env), cwd=str(cwd))
+    if WINDOWS or _needs_shell(command):
+        return subprocess.Popen(command, shell=True, env=dict(env), cwd=str(cwd))
+    return subprocess.Popen(shlex.split(command), env=dict(env), cwd=str(cwd))
+
+
+def _signal_tree(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Send a signal to the child and everything it started, as a terminal would to its group.
+
+    Through psutil handles (PID-reuse checked) of processes that are our own descendants.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for victim in victims:
+        with suppress(psutil.Error):
+            victim.send_signal(signum)
 
 
 def _terminal_delivers_to_our_group() -> bool:
@@ -258,8 +302,7 @@ def relay_interrupts(
         if WINDOWS or proc.poll() is not None:
             return
         if signum == signal.SIGTERM or not _terminal_delivers_to_our_group():
-            with suppress(OSError):
-                proc.send_signal(signum)
+            _signal_tree(proc, signum)
 
     names: tuple[str, ...] = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
     numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
