@@ -117,6 +117,12 @@ def fault(exc: BaseException, target: Target, during: str = "") -> VerifyError:
         if "connecting" in lowered and target.tls:
             return VerifyError(f"TLS handshake with {where} timed out{when}",
                                hint="the server probably does not speak TLS: try redis://")
+        if "connecting" in lowered and _is_loopback(target.host):
+            # Windows retries a refused loopback connect for about 2 s instead of failing:
+            # on this machine's own address a connect timeout means nothing is listening.
+            return VerifyError(f"cannot connect to {where}: no answer within "
+                               f"{CONNECT_TIMEOUT_S:g} s (nothing is listening there){when}",
+                               hint=start_hint)
         if "connecting" in lowered:
             return VerifyError(f"timed out connecting to {where}{when} "
                                f"(no answer within {CONNECT_TIMEOUT_S:g} s)",
@@ -158,6 +164,10 @@ def _auth_fault(exc: redis.AuthenticationError, target: Target, text: str) -> Ve
         who = f"user {target.username!r}" if target.username else "the password"
         return VerifyError(f"WRONGPASS: {target.address} rejected {who} ({text})", hint=hint)
     return VerifyError(f"authentication with {target.address} failed: {code} {text}", hint=hint)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _is_tls_error(exc: BaseException) -> bool:

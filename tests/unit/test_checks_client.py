@@ -53,6 +53,13 @@ def test_timeouts_reading_connecting_and_tls_handshake() -> None:
                                     tls).message
 
 
+def test_loopback_connect_timeout_means_nothing_listens() -> None:
+    # what a refused loopback connect looks like on Windows with a 1 s connect timeout
+    err = fault(redis.TimeoutError("Timeout connecting to server"), LOCAL)
+    assert "nothing is listening" in err.message
+    assert "invoke start" in err.hint
+
+
 def test_tls_error_found_in_the_exception_chain() -> None:
     cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate "
                                             "verify failed: self-signed certificate")
