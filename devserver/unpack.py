@@ -169,7 +169,13 @@ def _open_archive(path: Path, kind: str, dest: Path) -> Iterator[tuple[list[Memb
                 yield _zip_members(zf), zf
         else:
             with tarfile.open(path, "r:gz" if kind == "tar.gz" else "r:xz") as tar:
-                yield _tar_members(tar, dest), tar
+                members = _tar_members(tar, dest)
+                # Read the stream to its end so gzip's CRC / xz's check is verified: tarfile
+                # stops at the end-of-archive marker and would accept a corrupted body.
+                assert tar.fileobj is not None
+                while tar.fileobj.read(_CHUNK):
+                    pass
+                yield members, tar
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise FetchError(f"corrupt {kind} archive {path.name} ({exc})",
                          hint="download it again; if it persists the release file is broken") \
