@@ -12,7 +12,6 @@ over with a fresh hash. ``Retry`` knows nothing of either.
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import os
 import time
@@ -25,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from .errors import FetchError, NetworkError
+from .hashing import BackgroundSha256
 
 CHUNK = 1024 * 1024
 USER_AGENT = "devserver-fetch/0.1 (+https://github.com/)"
@@ -168,12 +168,12 @@ def download(
 ) -> tuple[str, int]:
     """Stream ``url`` into ``dest`` (created), returning (sha256 hex, size).
 
-    The hash is updated chunk by chunk as bytes are written, so the archive is never held in
-    memory and never read a second time. ``dest`` is the caller's temp file: the caller
-    removes it on any failure, including Ctrl+C.
+    The hash is updated chunk by chunk as bytes are written (on a second core, see
+    hashing.py), so the archive is never held in memory and never read a second time.
+    ``dest`` is the caller's temp file: the caller removes it on any failure, Ctrl+C included.
     """
     check_url(url)
-    hasher = hashlib.sha256()
+    hasher = BackgroundSha256()
     done = 0
     attempt = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
@@ -187,7 +187,8 @@ def download(
                         # The server ignored our Range: start over, hash included.
                         os.lseek(fd, 0, os.SEEK_SET)
                         os.ftruncate(fd, 0)
-                        hasher, done = hashlib.sha256(), 0
+                        hasher.close()
+                        hasher, done = BackgroundSha256(), 0
                     length = resp.headers.get("Content-Length")
                     total = done + int(length) if length and length.isdigit() else None
                     for chunk in resp.iter_content(CHUNK):
@@ -214,6 +215,7 @@ def download(
             except OSError as exc:
                 raise _disk_error(dest, exc) from None
     finally:
+        hasher.close()
         os.close(fd)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import lzma
 import os
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path, PureWindowsPath
 from typing import IO
 
 from .errors import FetchError, UnsafeArchive
+from .hashing import BackgroundSha256
 
 _MAGIC = {b"\x1f\x8b": "tar.gz", b"\xfd7zXZ\x00": "tar.xz", b"PK\x03\x04": "zip",
           b"PK\x05\x06": "zip"}
@@ -192,7 +192,7 @@ def _inside(root: Path, target: Path) -> bool:
     return os.path.commonpath([real_root, os.path.realpath(target)]) == real_root
 
 
-def _copy(src: IO[bytes], target: Path, mode: int, hasher: hashlib._Hash | None) -> None:
+def _copy(src: IO[bytes], target: Path, mode: int, hasher: BackgroundSha256 | None) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) \
         | getattr(os, "O_BINARY", 0)
     fd = os.open(target, flags, 0o600)
@@ -233,11 +233,15 @@ def extract(archive: Path, dest: Path, want: str) -> dict[str, str]:
                 elif m.kind == "hardlink":
                     shutil.copy2(dest.joinpath(*m.link.split("/")), target)
                 else:
-                    hasher = hashlib.sha256() if fnmatch.fnmatch(m.name, want) else None
-                    with _read(handle, m) as src:
-                        _copy(src, target, m.mode, hasher)
-                    if hasher:
-                        hashes[m.name] = hasher.hexdigest()
+                    hasher = BackgroundSha256() if fnmatch.fnmatch(m.name, want) else None
+                    try:
+                        with _read(handle, m) as src:
+                            _copy(src, target, m.mode, hasher)
+                        if hasher:
+                            hashes[m.name] = hasher.hexdigest()
+                    finally:
+                        if hasher:
+                            hasher.close()
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise FetchError("disk full while unpacking", hint="free some space") from None
