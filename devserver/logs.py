@@ -43,6 +43,7 @@ Opener = Callable[[Path], IO[bytes]]
 FLUSH_INTERVAL = 0.05  # seconds a line may wait in the buffer (readers poll every 50 ms)
 BUFFER_BYTES = 256 * 1024
 ROTATE_RETRY = 1.0  # seconds between rotation attempts after one failed
+CONSOLE_PENDING = 256  # blocks (each up to 64 KiB) a stalled console may fall behind
 
 
 class _Partial(Exception):
@@ -261,9 +262,9 @@ class BackgroundSink:
     with the count follows once the consumer catches up (the log file has every line).
     """
 
-    def __init__(self, sink: Callable[[str], object], max_pending: int = 256) -> None:
+    def __init__(self, sink: Callable[[str], object], max_pending: int = 0) -> None:
         self.sink = sink
-        self.queue: queue.Queue[str | None] = queue.Queue(max_pending)
+        self.queue: queue.Queue[str | None] = queue.Queue(max_pending or CONSOLE_PENDING)
         self.dropped = 0
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="console-sink", daemon=True)
@@ -279,18 +280,19 @@ class BackgroundSink:
     def _run(self) -> None:
         while True:
             item = self.queue.get()
-            if item is None:
-                return
             try:
-                self.sink(item)
-                if self.queue.empty():
+                if item is not None:
+                    self.sink(item)
+                if item is None or self.queue.empty():
                     with self._lock:
                         dropped, self.dropped = self.dropped, 0
                     if dropped:
                         self.sink(f"[devserver] the console fell behind: {dropped} log lines "
                                   "not shown here (the log file has them all)\n")
             except Exception:  # a broken console must not end the tee
-                continue
+                pass
+            if item is None:
+                return
 
     def close(self, timeout: float = 2.0) -> None:
         """Let the consumer finish what is queued, but never wait longer than ``timeout``."""

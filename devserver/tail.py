@@ -137,67 +137,122 @@ class Follower:
         self.partial = b""  # an incomplete last line, waiting for its newline
         self.partial_cut = False
         self.behind = False  # the last poll stopped at POLL_READ; poll again at once
+        self._misses = 0  # polls in a row that found our file neither current nor rotated
         if from_end:
             try:
                 with open(path, "rb") as handle:
                     self.offset = handle.seek(0, os.SEEK_END)
-                    self.mark = self._read_mark(handle, self.offset)
+                    handle.seek(max(0, self.offset - FINGERPRINT))
+                    self.mark = handle.read(self.offset - handle.tell())
             except OSError:
                 pass
 
-    @staticmethod
-    def _read_mark(handle: BinaryIO, offset: int) -> bytes:
-        start = max(0, offset - FINGERPRINT)
-        handle.seek(start)
-        return handle.read(offset - start)
+    def _fetch_from(self, handle: BinaryIO, limit: int | None) -> tuple[str, bytes]:
+        """("ok", bytes after our offset) if the file continues what we read, else ("moved", b"").
 
-    def _continues(self, candidate: Path) -> bool:
-        """Does ``candidate`` hold our fingerprint right before our offset?"""
+        One read covers both the fingerprint and the new bytes, so a rotation between "is it
+        still our file?" and "what is new?" cannot mix two files.
+        """
+        handle.seek(self.offset - len(self.mark))
+        data = handle.read() if limit is None else handle.read(len(self.mark) + limit)
+        if len(data) < len(self.mark) or not data.startswith(self.mark):
+            return "moved", b""
+        return "ok", data[len(self.mark):]
+
+    def _fetch(self, path: Path, limit: int | None) -> tuple[str, bytes]:
+        """Like _fetch_from, opening and closing ``path``; ("missing", b"") if unreadable."""
         try:
-            with open(candidate, "rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                return size >= self.offset and self._read_mark(handle, self.offset) == self.mark
+            with open(path, "rb") as handle:
+                return self._fetch_from(handle, limit)
         except OSError:
-            return False
+            return "missing", b""
 
     def poll(self) -> list[str]:
         """New complete lines since the last poll (possibly none). Never raises OSError."""
-        lines: list[str] = []
-        if not self.path.exists():
-            return lines  # deleted, or rotated and not yet recreated: wait for it
-        if not self._continues(self.path):
-            lines += self._catch_up_rotated()
-            self.offset, self.mark = 0, b""
-        lines += self._read(self.path, POLL_READ)
-        return lines
+        status, data = self._fetch(self.path, POLL_READ)
+        if status == "missing":
+            return []  # deleted, or rotated and not yet recreated: wait for it
+        if status == "ok":
+            return self._consume(data, POLL_READ)
+        caught_up = self._catch_up_rotated() if self.offset else None
+        if caught_up is None and self.offset and self._misses < 2:
+            self._misses += 1  # perhaps a copy-and-truncate rotation still copying: look again
+            return []
+        self._misses = 0
+        return caught_up if caught_up is not None else self._continue_with(self.path, POLL_READ)
 
-    def _catch_up_rotated(self) -> list[str]:
-        """The unseen end of the file we were reading, if rotation moved it to a backup."""
-        lines: list[str] = []
-        if self.offset or self.mark:
-            for index in range(1, self.backups + 1):
-                candidate = backup(self.path, index)
-                if not candidate.exists():
-                    break
-                if self._continues(candidate):
-                    lines += self._read(candidate, None)
-                    for newer in range(index - 1, 0, -1):
-                        self.offset, self.mark = 0, b""
-                        lines += self._read(backup(self.path, newer), None)
-                    break
-        if self.partial:  # a file truncated mid-line: show what we had
-            lines.append(printable(self.partial, self.partial_cut))
-            self.partial, self.partial_cut = b"", False
-        return lines
+    def _catch_up_rotated(self) -> list[str] | None:
+        """The rest of the file we were reading and every newer one; None if it is gone.
 
-    def _read(self, path: Path, limit: int | None) -> list[str]:
-        """Read from our offset to EOF (or ``limit`` bytes), closing the file before returning."""
+        Opens the current file, then ``.1``, ``.2`` ... until one holds our fingerprint,
+        and only then reads. Rotation moves files to higher numbers only, so opening in
+        this order can meet a file twice (skipped: same identity) but never miss one, and
+        an open handle keeps reading the same file even if it is renamed meanwhile. The
+        handles are held for this one catch-up only.
+        """
+        handles: list[BinaryIO] = []
+        seen: set[tuple[int, int]] = set()
+        missing = 0
+        try:
+            for index in range(self.backups + 1):
+                try:
+                    path = self.path if index == 0 else backup(self.path, index)
+                    handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in finally
+                except OSError:
+                    missing += index > 0
+                    if missing > 1:  # one gap is a rename in flight; two is the end
+                        break
+                    continue
+                missing = 0
+                info = os.fstat(handle.fileno())
+                if info.st_ino and (info.st_dev, info.st_ino) in seen:
+                    handle.close()
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+                handles.append(handle)
+                if index and self._fetch_from(handle, 0)[0] == "ok":
+                    lines: list[str] = []
+                    for older_first in reversed(handles):
+                        lines += self._continue_from(older_first)
+                    return lines
+            return None
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def _continue_from(self, handle: BinaryIO, limit: int | None = None) -> list[str]:
+        """Read on from our offset if ``handle`` continues what we read, else from its start.
+
+        Checking rather than assuming "a new file" matters for copy-and-truncate rotation,
+        where a backup can be a partial copy of the file still being copied. A new file that
+        is still empty does not replace our fingerprint: with none, any later file would
+        look like a continuation, and a quick second rotation would go unnoticed.
+        """
+        status, data = self._fetch_from(handle, limit)
+        if status == "ok":
+            return self._consume(data, limit)
+        handle.seek(0)
+        data = handle.read() if limit is None else handle.read(limit)
+        if not data:
+            return []
+        return self._restart() + self._consume(data, limit)
+
+    def _continue_with(self, path: Path, limit: int | None) -> list[str]:
+        """_continue_from for a path, opened and closed here."""
         try:
             with open(path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read() if limit is None else handle.read(limit)
+                return self._continue_from(handle, limit)
         except OSError:
             return []
+
+    def _restart(self) -> list[str]:
+        """Start over at the beginning of a new file; a cut-off last line is shown as is."""
+        lines = [_line(self.partial, self.partial_cut)] if self.partial else []
+        self.offset, self.mark, self.partial, self.partial_cut = 0, b"", b"", False
+        return lines
+
+    def _consume(self, data: bytes, limit: int | None) -> list[str]:
+        """Advance past ``data`` and return the lines it completed."""
         self.behind = limit is not None and len(data) >= limit
         if not data:
             return []
