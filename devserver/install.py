@@ -137,7 +137,8 @@ def install(bin_dir: Path, items: list[tuple[Path, str]], manifest_name: str,
             shutil.rmtree(bin_dir, ignore_errors=True)
         if isinstance(exc, OSError):
             raise FetchError(f"cannot install into {bin_dir}: {exc.strerror or exc}",
-                             hint="check free space and permissions of bin/") from None
+                             hint="check free space and permissions of bin/; on Windows, stop "
+                                  "a server running from bin/ first (`invoke stop`)") from None
         raise
     for _, backup in swapped:
         if backup is not None:

@@ -1,40 +1,35 @@
 """fetch: resolve -> download -> verify digest -> unpack safely -> install atomically.
 
-The expensive and risky parts live in download.py (HTTP, imported only when the network is
-really needed), unpack.py (archive safety) and install.py (all-or-nothing bin/ update); this
-module decides *what* to do. An installed binary that satisfies the configured version means
-no network call at all, so ``invoke up`` works offline once fetched.
+The parts live beside it: resolve.py (which archive, which sha256), download.py (HTTP,
+imported only when the network is really needed), unpack.py (archive safety) and install.py
+(all-or-nothing bin/ update); this module decides *what* to do and in which order. An
+installed binary that satisfies the configured version means no network call at all, so
+``invoke up`` works offline once fetched.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
 
-from . import binaries, compat
+from . import binaries, compat, resolve
 from .catalog import Asset, Flavor, get_flavor
 from .config import Settings
 from .errors import (
     BinaryNotFound,
     ChecksumError,
-    ConfigError,
     FetchError,
     NetworkError,
     UnsupportedPlatform,
 )
 from .install import Runner, dotnet_majors, install, pick_dotnet_build, probe_writable, run_quietly
+from .resolve import Plan
 from .unpack import extract
-
-_HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
-_NAME_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)*)")
 
 
 class Bar(Protocol):
@@ -101,18 +96,6 @@ class FetchResult:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class _Plan:
-    flavor: Flavor
-    asset: Asset
-    version: str
-    name: str
-    url: str = ""
-    sha256: str = ""
-    archive: Path | None = None
-    source: str = "github"
-
-
 def target_flavor(settings: Settings) -> str:
     """``auto`` fetches Dragonfly where it runs natively, else the native Redis choice."""
     if settings.flavor != "auto":
@@ -123,13 +106,6 @@ def target_flavor(settings: Settings) -> str:
 
 def _same_version(a: str, b: str) -> bool:
     return a.strip().lstrip("vV") == b.strip().lstrip("vV")
-
-
-def _checked_sha(value: str) -> str:
-    value = value.strip().lower().removeprefix("sha256:")
-    if value and not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise ConfigError(f"invalid sha256 {value!r}", hint="give 64 hex digits (sha256sum)")
-    return value
 
 
 def fetch(settings: Settings, options: FetchOptions | None = None,
@@ -156,7 +132,9 @@ def fetch(settings: Settings, options: FetchOptions | None = None,
             wanted == "latest" or _same_version(str(manifest.get("version", "")), wanted)):
         return FetchResult("current", name, installed.version, installed.path, manifest, "bin")
     try:
-        plan = _plan(settings, options, flavor, asset, wanted)
+        plan = resolve.plan(settings, flavor, asset, wanted, url=options.url,
+                            sha256=options.sha256, archive=options.archive,
+                            policy=lambda: _policy(options))
         if (installed and options.upgrade and not options.force
                 and _same_version(str(manifest.get("version", "")), plan.version)):
             return FetchResult("current", name, installed.version, installed.path, manifest,
@@ -190,84 +168,6 @@ def _platform_asset(flavor: Flavor, explicit: bool) -> Asset:
     )
 
 
-def _plan(settings: Settings, options: FetchOptions, flavor: Flavor, asset: Asset,
-          wanted: str) -> _Plan:
-    """Where the archive comes from and which sha256 it must have."""
-    pinned = _checked_sha(options.sha256 or ("" if options.archive else settings.release.sha256))
-    if options.archive:
-        path = options.archive.expanduser().resolve()
-        if not path.is_file():
-            raise FetchError(f"no such archive: {path}", hint="check the --archive path")
-        return _Plan(flavor, asset, _guess_version(wanted, path.name), path.name,
-                     url=path.as_uri(), sha256=pinned, archive=path, source="archive")
-    url = options.url or settings.release.url
-    if url:
-        from .download import check_url
-
-        check_url(url)
-        name = Path(urlsplit(url).path).name or "download"
-        return _Plan(flavor, asset, _guess_version(wanted, name), name, url, pinned,
-                     source="url")
-    return _resolve_github(settings, options, flavor, asset, wanted, pinned)
-
-
-def _guess_version(wanted: str, file_name: str) -> str:
-    if wanted != "latest":
-        return wanted
-    match = _NAME_VERSION.search(file_name)
-    return match.group(1) if match else "unknown"
-
-
-def _resolve_github(settings: Settings, options: FetchOptions, flavor: Flavor, asset: Asset,
-                    wanted: str, pinned: str) -> _Plan:
-    from . import download
-
-    base = f"{settings.release.github_api}/repos/{flavor.repo}/releases"
-    url = f"{base}/latest" if wanted == "latest" else f"{base}/tags/{quote(wanted, safe='')}"
-    try:
-        data = download.get_json(download.new_session(), url, _policy(options))
-    except download.ReleaseNotFound:
-        what = "no release" if wanted == "latest" else f"no release tagged {wanted!r}"
-        raise FetchError(f"{what} in {flavor.repo} ({url})",
-                         hint="check --version / server.version (tags look like v1.2.3)") from None
-    assets = [a for a in data.get("assets") or [] if isinstance(a, dict)]
-    matches = [a for a in assets if fnmatch.fnmatchcase(str(a.get("name", "")), asset.pattern)]
-    tag = str(data.get("tag_name") or wanted)
-    if not matches:
-        names = ", ".join(str(a.get("name")) for a in assets[:8]) or "none"
-        raise FetchError(f"release {tag} of {flavor.repo} has no asset {asset.pattern} "
-                         f"for {compat.os_name()}/{compat.cpu_arch()} (assets: {names})",
-                         hint="pick another --version, or --flavor")
-    chosen = matches[0]
-    digest = str(chosen.get("digest") or "")
-    published = digest.split(":", 1)[1] if digest.lower().startswith("sha256:") else ""
-    published = published or digest_from_notes(str(data.get("body") or ""), chosen["name"])
-    return _Plan(flavor, asset, tag, str(chosen["name"]), str(chosen["browser_download_url"]),
-                 pinned or _checked_sha(published))
-
-
-def digest_from_notes(body: str, asset_name: str) -> str:
-    """A sha256 for ``asset_name`` in release notes text (redis-windows publishes them there).
-
-    The hash on the asset's own line wins; else the first one after its name and before the
-    next line naming another archive, so a table of several assets never gives the wrong one.
-    """
-    lines = body.splitlines()
-    for i, line in enumerate(lines):
-        if asset_name not in line:
-            continue
-        found = _HEX64.search(line.replace(asset_name, ""))
-        if found:
-            return found.group(0).lower()
-        for follow in lines[i + 1:i + 4]:
-            if re.search(r"\.(zip|tar\.gz|tar\.xz|tgz)\b", follow):
-                break
-            found = _HEX64.search(follow)
-            if found:
-                return found.group(0).lower()
-    return ""
-
-
 def _policy(options: FetchOptions) -> Any:
     from .download import Policy
 
@@ -275,7 +175,7 @@ def _policy(options: FetchOptions) -> Any:
 
 
 def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
-             plan: _Plan) -> FetchResult:
+             plan: Plan) -> FetchResult:
     """Download (or read) the archive, verify, extract into a work dir, swap into bin/."""
     flavor, asset = plan.flavor, plan.asset
     if not plan.sha256 and not options.allow_unverified:
@@ -315,7 +215,7 @@ def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _obtain(plan: _Plan, options: FetchOptions, reporter: Reporter,
+def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter,
             work: Path) -> tuple[Path, str]:
     """The archive on disk and its sha256 (hashed while downloading, or read once if local)."""
     if plan.archive is not None:
@@ -344,7 +244,7 @@ def _obtain(plan: _Plan, options: FetchOptions, reporter: Reporter,
     return target, digest
 
 
-def _place(settings: Settings, reporter: Reporter, plan: _Plan, tree: Path, member: str,
+def _place(settings: Settings, reporter: Reporter, plan: Plan, tree: Path, member: str,
            exe_sha: str, archive_sha: str) -> FetchResult:
     flavor, asset = plan.flavor, plan.asset
     exe = tree.joinpath(*member.split("/"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver import compat, install, release
+from devserver import compat, install, release, resolve
 from devserver.download import check_url, is_loopback
 from devserver.errors import ConfigError, FetchError, UnsupportedPlatform
 from tests.archives import tree
@@ -31,13 +31,13 @@ ASSET = "Redis-8.2.1-Windows-x64-msys2.zip"
     ],
 )
 def test_digest_from_release_notes_takes_the_assets_own_hash(body: str) -> None:
-    assert release.digest_from_notes(body, ASSET) == HEX_A
+    assert resolve.digest_from_notes(body, ASSET) == HEX_A
 
 
 def test_digest_from_release_notes_never_borrows_the_next_assets_hash() -> None:
     body = f"{ASSET}\nRedis-8.2.1-Windows-x64-cygwin.zip {HEX_B}\n"
-    assert release.digest_from_notes(body, ASSET) == ""
-    assert release.digest_from_notes("no hashes here", ASSET) == ""
+    assert resolve.digest_from_notes(body, ASSET) == ""
+    assert resolve.digest_from_notes("no hashes here", ASSET) == ""
 
 
 RUNTIMES = """Microsoft.AspNetCore.App 8.0.11 [/usr/share/dotnet/shared/Microsoft.AspNetCore.App]
