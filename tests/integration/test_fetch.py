@@ -24,7 +24,7 @@ import pytest
 from devserver import compat, download, process, resp
 from devserver.catalog import GARNET, REDIS, Asset
 from devserver.config import Settings
-from devserver.errors import ChecksumError, FetchError, NetworkError, UnsafeArchive
+from devserver.errors import BinaryNotFound, ChecksumError, FetchError, NetworkError, UnsafeArchive
 from devserver.release import FetchOptions, fetch
 from tests.archives import build, tree
 from tests.conftest import ROOT, free_port
@@ -411,6 +411,18 @@ def test_redis_on_posix_downloads_nothing(settings: Settings, gh: FakeGitHub,
     assert (result.action, result.flavor) == ("local", "redis")
     assert result.path.resolve() == redis_server_path.resolve()
     assert gh.paths() == []
+
+
+def test_redis_on_posix_without_any_local_binary_says_how_to_get_one(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devserver import binaries
+
+    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
+    monkeypatch.setattr(binaries, "bundled_redis", lambda: None)
+    with pytest.raises(BinaryNotFound) as info:
+        fetch(settings, FAST)
+    assert "no redis-server/valkey-server was found" in info.value.message
+    assert "apt install redis-server" in info.value.hint and "invoke fetch" not in info.value.hint
 
 
 def test_garnet_picks_the_build_for_the_installed_runtime(
