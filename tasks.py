@@ -290,6 +290,83 @@ def status(c: Context, json: bool = False) -> None:
         console.info(f"  {key:<8} {value}")
 
 
+# --- fetch --------------------------------------------------------------------------------
+
+
+class _FetchReporter:
+    """How devserver.release reports progress: the library never prints, this does."""
+
+    def info(self, text: str) -> None:
+        console.info(text)
+
+    def warn(self, text: str) -> None:
+        console.warn(text)
+
+    def progress(self, label: str, total: int | None) -> Any:
+        return console.Progress(label, total)
+
+
+def _fetch_report(result: Any) -> None:
+    """One line saying which flavor and version will run, and where it came from."""
+    where = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
+    source = where.get(result.source, result.source)
+    version = result.version or "unknown version"
+    if result.action == "installed":
+        manifest = result.manifest
+        check = "sha256 verified" if manifest.get("verified") else "UNVERIFIED"
+        says = f", it reports {manifest['exe_version']}" if manifest.get("exe_version") else ""
+        console.ok(f"installed {result.flavor} {version} -> {result.path} ({check}{says})")
+    elif result.action == "current":
+        why = f" ({result.reason})" if result.reason else ""
+        console.ok(f"{result.flavor} {version} is installed: {result.path}; "
+                   f"nothing downloaded{why}")
+    elif result.action == "local":
+        console.ok(f"{result.flavor}: nothing to download on this platform; start will use "
+                   f"{result.path} ({version}, {source})")
+    else:
+        console.warn(f"release unreachable ({result.reason}); using the local {result.flavor} "
+                     f"instead: {result.path} ({version}, {source})")
+
+
+@task(
+    help={
+        "flavor": "auto (default: dragonfly on Linux, else redis), dragonfly, redis or garnet",
+        "version": "release tag to install, e.g. v1.24.0 (default: server.version, latest)",
+        "upgrade": "look up the latest release and install it when it differs from bin/",
+        "force": "download and reinstall even when the binary is already installed",
+        "url": "install the archive at this URL instead of resolving a GitHub release",
+        "sha256": "expected sha256 (64 hex digits) of the archive given by --url or --archive",
+        "archive": "install from this local archive file (offline)",
+        "allow_unverified": "install even when no sha256 is published or pinned (recorded)",
+    }
+)
+@handled
+def fetch(
+    c: Context,
+    flavor: str | None = None,
+    version: str | None = None,
+    upgrade: bool = False,
+    force: bool = False,
+    url: str | None = None,
+    sha256: str | None = None,
+    archive: str | None = None,
+    allow_unverified: bool = False,
+) -> None:
+    """Download, verify and install the server into bin/ (no network call once installed)."""
+    from devserver import release
+
+    settings = settings_from(c, flavor=flavor, version=version)
+    options = release.FetchOptions(
+        upgrade=upgrade,
+        force=force,
+        url=url or "",
+        sha256=sha256 or "",
+        archive=Path(archive) if archive else None,
+        allow_unverified=allow_unverified,
+    )
+    _fetch_report(release.fetch(settings, options, _FetchReporter()))
+
+
 # --- verify -------------------------------------------------------------------------------
 
 
