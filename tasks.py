@@ -543,3 +543,76 @@ def api(c: Context) -> None:
         console.warn(f"the API command exited with code {result.code}")
     if result.code != 0:
         raise Exit(code=result.code)
+
+
+def _up_header(number: int, step: str, text: str = "") -> None:
+    """The one-line header of each `up` step, so a long scroll shows where it is."""
+    console.info(console.paint(f"==> up {number}/4: {step}" + (f": {text}" if text else ""),
+                               "bold"))
+
+
+def _binary_missing(c: Context) -> tuple[str, str]:
+    """("", what is ready) when fetch's flavor is already usable, else (why fetch must run, "").
+
+    Checked here rather than always calling fetch so a ready machine goes straight to start;
+    a pinned server.version that differs from what bin/ holds counts as missing.
+    """
+    from devserver import binaries, release
+
+    settings = settings_from(c)
+    name = release.target_flavor(settings)
+    try:
+        binary = binaries.find_binary(settings, name)
+    except DevServerError:
+        return f"no {name} binary yet", ""
+    if binary.source == "bin" and settings.version != "latest":
+        installed = str((binaries.read_manifest(settings, name) or {}).get("version", ""))
+        if installed.lstrip("vV") != settings.version.lstrip("vV"):
+            return f"server.version {settings.version} is not the installed {installed or '?'}", ""
+    return "", _describe(binary)
+
+
+def _up_step(c: Context, number: int, step: str, run: Callable[..., None], note: str = "") -> None:
+    """Run one step of `up`; its failure (already reported by the task) stops the chain."""
+    _up_header(number, step, note)
+    try:
+        run(c)
+    except Exit as exc:
+        if exc.code == 130:  # Ctrl+C: the usual code, no "failed" message
+            raise
+        console.error(f"up stopped: the {step} step failed", "see the messages above, and "
+                      "the server log with `invoke tail`; fix it and run `invoke up` again")
+        raise Exit(code=1) from None
+
+
+@task
+def up(c: Context) -> None:
+    """Fetch (only if the binary is missing), start, verify, then the API if one is configured.
+
+    The first step that fails stops the chain: exit 1 with the step named. Already running is
+    fine. The API step passes on the API's own exit code, like `invoke api`.
+    """
+    from devserver import app
+
+    try:
+        why, ready = _binary_missing(c)
+        if why:
+            _up_step(c, 1, "fetch", fetch, why)
+        else:
+            _up_header(1, "fetch", f"skipped, {ready} is ready")
+        _up_step(c, 2, "start", start)
+        _up_step(c, 3, "verify", verify)
+        settings = settings_from(c)
+        if settings.api.command:
+            _up_header(4, "api", settings.api.command)
+            api(c)  # the API's own exit code, as `invoke api` gives it
+            return
+        url = app.redact_url(app.connection_env(settings, app.running_server(settings))
+                             ["REDIS_URL"])
+    except DevServerError as exc:  # from up's own checks; the steps report their own
+        console.error(exc.message, exc.hint)
+        raise Exit(code=1) from None
+    _up_header(4, "api", "skipped, no api.command configured (set api.command in "
+               "invoke.yaml or INVOKE_API_COMMAND)")
+    console.ok(f"up: the server is running and verified at {url} "
+               "(`invoke env` prints it for .env files; `invoke down` stops it)")
