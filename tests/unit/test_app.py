@@ -38,7 +38,7 @@ def test_password_is_url_encoded_and_round_trips_through_redis_py(password: str)
     url = app.redis_url("127.0.0.1", 6379, password)
     userinfo = url.split("//", 1)[1].rsplit("@", 1)[0]
     assert all(ch not in userinfo[1:] for ch in "@:/#? ")
-    parsed = parse_url(url)
+    parsed = parse_url(url)  # type: ignore[no-untyped-call]
     assert parsed["password"] == password
     assert (parsed["host"], parsed["port"], parsed["db"]) == ("127.0.0.1", 6379, 0)
 
