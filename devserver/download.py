@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import NameResolutionError
 
 from .errors import FetchError, NetworkError
 from .hashing import BackgroundSha256
@@ -37,7 +38,7 @@ ProgressFn = Callable[[int, "int | None"], None]
 class Policy:
     """How patient the network code is; tests shrink the backoff to keep the suite fast."""
 
-    retries: int = 4
+    retries: int = 3
     backoff: float = 0.5
     timeout: float = 30.0
     sleep: Callable[[float], None] = time.sleep
@@ -95,6 +96,13 @@ def _retry_wait(policy: Policy, attempt: int) -> None:
     policy.sleep(policy.backoff * (2 ** (attempt - 1)))
 
 
+def _offline(exc: BaseException) -> bool:
+    """A failed DNS lookup means no network (or a wrong host): retrying only delays the
+    offline fallback, so it fails at once. Refused or reset connections are retried."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NameResolutionError)
+
+
 def _network_error(url: str, exc: BaseException) -> NetworkError:
     host = urlsplit(url).hostname or url
     kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
@@ -121,7 +129,7 @@ def get_json(session: requests.Session, url: str, policy: Policy) -> Any:
         try:
             resp = session.get(url, headers=headers, timeout=policy.timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            if attempt > policy.retries:
+            if attempt > policy.retries or _offline(exc):
                 raise _network_error(url, exc) from None
             _retry_wait(policy, attempt)
             continue
@@ -204,7 +212,7 @@ def download(
                     requests.exceptions.ChunkedEncodingError) as exc:
                 if done > before:
                     attempt = 1  # progress was made: the retry budget is per stall
-                if attempt > policy.retries:
+                if attempt > policy.retries or _offline(exc):
                     if isinstance(exc, _Truncated):
                         raise FetchError(f"download of {url} was cut short ({exc})",
                                          hint="try again; the server ended early") from None

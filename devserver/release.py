@@ -76,7 +76,7 @@ class FetchOptions:
     sha256: str = ""
     archive: Path | None = None
     allow_unverified: bool = False
-    retries: int = 4
+    retries: int = 3
     backoff: float = 0.5
     timeout: float = 30.0
     dotnet: Runner = run_quietly

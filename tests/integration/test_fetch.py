@@ -285,6 +285,16 @@ def test_download_always_cut_short(settings: Settings, gh: FakeGitHub, tmp_path:
     _fails(settings, opts(upgrade=True), installed, FetchError, "cut short|could not be reached")
 
 
+def test_github_token_goes_to_the_api_only(settings: Settings, gh: FakeGitHub, tmp_path: Path,
+                                           redis_asset: Asset, redis_server_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_test123")
+    publish(gh, tmp_path, "v7.0.0", redis_members(redis_server_path))
+    fetch(settings, FAST)
+    auth = {r.path.split("/")[1]: r.headers.get("Authorization") for r in gh.requests}
+    assert auth == {"repos": "Bearer ghp_test123", "download": None}
+
+
 def test_5xx_is_retried(settings: Settings, gh: FakeGitHub, tmp_path: Path, redis_asset: Asset,
                         redis_server_path: Path) -> None:
     publish(gh, tmp_path, "v7.0.0", redis_members(redis_server_path), fail_first=2)

@@ -190,3 +190,19 @@ print(result.action, result.version, "requests" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["current", "v1.0.0", "False"]
+
+
+def test_refused_connections_are_retried_with_backoff_but_dns_failure_is_not() -> None:
+    from devserver import download
+    from devserver.errors import NetworkError
+    from tests.conftest import free_port
+
+    slept: list[float] = []
+    policy = download.Policy(retries=3, backoff=0.1, timeout=2, sleep=slept.append)
+    with pytest.raises(NetworkError, match="could not be reached"):
+        download.get_json(download.new_session(), f"http://127.0.0.1:{free_port()}/x", policy)
+    assert slept == [0.1, 0.2, 0.4]
+    slept.clear()
+    with pytest.raises(NetworkError):
+        download.get_json(download.new_session(), "https://no-such-host.invalid/x", policy)
+    assert slept == []  # offline: fail at once so the fallback is quick
