@@ -39,15 +39,14 @@ class Project:
                for op in ("connect", "ping", "set", "get", "lpush", "brpop")},
         }
 
-    def invoke(self, *args: str, timeout: float = 90,
-               **env: str) -> subprocess.CompletedProcess[str]:
+    def invoke(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root,
                               env={**self.env, **env}, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=90, stdin=subprocess.DEVNULL)
 
     def kill_leftovers(self) -> None:
         """Stop the server; if that fails, kill by the PIDs the state file names."""
-        self.invoke("down", timeout=60)
+        self.invoke("down")
         state_file = self.root / "data" / "server.json"
         try:
             state = json.loads(state_file.read_text())
