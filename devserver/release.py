@@ -205,8 +205,12 @@ def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
         raise FetchError("Garnet needs a .NET runtime (8 or newer), and `dotnet` found none",
                          hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download")
     probe_writable(settings.bin_dir)
-    settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=settings.bin_dir.parent))
+    try:
+        settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=settings.bin_dir.parent))
+    except OSError as exc:
+        raise FetchError(f"cannot create a work directory in {settings.bin_dir.parent}: "
+                         f"{exc.strerror or exc}", hint="fix its permissions") from None
     try:
         archive, digest = _obtain(plan, options, reporter, work)
         if plan.sha256 and digest != plan.sha256:
@@ -227,6 +231,9 @@ def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
                              hint="is this the right archive for this flavor and platform?")
         member = pick_dotnet_build(found, majors) if majors else min(found, key=len)
         return _place(settings, plan, tree, member, hashes[member], digest)
+    except OSError as exc:  # reading --archive, chmod, ...: environmental, not a bug report
+        raise FetchError(f"fetch failed: {exc.strerror or exc} ({exc.filename or plan.name})",
+                         hint="check permissions and free space") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

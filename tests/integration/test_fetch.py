@@ -518,3 +518,13 @@ def test_cli_fetch_success_then_offline_then_expected_failures(
         assert bad.stderr.startswith(message), bad.stderr
         assert "Traceback" not in bad.stderr and "hint:" in bad.stderr
         assert tree(project / "bin") == before
+
+
+def test_unreadable_local_archive_is_one_clear_error(settings: Settings, tmp_path: Path,
+                                                      installed: dict[str, Any]) -> None:
+    folder = tmp_path / "not-a-file.tar.gz"
+    folder.mkdir()
+    _fails(settings, opts(archive=folder, sha256="0" * 64), installed, match="no such archive")
+    broken = tmp_path / "dangling.tar.gz"
+    broken.symlink_to(tmp_path / "gone")
+    _fails(settings, opts(archive=broken, sha256="0" * 64), installed, match="no such archive")
