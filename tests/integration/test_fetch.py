@@ -427,7 +427,7 @@ def test_redis_on_posix_without_any_local_binary_says_how_to_get_one(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from devserver import binaries
 
-    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(binaries, "bundled_redis", lambda: None)
     with pytest.raises(BinaryNotFound) as info:
         fetch(settings, FAST)
