@@ -111,8 +111,9 @@ def format_value(value: str) -> str:
         return value
     if "'" not in value and "\n" not in value and "\r" not in value:
         return f"'{value}'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
-               .replace("\n", "\\n").replace("\r", "\\r"))
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
     return f'"{escaped}"'
 
 
@@ -185,7 +186,7 @@ def merge_env_text(text: str, values: Mapping[str, str]) -> tuple[str, MergeResu
     """
     bom = text.startswith(_BOM)
     if bom:
-        text = text[len(_BOM):]
+        text = text[len(_BOM) :]
     newline = "\r\n" if "\r\n" in text else "\n"
     changed: dict[str, bool] = {}  # name -> did any of its lines change
     out: list[str] = []
@@ -222,8 +223,9 @@ def merge_env_file(path: Path, values: Mapping[str, str]) -> MergeResult:
     except FileNotFoundError:
         original, existed = b"", False
     except OSError as exc:
-        raise EnvFileError(f"cannot read {target}: {exc.strerror}",
-                           hint="check the path and its permissions") from None
+        raise EnvFileError(
+            f"cannot read {target}: {exc.strerror}", hint="check the path and its permissions"
+        ) from None
     text = original.decode("utf-8", "surrogateescape")
     merged, result = merge_env_text(text, values)
     data = merged.encode("utf-8", "surrogateescape")
@@ -236,8 +238,10 @@ def merge_env_file(path: Path, values: Mapping[str, str]) -> MergeResult:
 def _replace_atomically(target: Path, data: bytes, existed: bool) -> None:
     """Write a temp file beside the target, flush it to disk, then rename it over the target."""
     if not target.parent.is_dir():
-        raise EnvFileError(f"cannot write {target}: the folder {target.parent} does not exist",
-                           hint="create the folder or pass another path to --write")
+        raise EnvFileError(
+            f"cannot write {target}: the folder {target.parent} does not exist",
+            hint="create the folder or pass another path to --write",
+        )
     tmp_name = ""
     try:
         mode = stat.S_IMODE(target.stat().st_mode) if existed else 0o600
@@ -295,8 +299,10 @@ def run_api(
     try:
         proc = spawn(command, env, cwd)
     except OSError as exc:
-        raise ApiError(f"cannot run the API command {command!r}: {exc.strerror or exc}",
-                       hint="check api.command in invoke.yaml (or INVOKE_API_COMMAND)") from None
+        raise ApiError(
+            f"cannot run the API command {command!r}: {exc.strerror or exc}",
+            hint="check api.command in invoke.yaml (or INVOKE_API_COMMAND)",
+        ) from None
     with compat.relay_interrupts(proc, signals.append):
         returncode = proc.wait()
     return ApiResult(compat.exit_code(returncode), interrupted=bool(signals))

@@ -57,16 +57,27 @@ def _project(where: Path) -> Path:
 
 
 def _run(script: Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/bin/sh", str(script)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["/bin/sh", str(script)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture()
 def stub_env(tmp_path: Path) -> dict[str, str]:
     """Environment for a stub run: DEV_PYTHON is the stub, its log in tmp_path/log.txt."""
     stub = _write_exe(tmp_path / "stub python", STUB)
-    return {**os.environ, "DEV_PYTHON": str(stub), "STUB_LOG": str(tmp_path / "log.txt"),
-            "STUB_SRC": str(stub)}
+    return {
+        **os.environ,
+        "DEV_PYTHON": str(stub),
+        "STUB_LOG": str(tmp_path / "log.txt"),
+        "STUB_SRC": str(stub),
+    }
 
 
 def _log(tmp_path: Path) -> list[str]:
@@ -121,7 +132,7 @@ def test_venv_is_created_requirements_installed_once_and_again_when_changed(
     assert first.returncode == 0, first.stderr
     log = _log(tmp_path)
     assert "base -m venv .venv" in log
-    assert log[log.index("base -m venv .venv") + 1:] == [pip, *invoke]
+    assert log[log.index("base -m venv .venv") + 1 :] == [pip, *invoke]
 
     (tmp_path / "log.txt").unlink()
     second = _run(project / "start_dev.sh", tmp_path, env)
@@ -137,9 +148,7 @@ def test_venv_is_created_requirements_installed_once_and_again_when_changed(
     assert _log(tmp_path) == ["-c import sys", pip, *invoke]
 
 
-def test_a_failed_install_stops_before_any_step(
-    tmp_path: Path, stub_env: dict[str, str]
-) -> None:
+def test_a_failed_install_stops_before_any_step(tmp_path: Path, stub_env: dict[str, str]) -> None:
     project = _project(tmp_path / "app")
     env = {**_venv_env(tmp_path, stub_env), "STUB_FAIL": "install"}  # `-m pip install`: $3
     result = _run(project / "start_dev.sh", tmp_path, env)
@@ -179,8 +188,14 @@ def test_no_python_at_all_says_where_to_get_it(tmp_path: Path) -> None:
 
 def _stop_server(project: Path, env: dict[str, str]) -> None:
     """`invoke stop` in the copy; when that fails, kill by the PIDs in data/server.json."""
-    stopped = subprocess.run([sys.executable, "-m", "invoke", "stop"], cwd=project, env=env,
-                             capture_output=True, text=True, timeout=60)
+    stopped = subprocess.run(
+        [sys.executable, "-m", "invoke", "stop"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     state_file = project / "data" / "server.json"
     if stopped.returncode == 0 and not state_file.exists():
         return
@@ -205,8 +220,9 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     for name in ("tasks.py", "invoke.yaml", "requirements.txt", "start_dev.sh"):
         shutil.copy2(ROOT / name, project / name)
     for folder in ("devserver", "checks"):
-        shutil.copytree(ROOT / folder, project / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     api_code = "import os; print('API got REDIS_URL=' + os.environ['REDIS_URL'])"
     env = {
         **os.environ,
@@ -217,8 +233,10 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         "NO_COLOR": "1",
         # Lifecycle, not performance: a busy 2-core CI box must not fail on a latency p99.
         "INVOKE_VERIFY_ITERATIONS": "20",
-        **{f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "1000"
-           for op in ("connect", "ping", "set", "get", "lpush", "brpop")},
+        **{
+            f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "1000"
+            for op in ("connect", "ping", "set", "get", "lpush", "brpop")
+        },
     }
     env.pop("INVOKE_SERVER_PASSWORD", None)
     yield project, env
@@ -228,9 +246,15 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, str]]) -> None:
     project, env = real_project
     began = time.monotonic()
-    result = subprocess.run(["/bin/sh", str(project / "start_dev.sh")], cwd=project.parent, env=env,
-                            capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["/bin/sh", str(project / "start_dev.sh")],
+        cwd=project.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     port = env["INVOKE_SERVER_PORT"]

@@ -32,14 +32,16 @@ STEPS = ["fetch", "start", "verify"]
 
 # The stand-in interpreter: append the arguments to STUB_LOG; fail the step named in STUB_FAIL
 # (with 7: the script must answer with its own exit 1); end `-m invoke api` with STUB_API_CODE.
-STUB_CMD = "\r\n".join([
-    "@echo off",
-    '>>"%STUB_LOG%" echo %*',
-    'if not "%STUB_FAIL%"=="" if "%STUB_FAIL%"=="%3" exit /b 7',
-    'if "%3"=="api" exit /b %STUB_API_CODE%',
-    "exit /b 0",
-    "",
-])
+STUB_CMD = "\r\n".join(
+    [
+        "@echo off",
+        '>>"%STUB_LOG%" echo %*',
+        'if not "%STUB_FAIL%"=="" if "%STUB_FAIL%"=="%3" exit /b 7',
+        'if "%3"=="api" exit /b %STUB_API_CODE%',
+        "exit /b 0",
+        "",
+    ]
+)
 
 
 def z_path(path: Path) -> str:
@@ -51,8 +53,10 @@ def z_path(path: Path) -> str:
 def wine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Wine prefix for the whole session, created once (the slow part) and warmed up."""
     if not WINE.exists():
-        pytest.fail(f"Wine is required for these tests: {WINE} is missing "
-                    "(apt-get install wine64; CI installs it)")
+        pytest.fail(
+            f"Wine is required for these tests: {WINE} is missing "
+            "(apt-get install wine64; CI installs it)"
+        )
     prefix = tmp_path_factory.mktemp("wineprefix")
     env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all"}
     for name in ("DEV_PYTHON", "STUB_FAIL", "STUB_API_CODE", "STUB_LOG"):
@@ -61,16 +65,34 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     # waits for them to exit (about 2 s a run). The warm-up writes to a file, not a pipe: the
     # services it starts live on and would hold a pipe open (communicate() would wait for them).
     server = WINE.parent / "wineserver"
-    subprocess.run([str(server), "-p"], env=env, check=False, timeout=60,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(server), "-p"],
+        env=env,
+        check=False,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     out = prefix / "warmup.txt"
     with open(out, "wb") as sink:
-        subprocess.run([str(WINE), "cmd", "/c", "echo", "ready"], env=env, stdout=sink,
-                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=180)
+        subprocess.run(
+            [str(WINE), "cmd", "/c", "echo", "ready"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=180,
+        )
     assert "ready" in out.read_text(errors="replace"), out.read_text(errors="replace")
     yield env
-    subprocess.run([str(WINE.parent / "wineserver"), "-k"], env=env, check=False,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [str(WINE.parent / "wineserver"), "-k"],
+        env=env,
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def _project(folder: Path) -> Path:
@@ -82,8 +104,9 @@ def _project(folder: Path) -> Path:
     return folder
 
 
-def run_bat(wine_env: dict[str, str], script: Path, cwd: Path, log: Path,
-            **extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run_bat(
+    wine_env: dict[str, str], script: Path, cwd: Path, log: Path, **extra: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     r"""Run the script under Wine's cmd; return the result and the stub's argument lines.
 
     By absolute path from another folder; by ``.\start_dev.bat`` when ``cwd`` is its own
@@ -93,9 +116,16 @@ def run_bat(wine_env: dict[str, str], script: Path, cwd: Path, log: Path,
     """
     env = {**wine_env, "STUB_LOG": z_path(log), **extra}
     target = ".\\" + script.name if cwd == script.parent else z_path(script)
-    result = subprocess.run([str(WINE), "cmd", "/c", target], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL, errors="replace")
+    result = subprocess.run(
+        [str(WINE), "cmd", "/c", target],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        errors="replace",
+    )
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     return result, [line.strip() for line in lines if line.strip()]
 
@@ -107,8 +137,14 @@ def test_steps_in_order_from_another_folder_with_spaces(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     stub = z_path(project / "stub python.cmd")
-    result, calls = run_bat(wine_env, project / "start_dev.bat", elsewhere,
-                            tmp_path / "log.txt", DEV_PYTHON=stub, STUB_API_CODE="0")
+    result, calls = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        elsewhere,
+        tmp_path / "log.txt",
+        DEV_PYTHON=stub,
+        STUB_API_CODE="0",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert calls == [f"-m invoke {step}" for step in [*STEPS, "api"]]
     assert not (project / ".venv").exists()  # DEV_PYTHON: no venv, no pip
@@ -121,8 +157,14 @@ def test_a_failing_step_stops_before_the_api(
     wine_env: dict[str, str], tmp_path: Path, failing: str
 ) -> None:
     project = _project(tmp_path / "dev (x86) & co")  # parentheses and & in %~dp0 and %PY%
-    result, calls = run_bat(wine_env, project / "start_dev.bat", project, tmp_path / "log.txt",
-                            DEV_PYTHON=z_path(project / "stub python.cmd"), STUB_FAIL=failing)
+    result, calls = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        project,
+        tmp_path / "log.txt",
+        DEV_PYTHON=z_path(project / "stub python.cmd"),
+        STUB_FAIL=failing,
+    )
     assert result.returncode == 1
     assert calls == [f"-m invoke {step}" for step in STEPS[: STEPS.index(failing) + 1]]
     assert f"the {failing} step failed" in result.stdout
@@ -131,8 +173,14 @@ def test_a_failing_step_stops_before_the_api(
 
 def test_the_api_failing_fails_the_script(wine_env: dict[str, str], tmp_path: Path) -> None:
     project = _project(tmp_path / "app")
-    result, calls = run_bat(wine_env, project / "start_dev.bat", tmp_path, tmp_path / "log.txt",
-                            DEV_PYTHON=z_path(project / "stub python.cmd"), STUB_API_CODE="5")
+    result, calls = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        tmp_path,
+        tmp_path / "log.txt",
+        DEV_PYTHON=z_path(project / "stub python.cmd"),
+        STUB_API_CODE="5",
+    )
     assert calls[-1] == "-m invoke api"
     assert result.returncode != 0  # Wine's call reports 1 for any non-zero code (see top)
 

@@ -35,14 +35,22 @@ class Project:
             "INVOKE_SERVER_PORT": str(self.port),
             "INVOKE_VERIFY_ITERATIONS": "20",
             "NO_COLOR": "1",
-            **{f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "1000"
-               for op in ("connect", "ping", "set", "get", "lpush", "brpop")},
+            **{
+                f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "1000"
+                for op in ("connect", "ping", "set", "get", "lpush", "brpop")
+            },
         }
 
     def invoke(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root,
-                              env={**self.env, **env}, capture_output=True, text=True,
-                              timeout=90, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=self.root,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+        )
 
     def kill_leftovers(self) -> None:
         """Stop the server; if that fails, kill by the PIDs the state file names."""
@@ -75,13 +83,15 @@ def proj(tmp_path: Path) -> Iterator[Project]:
 
 
 def _headers(output: str) -> list[str]:
-    return [line.split(":")[0].split()[-1] for line in output.splitlines()
-            if line.startswith("==> up ")]
+    return [
+        line.split(":")[0].split()[-1] for line in output.splitlines() if line.startswith("==> up ")
+    ]
 
 
 def test_up_runs_every_step_then_the_api_and_passes_on_its_code(proj: Project) -> None:
-    code = ("import os, sys; print('API', os.environ['REDIS_URL'], os.environ['APP_MODE']); "
-            "sys.exit(3)")
+    code = (
+        "import os, sys; print('API', os.environ['REDIS_URL'], os.environ['APP_MODE']); sys.exit(3)"
+    )
     config = proj.root / "invoke.yaml"  # a mapping cannot come from an environment variable
     config.write_text(config.read_text().replace("  env: {}", "  env:\n    APP_MODE: dev"))
     result = proj.invoke("up", INVOKE_API_COMMAND=f'"{sys.executable}" -c "{code}"')
@@ -133,8 +143,9 @@ def test_env_prints_and_merges_into_the_projects_dotenv(proj: Project) -> None:
     dotenv.write_text("# mine\nDEBUG=1\nREDIS_URL=old\n")
     written = proj.invoke("env", "--write", **env)
     assert written.returncode == 0, written.stderr
-    assert dotenv.read_text() == ("# mine\nDEBUG=1\n"
-                                  f"REDIS_URL=redis://:p%40ss%20w%23rd@127.0.0.1:{proj.port}/0\n")
+    assert dotenv.read_text() == (
+        f"# mine\nDEBUG=1\nREDIS_URL=redis://:p%40ss%20w%23rd@127.0.0.1:{proj.port}/0\n"
+    )
     other = proj.root / "other.env"
     assert proj.invoke("env", f"--write={other}").returncode == 0
     assert other.read_text() == f"REDIS_URL=redis://127.0.0.1:{proj.port}/0\n"

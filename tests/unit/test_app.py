@@ -105,8 +105,7 @@ def _read_dotenv(text: str) -> dict[str, str]:
         if value[:1] == "'":
             value = value[1:-1]
         elif value[:1] == '"':
-            value = (value[1:-1].replace("\\n", "\n").replace('\\"', '"')
-                     .replace("\\\\", "\\"))
+            value = value[1:-1].replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
         out[name] = value
     return out
 
@@ -121,15 +120,16 @@ def test_merge_keeps_every_other_line_byte_for_byte(tmp_path: Path) -> None:
         b"\n"
         b"REDIS_URL=redis://old:1/0\n"
         b'MULTI="line one\n'
-        b'REDIS_URL=inside a quoted value\n'
+        b"REDIS_URL=inside a quoted value\n"
         b'"\n'
         b"APP_MODE=prod\n"
         b"LAST=no newline at end"
     )
     path = tmp_path / ".env"
     path.write_bytes(original)
-    result = app.merge_env_file(path, {"REDIS_URL": "redis://127.0.0.1:7/0", "APP_MODE": "dev",
-                                       "NEW_ONE": "x"})
+    result = app.merge_env_file(
+        path, {"REDIS_URL": "redis://127.0.0.1:7/0", "APP_MODE": "dev", "NEW_ONE": "x"}
+    )
     assert result.written
     assert (result.updated, result.added) == (["REDIS_URL", "APP_MODE"], ["NEW_ONE"])
     assert path.read_bytes() == (
@@ -138,7 +138,7 @@ def test_merge_keeps_every_other_line_byte_for_byte(tmp_path: Path) -> None:
         b"\n"
         b"REDIS_URL=redis://127.0.0.1:7/0\n"
         b'MULTI="line one\n'
-        b'REDIS_URL=inside a quoted value\n'
+        b"REDIS_URL=inside a quoted value\n"
         b'"\n'
         b"APP_MODE=dev\n"
         b"LAST=no newline at end\n"
@@ -209,10 +209,16 @@ def test_run_api_returns_the_childs_exit_code(tmp_path: Path, code: int) -> None
 
 def test_run_api_exports_redis_url_and_api_env_and_runs_in_cwd(tmp_path: Path) -> None:
     out = tmp_path / "seen.txt"
-    code = ("import os; open('seen.txt', 'w').write(os.environ['REDIS_URL'] + ' ' "
-            "+ os.environ['APP_MODE'] + ' ' + os.environ['KEPT'])")
-    result = app.run_api(_py(code), {"REDIS_URL": "redis://127.0.0.1:1/0", "APP_MODE": "dev"},
-                         tmp_path, base_env={**os.environ, "KEPT": "yes"})
+    code = (
+        "import os; open('seen.txt', 'w').write(os.environ['REDIS_URL'] + ' ' "
+        "+ os.environ['APP_MODE'] + ' ' + os.environ['KEPT'])"
+    )
+    result = app.run_api(
+        _py(code),
+        {"REDIS_URL": "redis://127.0.0.1:1/0", "APP_MODE": "dev"},
+        tmp_path,
+        base_env={**os.environ, "KEPT": "yes"},
+    )
     assert result.code == 0
     assert out.read_text() == "redis://127.0.0.1:1/0 dev yes"
 
@@ -225,9 +231,15 @@ def test_shell_syntax_runs_through_the_shell(tmp_path: Path) -> None:
 @pytest.mark.skipif(compat.WINDOWS, reason="POSIX: cmd.exe runs every command on Windows")
 @pytest.mark.parametrize(
     ("command", "shell"),
-    [("uvicorn app:app --port 8000", False), ('"/a b/python" -m x', False),
-     ("cd api && npm start", True), ("FOO=1 run", True), ("run $PORT", True),
-     ("exec run", True), ("run 'unbalanced", True)],
+    [
+        ("uvicorn app:app --port 8000", False),
+        ('"/a b/python" -m x', False),
+        ("cd api && npm start", True),
+        ("FOO=1 run", True),
+        ("run $PORT", True),
+        ("exec run", True),
+        ("run 'unbalanced", True),
+    ],
 )
 def test_simple_commands_are_executed_directly(command: str, shell: bool) -> None:
     assert compat._needs_shell(command) is shell
@@ -259,8 +271,13 @@ def test_ctrl_c_goes_to_the_api_and_its_exit_code_comes_back(tmp_path: Path) -> 
         print(result.code, result.interrupted)
         sys.exit(result.code)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", runner], cwd=tmp_path,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", runner],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while not (tmp_path / "ready").exists():
