@@ -604,7 +604,7 @@ def up(c: Context) -> None:
         _up_step(c, 3, "verify", verify)
         settings = settings_from(c)
         if settings.api.command:
-            _up_header(4, "api", settings.api.command)
+            _up_header(4, "api")
             api(c)  # the API's own exit code, as `invoke api` gives it
             return
         url = app.redact_url(app.connection_env(settings, app.running_server(settings))
