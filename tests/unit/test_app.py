@@ -298,3 +298,47 @@ def test_signal_death_becomes_128_plus_n() -> None:
     assert compat.exit_code(5) == 5
     if not compat.WINDOWS:
         assert compat.exit_code(-signal.SIGINT) == 130
+
+
+# --- Windows branches, checked on any OS by patching compat.WINDOWS ---------------------
+
+
+def test_windows_always_runs_the_api_through_cmd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """npm, yarn and friends are .cmd files that only cmd.exe finds."""
+    calls: list[tuple[object, dict[str, object]]] = []
+
+    def fake_popen(args: object, **kwargs: object) -> object:
+        calls.append((args, kwargs))
+        return object()
+
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(compat.subprocess, "Popen", fake_popen)
+    compat.spawn_foreground("npm run dev", {"A": "1"}, tmp_path)
+    assert calls == [("npm run dev", {"shell": True, "env": {"A": "1"}, "cwd": str(tmp_path)})]
+
+
+def test_windows_reports_ctrl_c_but_never_forwards_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console already sent Ctrl+C to the child; we only note it and keep waiting."""
+
+    class Child:
+        def __init__(self) -> None:
+            self.sent: list[int] = []
+
+        def poll(self) -> None:
+            return None
+
+        def send_signal(self, signum: int) -> None:
+            self.sent.append(signum)
+
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    child = Child()
+    seen: list[int] = []
+    with compat.relay_interrupts(child, seen.append):  # type: ignore[arg-type]
+        handler = signal.getsignal(signal.SIGINT)
+        assert callable(handler)
+        handler(signal.SIGINT, None)
+    assert seen == [signal.SIGINT] and child.sent == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert compat.exit_code(-1073741510) == -1073741510  # Windows codes pass unchanged
