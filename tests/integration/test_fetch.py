@@ -528,3 +528,19 @@ def test_unreadable_local_archive_is_one_clear_error(settings: Settings, tmp_pat
     broken = tmp_path / "dangling.tar.gz"
     broken.symlink_to(tmp_path / "gone")
     _fails(settings, opts(archive=broken, sha256="0" * 64), installed, match="no such archive")
+
+
+def test_windows_dragonfly_installs_the_linux_build_for_wsl(
+        make_settings: Callable[..., Settings], gh: FakeGitHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(compat, "os_name", lambda: "windows")
+    monkeypatch.setattr(compat, "cpu_arch", lambda: "x86_64")
+    archive = build(tmp_path / "d.tar.gz", "tar.gz", [("file", "dragonfly-x86_64", b"\x7fELF")])
+    gh.release("dragonflydb/dragonfly", "v1.25.0", {"dragonfly-x86_64.tar.gz":
+                                                     archive.read_bytes()})
+    said = Recorder()
+    result = fetch(make_settings(flavor="dragonfly", release={"github_api": gh.url}), FAST, said)
+    assert result.manifest["via_wsl"] is True and result.manifest["exe"] == "dragonfly"
+    assert result.manifest["exe_version"] == ""  # a Linux binary is not run on Windows
+    assert any("WSL2" in line for line in said.lines)
