@@ -314,7 +314,7 @@ def test_windows_always_runs_the_api_through_cmd(
         return object()
 
     monkeypatch.setattr(compat, "WINDOWS", True)
-    monkeypatch.setattr(compat.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
     compat.spawn_foreground("npm run dev", {"A": "1"}, tmp_path)
     assert calls == [("npm run dev", {"shell": True, "env": {"A": "1"}, "cwd": str(tmp_path)})]
 
