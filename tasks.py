@@ -503,19 +503,27 @@ def env(c: Context, write: Any = None) -> None:
         return
     path = ROOT / ".env" if write is True else Path(str(write)).expanduser()
     result = app.merge_env_file(path, values)
-    parts = [f"{label} {', '.join(names)}" for label, names in
-             (("updated", result.updated), ("added", result.added), ("unchanged", result.unchanged))
-             if names]
+    parts = [
+        f"{label} {', '.join(names)}"
+        for label, names in (
+            ("updated", result.updated),
+            ("added", result.added),
+            ("unchanged", result.unchanged),
+        )
+        if names
+    ]
     verb = "wrote" if result.written else "nothing to change in"
     console.ok(f"{verb} {result.path} ({'; '.join(parts)}); other lines untouched")
 
 
 def _api_not_configured() -> None:
-    console.info("no API command configured, so there is nothing to run.\n"
-                 "Set api.command in invoke.yaml, e.g.\n"
-                 "  api:\n"
-                 "    command: python -m myapp.api\n"
-                 "or the INVOKE_API_COMMAND environment variable; it runs with REDIS_URL set.")
+    console.info(
+        "no API command configured, so there is nothing to run.\n"
+        "Set api.command in invoke.yaml, e.g.\n"
+        "  api:\n"
+        "    command: python -m myapp.api\n"
+        "or the INVOKE_API_COMMAND environment variable; it runs with REDIS_URL set."
+    )
 
 
 @task
@@ -533,12 +541,16 @@ def api(c: Context) -> None:
         return
     state = app.running_server(settings)
     values = app.connection_env(settings, state)
-    console.info(f"running the API: {settings.api.command}  "
-                 f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {ROOT})")
+    console.info(
+        f"running the API: {settings.api.command}  "
+        f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {ROOT})"
+    )
     result = app.run_api(settings.api.command, values, ROOT)
     if result.interrupted:
-        console.info(f"the API stopped (exit code {result.code}); the server keeps running: "
-                     "stop it with `invoke down`")
+        console.info(
+            f"the API stopped (exit code {result.code}); the server keeps running: "
+            "stop it with `invoke down`"
+        )
     elif result.code != 0:
         console.warn(f"the API command exited with code {result.code}")
     if result.code != 0:
@@ -547,8 +559,9 @@ def api(c: Context) -> None:
 
 def _up_header(number: int, step: str, text: str = "") -> None:
     """The one-line header of each `up` step, so a long scroll shows where it is."""
-    console.info(console.paint(f"==> up {number}/4: {step}" + (f": {text}" if text else ""),
-                               "bold"))
+    console.info(
+        console.paint(f"==> up {number}/4: {step}" + (f": {text}" if text else ""), "bold")
+    )
 
 
 def _binary_missing(c: Context) -> tuple[str, str]:
@@ -580,8 +593,11 @@ def _up_step(c: Context, number: int, step: str, run: Callable[..., None], note:
     except Exit as exc:
         if exc.code == 130:  # Ctrl+C: the usual code, no "failed" message
             raise
-        console.error(f"up stopped: the {step} step failed", "see the messages above, and "
-                      "the server log with `invoke tail`; fix it and run `invoke up` again")
+        console.error(
+            f"up stopped: the {step} step failed",
+            "see the messages above, and "
+            "the server log with `invoke tail`; fix it and run `invoke up` again",
+        )
         raise Exit(code=1) from None
 
 
@@ -607,12 +623,18 @@ def up(c: Context) -> None:
             _up_header(4, "api")
             api(c)  # the API's own exit code, as `invoke api` gives it
             return
-        url = app.redact_url(app.connection_env(settings, app.running_server(settings))
-                             ["REDIS_URL"])
+        url = app.redact_url(
+            app.connection_env(settings, app.running_server(settings))["REDIS_URL"]
+        )
     except DevServerError as exc:  # from up's own checks; the steps report their own
         console.error(exc.message, exc.hint)
         raise Exit(code=1) from None
-    _up_header(4, "api", "skipped, no api.command configured (set api.command in "
-               "invoke.yaml or INVOKE_API_COMMAND)")
-    console.ok(f"up: the server is running and verified at {url} "
-               "(`invoke env` prints it for .env files; `invoke down` stops it)")
+    _up_header(
+        4,
+        "api",
+        "skipped, no api.command configured (set api.command in invoke.yaml or INVOKE_API_COMMAND)",
+    )
+    console.ok(
+        f"up: the server is running and verified at {url} "
+        "(`invoke env` prints it for .env files; `invoke down` stops it)"
+    )

@@ -210,11 +210,11 @@ def environ_without(prefixes: Sequence[str]) -> dict[str, str]:
 # Characters and first words that need a real shell; anything else is split like sh would
 # (shlex) and executed directly, as Ruby's ``system(string)`` does.
 _SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~!#\n")
-_SHELL_WORDS = frozenset({
-    "cd", ".", "source", "exec", "export", "set", "unset", "eval", "if", "for", "while",
-    "until", "case", "alias", "ulimit", "umask", "trap", "wait", "command", "type", "test",
-    "[", "true", "false", "exit", "return", "shift", "read",
-})
+_SHELL_BUILTINS = (
+    "cd . source exec export set unset eval if for while until case alias ulimit umask trap "
+    "wait command type test [ true false exit return shift read"
+)
+_SHELL_WORDS = frozenset(_SHELL_BUILTINS.split())
 
 
 def _needs_shell(command: str) -> bool:
