@@ -122,9 +122,15 @@ class RotatingWriter:
                 self._drain()
 
     def marker(self, text: str) -> None:
-        """A line of our own (start/exit markers), timestamped like the server's lines."""
+        """A line of our own (start/exit markers), timestamped like the server's lines.
+
+        Written at once, even during the back-off after a failure: markers are few, and an
+        exit marker lost to a back-off that outlived the fault would hide how the run ended.
+        """
         self.write(f"{self.stamp()}[devserver] {text}\n".encode())
-        self.flush()
+        with self.lock:
+            self._rotate_after = 0.0
+            self._drain()
 
     def flush(self) -> None:
         with self.lock:
@@ -141,6 +147,7 @@ class RotatingWriter:
 
     def close(self) -> None:
         with self.lock:
+            self._rotate_after = 0.0  # a last attempt, whatever the back-off says
             self._drain()
             self._close_quietly()
 
@@ -312,7 +319,6 @@ def tee(
     stream: Any,
     writer: RotatingWriter,
     console: Callable[[str], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
     chunk: int = 65536,
     max_line: int = 1024 * 1024,
 ) -> int:

@@ -168,6 +168,20 @@ def test_write_errors_drop_lines_with_a_count_and_recover(tmp_path: Path, code: 
     assert lines[4:] == ["line 000012", "line 000013"]
 
 
+def test_markers_are_written_even_during_the_back_off(tmp_path: Path) -> None:
+    log, clock, flaky = tmp_path / "redis.log", FakeClock(), Flaky()
+    writer = RotatingWriter(log, 10_000, 2, opener=flaky, stamp=stamp, clock=clock)
+    flaky.error = OSError(errno.ENOSPC, "No space left on device")
+    writer.write(numbered(0, 2))
+    writer.flush()
+    flaky.error = None  # the disk recovered within the back-off: the exit marker still gets out
+    writer.marker("server exited with code 0 after 1.0s")
+    writer.close()
+    assert log.read_text().splitlines() == [
+        "[T] [devserver] 2 log lines dropped ([Errno 28] No space left on device)",
+        "[T] [devserver] server exited with code 0 after 1.0s"]
+
+
 def test_open_failure_is_counted_too(tmp_path: Path) -> None:
     log, clock, flaky = tmp_path / "redis.log", FakeClock(), Flaky()
     writer = RotatingWriter(log, 10_000, 2, opener=flaky, stamp=stamp, clock=clock)
