@@ -43,6 +43,7 @@ Opener = Callable[[Path], IO[bytes]]
 FLUSH_INTERVAL = 0.05  # seconds a line may wait in the buffer (readers poll every 50 ms)
 BUFFER_BYTES = 256 * 1024
 ROTATE_RETRY = 1.0  # seconds between rotation attempts after one failed
+DELETED_CHECK = 1.0  # seconds between checks that the log was not deleted under us
 CONSOLE_PENDING = 256  # blocks (each up to 64 KiB) a stalled console may fall behind
 
 
@@ -110,6 +111,7 @@ class RotatingWriter:
         self._buffer = bytearray()
         self._dirty_since: float | None = None
         self._rotate_after = 0.0
+        self._check_at = 0.0
 
     # -- buffering -------------------------------------------------------------------------
     def write(self, block: bytes, lines: int = 0) -> None:
@@ -178,6 +180,12 @@ class RotatingWriter:
 
     # -- the file --------------------------------------------------------------------------
     def _ensure_open(self) -> IO[bytes]:
+        if self._file is not None and self.clock() >= self._check_at:
+            # Someone deleted the log (POSIX allows it while we hold it open): without this,
+            # lines would go into the unlinked file, unseen, until the next rotation.
+            self._check_at = self.clock() + DELETED_CHECK
+            if not self.path.exists():
+                self._close_quietly()
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.opener(self.path)

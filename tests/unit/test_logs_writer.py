@@ -102,6 +102,18 @@ def test_appends_to_an_existing_log_and_rotates_when_it_is_already_full(tmp_path
     assert (tmp_path / "redis.log.1").read_bytes() == b"old\n" * 100
 
 
+def test_a_log_deleted_under_the_writer_is_recreated(tmp_path: Path) -> None:
+    log, clock = tmp_path / "redis.log", FakeClock()
+    writer = RotatingWriter(log, 10_000, 2, stamp=stamp, clock=clock)
+    writer.write(b"before\n")
+    writer.flush()
+    log.unlink()
+    clock.now += 1.0
+    writer.write(b"after\n")
+    writer.close()
+    assert log.read_bytes() == b"after\n"
+
+
 class FlakyFile:
     """A raw file whose writes fail while ``fail`` is set (or after ``budget`` bytes)."""
 
