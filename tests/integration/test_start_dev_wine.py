@@ -61,12 +61,13 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all"}
     for name in ("DEV_PYTHON", "STUB_FAIL", "STUB_API_CODE", "STUB_LOG"):
         env.pop(name, None)
-    # A persistent wineserver for the session, else every run starts Wine's services anew and
-    # waits for them to exit (about 2 s a run). The warm-up writes to a file, not a pipe: the
-    # services it starts live on and would hold a pipe open (communicate() would wait for them).
+    # A wineserver that outlives each run (else every run starts Wine's services anew and
+    # waits for them to exit: about 2 s a run), but only by 30 s, so a killed test session
+    # leaves nothing behind for long. The warm-up writes to a file, not a pipe: the services it
+    # starts live on and would hold a pipe open (communicate() would wait for them).
     server = WINE.parent / "wineserver"
     subprocess.run(
-        [str(server), "-p"],
+        [str(server), "-p30"],
         env=env,
         check=False,
         timeout=60,
@@ -87,7 +88,7 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     assert "ready" in out.read_text(errors="replace"), out.read_text(errors="replace")
     yield env
     subprocess.run(
-        [str(WINE.parent / "wineserver"), "-k"],
+        [str(server), "-k"],
         env=env,
         check=False,
         capture_output=True,
