@@ -35,7 +35,8 @@ POLL_READ = 4 << 20  # at most this much per poll, so memory stays bounded while
 MAX_BACKUPS = 1000  # config allows log_backups up to 1000
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
-_CONTROLS = {c: "\ufffd" for c in (*range(0, 9), *range(10, 32), 127)}
+# C0 controls but tab, DEL, and C1 controls (some terminals act on U+009B as on ESC [).
+_CONTROLS = {c: "\ufffd" for c in (*range(0, 9), *range(10, 32), *range(127, 160))}
 
 
 def printable(raw: bytes, truncated: bool = False) -> str:
@@ -63,7 +64,11 @@ def backup(path: Path, index: int) -> Path:
 
 
 def _reversed_file_lines(path: Path, end: int | None) -> Iterator[tuple[bytes, bool]]:
-    """(line, truncated) newest first, from ``end`` (default: EOF) back to the start."""
+    """(line, start_unknown) newest first, from ``end`` (default: EOF) back to the start.
+
+    ``start_unknown``: the line's first MAX_LINE bytes back held no newline, so only its end
+    is given and the look-back stops there.
+    """
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError:
@@ -97,9 +102,9 @@ def iter_lines_backwards(path: Path, end: int | None = None) -> Iterator[str]:
         current = path if index == 0 else backup(path, index)
         if index and not current.exists():
             return
-        for line, truncated in _reversed_file_lines(current, end if index == 0 else None):
-            yield printable(line, truncated)
-            if truncated:
+        for line, start_unknown in _reversed_file_lines(current, end if index == 0 else None):
+            yield _line(line, start_unknown)
+            if start_unknown:
                 return  # its start (and anything older) is too far back to look for
 
 

@@ -255,3 +255,13 @@ def test_follow_uses_the_injected_sleep_and_stops_on_the_event(tmp_path: Path) -
 
     assert list(follow(log, stop, interval=0.25, sleep=fake_sleep)) == ["new"]
     assert sleeps == [0.25, 0.25]
+
+
+def test_a_long_line_whose_start_is_known_is_cut_but_older_lines_still_show(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "redis.log"
+    log.write_bytes(b"first\n" + b"z" * (tail.MAX_LINE + 500) + b"\nlast\n")
+    lines = last_lines(log, 3)
+    assert lines[0] == "first" and lines[2] == "last"
+    assert lines[1] == tail.TRUNCATED + "z" * tail.MAX_LINE
