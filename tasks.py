@@ -219,6 +219,7 @@ def tail(c: Context, lines: str | None = None, follow: bool = False, grep: str |
     path, unknown_dir = _tail_log_file(c, flavor)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a console code page must not crash it
+    stop_event = threading.Event()
     if not path.exists():
         where = f"{unknown_dir}/<flavor>.log" if unknown_dir else str(path)
         console.info(f"no log yet: the server writes it to {where} once started "
@@ -226,8 +227,13 @@ def tail(c: Context, lines: str | None = None, follow: bool = False, grep: str |
         if not follow:
             return
         console.info("waiting for it to appear (Ctrl+C to stop)")
+        try:
+            while unknown_dir:  # which flavor? the first server started will tell
+                stop_event.wait(0.1)
+                path, unknown_dir = _tail_log_file(c, flavor)
+        except KeyboardInterrupt:
+            return
     follower = Follower(path)  # before the last lines, so nothing in between is missed
-    stop_event = threading.Event()
     try:
         for line in last_lines(path, count, accept, end=follower.offset):
             console.log_line(line)
