@@ -23,7 +23,8 @@ cd /d "%~dp0"
 if not exist "%~nx0" goto :no_folder
 
 if not defined DEV_PYTHON goto :venv
-set "PY=%DEV_PYTHON%"
+rem Quotes around the value (set DEV_PYTHON="C:\Program Files\...") are dropped: we add our own.
+set "PY=%DEV_PYTHON:"=%"
 echo Using DEV_PYTHON as-is (no venv, no install): "%PY%"
 goto :steps
 

@@ -163,7 +163,7 @@ def test_a_failing_step_stops_before_the_api(
         project / "start_dev.bat",
         project,
         tmp_path / "log.txt",
-        DEV_PYTHON=z_path(project / "stub python.cmd"),
+        DEV_PYTHON=f'"{z_path(project / "stub python.cmd")}"',  # quoted, as people set it
         STUB_FAIL=failing,
     )
     assert result.returncode == 1
