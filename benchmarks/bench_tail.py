@@ -30,7 +30,7 @@ GIB, MIB = 1 << 30, 1 << 20
 def make_logs(base: Path) -> dict[str, Path]:
     line = b"[2026-11-25 20:00:00] 4044:M 25 Nov 2026 20:00:00.000 * Background saving %07d\n"
     body = b"".join(line % i for i in range(MIB // len(line % 0) + 1))[-MIB:]
-    body = body[body.index(b"\n") + 1:]  # start at a line boundary
+    body = body[body.index(b"\n") + 1 :]  # start at a line boundary
     paths = {}
     for name, size in (("1 MiB", MIB), ("1 GiB", GIB)):
         folder = base / name.replace(" ", "")
@@ -55,14 +55,23 @@ def library_seconds(path: Path, runs: int = 300) -> float:
 
 
 def cli_seconds(path: Path, runs: int = 7) -> float:
-    env = dict(os.environ, NO_COLOR="1", INVOKE_SERVER_FLAVOR="redis",
-               INVOKE_SERVER_LOG_DIR=str(path.parent),
-               INVOKE_SERVER_DATA_DIR=str(path.parent.parent / "data"))
+    env = dict(
+        os.environ,
+        NO_COLOR="1",
+        INVOKE_SERVER_FLAVOR="redis",
+        INVOKE_SERVER_LOG_DIR=str(path.parent),
+        INVOKE_SERVER_DATA_DIR=str(path.parent.parent / "data"),
+    )
     times = []
     for _ in range(runs):
         began = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "invoke", "tail", "-n", "50"], cwd=ROOT,
-                             env=env, capture_output=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "invoke", "tail", "-n", "50"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=True,
+        ).stdout
         times.append(time.perf_counter() - began)
         assert out.count(b"\n") == 50
     return statistics.median(times)
@@ -80,9 +89,11 @@ def main() -> int:
     for label, figures in (("library last_lines(50)", lib), ("invoke tail -n 50 (CLI)", cli)):
         ratio = figures["1 GiB"] / figures["1 MiB"]
         ok &= ratio <= TARGET
-        print(f"{label:26} 1 MiB: {figures['1 MiB'] * 1000:8.3f} ms   "
-              f"1 GiB: {figures['1 GiB'] * 1000:8.3f} ms   ratio {ratio:.2f} "
-              f"(target <= {TARGET}) {'ok' if ratio <= TARGET else 'MISSED'}")
+        print(
+            f"{label:26} 1 MiB: {figures['1 MiB'] * 1000:8.3f} ms   "
+            f"1 GiB: {figures['1 GiB'] * 1000:8.3f} ms   ratio {ratio:.2f} "
+            f"(target <= {TARGET}) {'ok' if ratio <= TARGET else 'MISSED'}"
+        )
     return 0 if ok else 1
 
 

@@ -46,14 +46,25 @@ out.flush()
 def spec(base: Path, script: Path) -> dict[str, Any]:
     argv = [sys.executable, str(script), str(LINES)]
     return {
-        "argv": argv, "public_argv": argv, "env": dict(os.environ),
-        "cwd": str(base / "data" / "redis"), "flavor": "redis", "version": "bench",
-        "binary": sys.executable, "host": "127.0.0.1", "port": 1,
+        "argv": argv,
+        "public_argv": argv,
+        "env": dict(os.environ),
+        "cwd": str(base / "data" / "redis"),
+        "flavor": "redis",
+        "version": "bench",
+        "binary": sys.executable,
+        "host": "127.0.0.1",
+        "port": 1,
         "state_file": str(base / "data" / "server.json"),
         "log_file": str(base / "logs" / "redis.log"),
-        "log_max_bytes": 10 * 1024 * 1024, "log_backups": 20, "password": "",
-        "stdin_config": "", "secret_file": None, "stop_method": "shutdown",
-        "shutdown_save": ["SHUTDOWN", "SAVE"], "shutdown_nosave": ["SHUTDOWN", "NOSAVE"],
+        "log_max_bytes": 10 * 1024 * 1024,
+        "log_backups": 20,
+        "password": "",
+        "stdin_config": "",
+        "secret_file": None,
+        "stop_method": "shutdown",
+        "shutdown_save": ["SHUTDOWN", "SAVE"],
+        "shutdown_nosave": ["SHUTDOWN", "NOSAVE"],
     }
 
 
@@ -72,8 +83,12 @@ def direct(base: Path, script: Path) -> float:
 def supervisor(base: Path, script: Path) -> float:
     clean_logs(base)
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "devserver.supervisor"], cwd=ROOT, check=True,
-                   input=json.dumps(spec(base, script)).encode())
+    subprocess.run(
+        [sys.executable, "-m", "devserver.supervisor"],
+        cwd=ROOT,
+        check=True,
+        input=json.dumps(spec(base, script)).encode(),
+    )
     seconds = time.perf_counter() - began
     count_lines(base)
     return seconds
@@ -88,10 +103,20 @@ def count_lines(base: Path) -> None:
 def with_stalled_follower(base: Path, script: Path) -> float:
     clean_logs(base)
     (base / "logs" / "redis.log").write_bytes(b"")
-    env = dict(os.environ, NO_COLOR="1", INVOKE_SERVER_FLAVOR="redis",
-               INVOKE_SERVER_LOG_DIR=str(base / "logs"), INVOKE_SERVER_DATA_DIR=str(base / "x"))
-    follower = subprocess.Popen([sys.executable, "-m", "invoke", "tail", "-f"], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        NO_COLOR="1",
+        INVOKE_SERVER_FLAVOR="redis",
+        INVOKE_SERVER_LOG_DIR=str(base / "logs"),
+        INVOKE_SERVER_DATA_DIR=str(base / "x"),
+    )
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "tail", "-f"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.5)  # let it start following
         seconds = supervisor(base, script)
@@ -109,8 +134,11 @@ def with_stalled_console(base: Path, script: Path) -> float:
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(script), str(LINES)], stdout=subprocess.PIPE)
     counted: list[int] = []
-    thread = threading.Thread(target=lambda: counted.append(
-        tee(proc.stdout, writer, console=lambda text: frozen.wait() and None)))
+    thread = threading.Thread(
+        target=lambda: counted.append(
+            tee(proc.stdout, writer, console=lambda text: frozen.wait() and None)
+        )
+    )
     thread.start()
     proc.wait()
     seconds = time.perf_counter() - began

@@ -302,8 +302,10 @@ class BackgroundSink:
                     with self._lock:
                         dropped, self.dropped = self.dropped, 0
                     if dropped:
-                        self.sink(f"[devserver] the console fell behind: {dropped} log lines "
-                                  "not shown here (the log file has them all)\n")
+                        self.sink(
+                            f"[devserver] the console fell behind: {dropped} log lines "
+                            "not shown here (the log file has them all)\n"
+                        )
             except Exception:  # a broken console must not end the tee
                 pass
             if item is None:

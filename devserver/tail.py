@@ -162,7 +162,7 @@ class Follower:
         data = handle.read() if limit is None else handle.read(len(self.mark) + limit)
         if len(data) < len(self.mark) or not data.startswith(self.mark):
             return "moved", b""
-        return "ok", data[len(self.mark):]
+        return "ok", data[len(self.mark) :]
 
     def _fetch(self, path: Path, limit: int | None) -> tuple[str, bytes]:
         """Like _fetch_from, opening and closing ``path``; ("missing", b"") if unreadable."""

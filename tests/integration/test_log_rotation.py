@@ -36,21 +36,36 @@ def spec_for(project: Path, count: int, max_bytes: int, backups: int) -> dict[st
     script.write_text(PRODUCER)
     argv = [sys.executable, str(script), str(count)]
     return {
-        "argv": argv, "public_argv": argv, "env": dict(os.environ),
-        "cwd": str(project / "data" / "redis"), "flavor": "redis", "version": "test",
-        "binary": sys.executable, "host": "127.0.0.1", "port": 1,
+        "argv": argv,
+        "public_argv": argv,
+        "env": dict(os.environ),
+        "cwd": str(project / "data" / "redis"),
+        "flavor": "redis",
+        "version": "test",
+        "binary": sys.executable,
+        "host": "127.0.0.1",
+        "port": 1,
         "state_file": str(project / "data" / "server.json"),
         "log_file": str(project / "logs" / "redis.log"),
-        "log_max_bytes": max_bytes, "log_backups": backups, "password": "",
-        "stdin_config": "", "secret_file": None, "stop_method": "shutdown",
-        "shutdown_save": ["SHUTDOWN", "SAVE"], "shutdown_nosave": ["SHUTDOWN", "NOSAVE"],
+        "log_max_bytes": max_bytes,
+        "log_backups": backups,
+        "password": "",
+        "stdin_config": "",
+        "secret_file": None,
+        "stop_method": "shutdown",
+        "shutdown_save": ["SHUTDOWN", "SAVE"],
+        "shutdown_nosave": ["SHUTDOWN", "NOSAVE"],
     }
 
 
 def run_supervisor(spec: dict[str, Any]) -> float:
     began = time.monotonic()
-    sup = subprocess.run([sys.executable, "-m", "devserver.supervisor"], cwd=ROOT,
-                         input=json.dumps(spec).encode(), timeout=60)
+    sup = subprocess.run(
+        [sys.executable, "-m", "devserver.supervisor"],
+        cwd=ROOT,
+        input=json.dumps(spec).encode(),
+        timeout=60,
+    )
     assert sup.returncode == 0
     return time.monotonic() - began
 
@@ -98,11 +113,21 @@ def test_total_size_stays_bounded_and_keeps_the_newest_lines(project: Path) -> N
 
 
 def invoke_tail(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, NO_COLOR="1", INVOKE_SERVER_FLAVOR="auto",
-               INVOKE_SERVER_LOG_DIR=str(project / "logs"),
-               INVOKE_SERVER_DATA_DIR=str(project / "data"))
-    return subprocess.run([sys.executable, "-m", "invoke", "tail", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    env = dict(
+        os.environ,
+        NO_COLOR="1",
+        INVOKE_SERVER_FLAVOR="auto",
+        INVOKE_SERVER_LOG_DIR=str(project / "logs"),
+        INVOKE_SERVER_DATA_DIR=str(project / "data"),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "tail", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_invoke_tail_cli(project: Path) -> None:
@@ -116,7 +141,11 @@ def test_invoke_tail_cli(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split("] ", 1)[1] for line in lines[:4]] == [
-        "0019996", "0019997", "0019998", "0019999"]
+        "0019996",
+        "0019997",
+        "0019998",
+        "0019999",
+    ]
     assert "[devserver] server exited with code 0" in lines[4]
     assert "\x1b" not in result.stdout  # not a terminal: no colour
 
@@ -136,10 +165,20 @@ def test_invoke_tail_follow_ends_cleanly_on_ctrl_c(project: Path) -> None:
     log = project / "logs" / "redis.log"
     log.parent.mkdir(parents=True)
     log.write_bytes(b"[x] old\n")
-    env = dict(os.environ, NO_COLOR="1", INVOKE_SERVER_LOG_DIR=str(project / "logs"),
-               INVOKE_SERVER_DATA_DIR=str(project / "data"), INVOKE_SERVER_FLAVOR="redis")
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "tail", "-f", "-n", "1"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = dict(
+        os.environ,
+        NO_COLOR="1",
+        INVOKE_SERVER_LOG_DIR=str(project / "logs"),
+        INVOKE_SERVER_DATA_DIR=str(project / "data"),
+        INVOKE_SERVER_FLAVOR="redis",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "tail", "-f", "-n", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"[x] old\n"
     with open(log, "ab") as handle:

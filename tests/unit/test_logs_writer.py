@@ -191,7 +191,8 @@ def test_markers_are_written_even_during_the_back_off(tmp_path: Path) -> None:
     writer.close()
     assert log.read_text().splitlines() == [
         "[T] [devserver] 2 log lines dropped ([Errno 28] No space left on device)",
-        "[T] [devserver] server exited with code 0 after 1.0s"]
+        "[T] [devserver] server exited with code 0 after 1.0s",
+    ]
 
 
 def test_open_failure_is_counted_too(tmp_path: Path) -> None:
@@ -206,7 +207,9 @@ def test_open_failure_is_counted_too(tmp_path: Path) -> None:
     writer.write(numbered(4, 5))
     writer.close()
     assert log.read_text().splitlines()[-2:] == [
-        "[T] [devserver] 4 log lines dropped ([Errno 13] Permission denied)", "line 000004"]
+        "[T] [devserver] 4 log lines dropped ([Errno 13] Permission denied)",
+        "line 000004",
+    ]
 
 
 def test_a_write_failing_half_way_leaves_no_torn_line(tmp_path: Path) -> None:
@@ -262,7 +265,9 @@ def test_rotation_that_fails_entirely_drops_and_retries_later(tmp_path: Path) ->
     writer.write(numbered(11, 12))
     writer.close()
     assert log.read_text().splitlines() == [
-        "[T] [devserver] 3 log lines dropped ([Errno 5] I/O error)", "line 000011"]
+        "[T] [devserver] 3 log lines dropped ([Errno 5] I/O error)",
+        "line 000011",
+    ]
 
 
 def test_flush_is_due_50ms_after_the_oldest_buffered_line(tmp_path: Path) -> None:
@@ -294,8 +299,9 @@ def run_tee(tmp_path: Path, console: Any = None, chunk: int = 65536) -> tuple[in
     read_fd, write_fd = os.pipe()
     stream = os.fdopen(read_fd, "rb")
     writer = RotatingWriter(tmp_path / "redis.log", 10 << 20, 2)
-    thread = threading.Thread(target=tee, args=(stream, writer, console),
-                              kwargs={"chunk": chunk}, daemon=True)
+    thread = threading.Thread(
+        target=tee, args=(stream, writer, console), kwargs={"chunk": chunk}, daemon=True
+    )
     thread.start()
     return write_fd, thread, writer
 
@@ -318,7 +324,10 @@ def test_tee_stamps_lines_and_a_reader_sees_them_within_100ms(tmp_path: Path) ->
     thread.join(5)
     lines = log.read_text(encoding="utf-8").splitlines()
     assert [re.sub(r"^\[[-\d: ]+\] ", "", line) for line in lines] == [
-        "hello", "bad \ufffd byte", "partial end"]
+        "hello",
+        "bad \ufffd byte",
+        "partial end",
+    ]
 
 
 def test_tee_flushes_within_50ms_even_when_a_full_read_is_followed_by_silence(

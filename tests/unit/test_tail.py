@@ -220,8 +220,15 @@ def test_follow_spans_a_server_stop_and_start(tmp_path: Path) -> None:
     collector.wait_for(lambda lines: len(lines) == 8)
     collector.close()
     assert [line.split("] ", 1)[-1] for line in collector.lines] == [
-        "[devserver] starting run 0", "line 0", "line 1", "line 2",
-        "[devserver] starting run 1", "line 0", "line 1", "line 2"]
+        "[devserver] starting run 0",
+        "line 0",
+        "line 1",
+        "line 2",
+        "[devserver] starting run 1",
+        "line 0",
+        "line 1",
+        "line 2",
+    ]
 
 
 def test_a_huge_line_while_following_is_cut_to_its_end(tmp_path: Path) -> None:
