@@ -154,8 +154,10 @@ class _TailTask(Task[Callable[..., Any]]):
 def _tail_count(value: Any) -> int:
     text = "50" if value is None else str(value).strip()
     if not text.isdigit():
-        raise ConfigError(f"invalid value for -n/--lines: {value!r} (expected a whole number "
-                          "of lines, 0 or more, e.g. -n 100)")
+        raise ConfigError(
+            f"invalid value for -n/--lines: {value!r} (expected a whole number "
+            "of lines, 0 or more, e.g. -n 100)"
+        )
     return int(text)
 
 
@@ -208,8 +210,14 @@ def _tail_log_file(c: Context, flavor: str | None) -> tuple[Path, str]:
     },
 )
 @handled
-def tail(c: Context, lines: str | None = None, follow: bool = False, grep: str | None = None,
-         level: bool = False, flavor: str | None = None) -> None:
+def tail(
+    c: Context,
+    lines: str | None = None,
+    follow: bool = False,
+    grep: str | None = None,
+    level: bool = False,
+    flavor: str | None = None,
+) -> None:
     """Print the server log's last lines; -f keeps following it (Ctrl+C ends)."""
     from devserver.tail import Follower, last_lines
     from devserver.tail import follow as follow_log
@@ -222,8 +230,10 @@ def tail(c: Context, lines: str | None = None, follow: bool = False, grep: str |
     stop_event = threading.Event()
     if not path.exists():
         where = f"{unknown_dir}/<flavor>.log" if unknown_dir else str(path)
-        console.info(f"no log yet: the server writes it to {where} once started "
-                     "(start it with `invoke start`)")
+        console.info(
+            f"no log yet: the server writes it to {where} once started "
+            "(start it with `invoke start`)"
+        )
         if not follow:
             return
         console.info("waiting for it to appear (Ctrl+C to stop)")
