@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke import Context, Exit, task
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from devserver import console
 from devserver.config import Settings, load_settings
@@ -32,7 +34,9 @@ def _plain(value: Any) -> Any:
 
 def settings_from(ctx: Context, **overrides: Any) -> Settings:
     """Validated settings: invoke.yaml + environment + this task's options."""
-    config = {name: _plain(ctx.config.get(name) or {}) for name in ("server", "release", "verify", "api")}
+    config = {
+        name: _plain(ctx.config.get(name) or {}) for name in ("server", "release", "verify", "api")
+    }
     return load_settings(config, ROOT).with_overrides(**overrides)
 
 
@@ -76,32 +80,37 @@ def start(
     timeout: str | None = None,
 ) -> None:
     """Start the server in the background; print its log until it answers PING."""
-    from devserver import process
-
     settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout)
+    announce = lambda b: console.info("starting " + _describe(b))  # noqa: E731
     if foreground:
         from devserver.foreground import run_foreground
 
-        code = run_foreground(settings, on_binary=lambda b: console.info("starting " + _describe(b)),
-                              sink=sys.stdout.write)
+        code = run_foreground(settings, on_binary=announce, sink=sys.stdout.write)
         raise Exit(code=0 if code in (0, None) else 1)
-    result = process.start(
-        settings,
-        on_line=console.log_line,
-        on_binary=lambda b: console.info("starting " + _describe(b)),
-    )
+    from devserver.supervisor import launch_supervisor
+
+    early = launch_supervisor()  # its start-up overlaps the import and checks below
+    from devserver import process
+
+    result = process.start(settings, on_line=console.log_line, on_binary=announce, supervisor=early)
     state = result.state
     if result.stale is not None:
         console.warn(f"removed a stale state file (pid {result.stale.pid} is gone or not ours)")
     if result.already_running:
-        console.ok(f"{state.flavor} {state.version} is already running "
-                   f"(pid {state.pid}, {state.host}:{state.port})")
+        console.ok(
+            f"{state.flavor} {state.version} is already running "
+            f"(pid {state.pid}, {state.host}:{state.port})"
+        )
         return
     if not result.broke_away:
-        console.warn("could not break away from the launcher's job object: the server may stop "
-                     "when this terminal or launcher exits")
-    console.ok(f"{state.flavor} {state.version} ready on {state.host}:{state.port} "
-               f"(pid {state.pid}) in {result.seconds:.2f}s; log: {state.log_file}")
+        console.warn(
+            "could not break away from the launcher's job object: the server may stop "
+            "when this terminal or launcher exits"
+        )
+    console.ok(
+        f"{state.flavor} {state.version} ready on {state.host}:{state.port} "
+        f"(pid {state.pid}) in {result.seconds:.2f}s; log: {state.log_file}"
+    )
 
 
 @task(help={"no_save": "skip the snapshot: a throwaway stop (SHUTDOWN NOSAVE)"})
@@ -112,16 +121,19 @@ def stop(c: Context, no_save: bool = False) -> None:
 
     result = process.stop(settings_from(c), save=not no_save)
     if result.stale and result.state:
-        console.warn(f"removed a stale state file: pid {result.state.pid} is gone or not ours "
-                     "(nothing was signalled)")
+        console.warn(
+            f"removed a stale state file: pid {result.state.pid} is gone or not ours "
+            "(nothing was signalled)"
+        )
         return
     if not result.was_running:
         console.ok("the server is not running")
         return
     assert result.state is not None
     how = "forced kill after the graceful stop timed out" if result.forced else "graceful"
-    console.ok(f"{result.state.flavor} (pid {result.state.pid}) stopped ({how}) "
-               f"in {result.seconds:.2f}s")
+    console.ok(
+        f"{result.state.flavor} (pid {result.state.pid}) stopped ({how}) in {result.seconds:.2f}s"
+    )
 
 
 # -- tail -----------------------------------------------------------------------------------
@@ -266,8 +278,9 @@ def tail(
         "timeout": "seconds to wait for PING",
     }
 )
-def restart(c: Context, flavor: str | None = None, port: str | None = None,
-            timeout: str | None = None) -> None:
+def restart(
+    c: Context, flavor: str | None = None, port: str | None = None, timeout: str | None = None
+) -> None:
     """Stop the server (if running), then start it again."""
     stop(c)
     start(c, flavor=flavor, port=port, timeout=timeout)
@@ -285,8 +298,8 @@ def status(c: Context, json: bool = False) -> None:
         return
     if not info["running"]:
         if info["stale"]:
-            console.warn(f"not running (the last server ended with {info['exit_status'] or 'an unknown status'}"
-                         "; its state file is stale)")
+            ended = info["exit_status"] or "an unknown status"
+            console.warn(f"not running (the last server ended with {ended}; state file is stale)")
         else:
             console.info("not running")
         if info["log_file"]:
@@ -296,8 +309,12 @@ def status(c: Context, json: bool = False) -> None:
     rows = [
         ("address", f"{info['host']}:{info['port']}"),
         ("uptime", console.human_seconds(info["uptime_s"] or 0)),
-        ("memory", console.human_bytes(info.get("memory_rss_bytes", 0)) + " RSS"
-         if "memory_rss_bytes" in info else "unknown"),
+        (
+            "memory",
+            console.human_bytes(info.get("memory_rss_bytes", 0)) + " RSS"
+            if "memory_rss_bytes" in info
+            else "unknown",
+        ),
         ("clients", str(info.get("clients", "unknown"))),
         ("binary", str(info["binary"])),
         ("log", str(info["log_file"])),
@@ -334,14 +351,19 @@ def _fetch_report(result: Any) -> None:
         console.ok(f"installed {result.flavor} {version} -> {result.path} ({check}{says})")
     elif result.action == "current":
         why = f" ({result.reason})" if result.reason else ""
-        console.ok(f"{result.flavor} {version} is installed: {result.path}; "
-                   f"nothing downloaded{why}")
+        console.ok(
+            f"{result.flavor} {version} is installed: {result.path}; nothing downloaded{why}"
+        )
     elif result.action == "local":
-        console.ok(f"{result.flavor}: nothing to download on this platform; start will use "
-                   f"{result.path} ({version}, {source})")
+        console.ok(
+            f"{result.flavor}: nothing to download on this platform; start will use "
+            f"{result.path} ({version}, {source})"
+        )
     else:
-        console.warn(f"release unreachable ({result.reason}); using the local {result.flavor} "
-                     f"instead: {result.path} ({version}, {source})")
+        console.warn(
+            f"release unreachable ({result.reason}); using the local {result.flavor} "
+            f"instead: {result.path} ({version}, {source})"
+        )
 
 
 @task(
@@ -394,9 +416,11 @@ def _verify_iterations(settings: Settings, given: str | None) -> int:
 
     text = str(given).strip()
     if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        raise ConfigError(f"invalid value for --iterations: {given!r} "
-                          "(expected a whole number from 1 to 1000000)",
-                          hint="pass a valid --iterations, e.g. --iterations 200")
+        raise ConfigError(
+            f"invalid value for --iterations: {given!r} "
+            "(expected a whole number from 1 to 1000000)",
+            hint="pass a valid --iterations, e.g. --iterations 200",
+        )
     return int(text)
 
 
@@ -404,40 +428,59 @@ def _print_verify_report(report: Any) -> None:
     """The human report on stdout: checks table, latency table, summary line."""
     console.line(f"verify {report.url}" + (f": {report.server}" if report.server else ""))
     console.line("")
-    console.table(["check", "result", "detail"], [
-        [c.name, ("PASS", "green") if c.ok else ("FAIL", "red"), c.detail] for c in report.checks
-    ])
+    console.table(
+        ["check", "result", "detail"],
+        [[c.name, ("PASS", "green") if c.ok else ("FAIL", "red"), c.detail] for c in report.checks],
+    )
     if report.latency:
+
         def num(value: float | None) -> str:
             return "-" if value is None else f"{value:.3f}"
 
         console.line("")
-        console.table(["operation", "p50 ms", "p99 ms", "max ms", "threshold ms", "result"], [
-            [r.op, num(r.p50), num(r.p99), num(r.max), f"{r.threshold:g}",
-             ("ok", "green") if r.ok else ("FAIL", "red")] for r in report.latency.values()
-        ])
+        console.table(
+            ["operation", "p50 ms", "p99 ms", "max ms", "threshold ms", "result"],
+            [
+                [
+                    r.op,
+                    num(r.p50),
+                    num(r.p99),
+                    num(r.max),
+                    f"{r.threshold:g}",
+                    ("ok", "green") if r.ok else ("FAIL", "red"),
+                ]
+                for r in report.latency.values()
+            ],
+        )
     console.line("")
     failed = report.failed
     if failed:
-        console.line(f"verify FAILED: {len(failed)} of {len(report.checks)} checks failed "
-                     f"({', '.join(c.name for c in failed)})", "red")
+        console.line(
+            f"verify FAILED: {len(failed)} of {len(report.checks)} checks failed "
+            f"({', '.join(c.name for c in failed)})",
+            "red",
+        )
     else:
-        console.line(f"verify passed: all {len(report.checks)} checks"
-                     + (f" on {report.server}" if report.server else ""), "green")
+        console.line(
+            f"verify passed: all {len(report.checks)} checks"
+            + (f" on {report.server}" if report.server else ""),
+            "green",
+        )
 
 
 @task(
     help={
         "url": "check this server instead of the configured one: "
-               "redis://[user:password@]host:port/db, or rediss://... for TLS",
+        "redis://[user:password@]host:port/db, or rediss://... for TLS",
         "json": "print one JSON object (ok, url, checks, latency_ms) and nothing else on stdout",
         "iterations": "timed runs per operation for the latency figures "
-                      "(default: verify.iterations)",
+        "(default: verify.iterations)",
     }
 )
 @handled
-def verify(c: Context, url: str | None = None, json: bool = False,
-           iterations: str | None = None) -> None:
+def verify(
+    c: Context, url: str | None = None, json: bool = False, iterations: str | None = None
+) -> None:
     """Check the server with redis-py: PING, SET/GET, the LPUSH/BRPOP queue, INFO, latency."""
     from checks import runner
     from checks import target as targets
@@ -458,18 +501,23 @@ def verify(c: Context, url: str | None = None, json: bool = False,
         _print_verify_report(report)
     if not report.ok:
         first = report.failed[0]
-        raise VerifyError(f"verify failed: {first.name}: {first.detail}",
-                          hint=_verify_hint(first.name))
+        raise VerifyError(
+            f"verify failed: {first.name}: {first.detail}", hint=_verify_hint(first.name)
+        )
 
 
 def _verify_hint(check: str) -> str:
     if check == "latency":
-        return ("p99 limits are verify.thresholds_ms in invoke.yaml; a busy machine or a "
-                "remote server may need larger ones")
+        return (
+            "p99 limits are verify.thresholds_ms in invoke.yaml; a busy machine or a "
+            "remote server may need larger ones"
+        )
     if check == "cleanup":
         return "verify's keys expire on their own within 10 minutes"
-    return "the application needs this to work: see the table above, and the server's log " \
-           "(`invoke tail`)"
+    return (
+        "the application needs this to work: see the table above, and the server's log "
+        "(`invoke tail`)"
+    )
 
 
 @task(help={"args": "extra pytest arguments, e.g. '-k stop -x'"})

@@ -78,8 +78,10 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[fl
 def baseline(url: str, work: Path, n: int) -> float:
     out = work / f"curl-{n}"
     out.mkdir()
-    script = (f"curl -sSf -o {out}/a.tar.gz {url} && sha256sum {out}/a.tar.gz >/dev/null "
-              f"&& tar -xzf {out}/a.tar.gz -C {out}")
+    script = (
+        f"curl -sSf -o {out}/a.tar.gz {url} && sha256sum {out}/a.tar.gz >/dev/null "
+        f"&& tar -xzf {out}/a.tar.gz -C {out}"
+    )
     wall, _ = run_measured(["sh", "-c", script])
     return wall
 
@@ -87,8 +89,9 @@ def baseline(url: str, work: Path, n: int) -> float:
 def fetch_once(url: str, sha: str, work: Path, n: int) -> tuple[float, float, Path]:
     project = work / f"proj-{n}"
     project.mkdir()
-    code = FETCH_CHILD.format(root=str(ROOT), bin_dir=str(project / "bin"), project=str(project),
-                              url=url, sha=sha)
+    code = FETCH_CHILD.format(
+        root=str(ROOT), bin_dir=str(project / "bin"), project=str(project), url=url, sha=sha
+    )
     wall, rss = run_measured([sys.executable, "-c", code])
     return wall, rss, project
 
@@ -107,8 +110,10 @@ def main() -> int:
         began = time.perf_counter()
         archive, sha = make_asset(work, args.size_mb)
         size = archive.stat().st_size
-        print(f"asset: {archive.name}, {size / 2**20:.0f} MiB "
-              f"(built in {time.perf_counter() - began:.1f}s)")
+        print(
+            f"asset: {archive.name}, {size / 2**20:.0f} MiB "
+            f"(built in {time.perf_counter() - began:.1f}s)"
+        )
         with FakeGitHub() as gh:
             url = gh.asset(archive.name, archive)
             curl_times, fetch_times, rss = [], [], []
@@ -120,23 +125,34 @@ def main() -> int:
                 rss.append(peak)
                 for sub in (work / f"curl-{n}",):
                     subprocess.run(["rm", "-rf", str(sub)], check=True)
-        curl_s, fetch_s, peak_mb = statistics.median(curl_times), statistics.median(fetch_times), \
-            max(rss)
+        curl_s, fetch_s, peak_mb = (
+            statistics.median(curl_times),
+            statistics.median(fetch_times),
+            max(rss),
+        )
         print(f"curl + sha256sum + tar -x : median {curl_s:.2f}s  {fmt(curl_times)}")
-        print(f"fetch (python, all steps) : median {fetch_s:.2f}s  {fmt(fetch_times)}  "
-              f"{size / 2**20 / fetch_s:.0f} MiB/s")
+        print(
+            f"fetch (python, all steps) : median {fetch_s:.2f}s  {fmt(fetch_times)}  "
+            f"{size / 2**20 / fetch_s:.0f} MiB/s"
+        )
         print(f"fetch peak RSS            : {peak_mb:.1f} MiB (target < 120)")
 
-        env = {**os.environ, "INVOKE_SERVER_BIN_DIR": str(project / "bin"),
-               "INVOKE_SERVER_FLAVOR": "dragonfly", "INVOKE_RELEASE_GITHUB_API": "http://127.0.0.1:9"}
+        env = {
+            **os.environ,
+            "INVOKE_SERVER_BIN_DIR": str(project / "bin"),
+            "INVOKE_SERVER_FLAVOR": "dragonfly",
+            "INVOKE_RELEASE_GITHUB_API": "http://127.0.0.1:9",
+        }
         invoke = [sys.executable, "-m", "invoke", "-r", str(ROOT)]
         rounds = max(5, args.rounds)
         median_wall([*invoke, "--list"], env, 1)  # warm the bytecode caches
         floor = median_wall([*invoke, "--list"], env, rounds)
         installed = median_wall([*invoke, "fetch"], env, rounds)
         print(f"invoke --list (floor)     : median {floor * 1000:.0f} ms")
-        print(f"invoke fetch (installed)  : median {installed * 1000:.0f} ms "
-              f"(+{(installed - floor) * 1000:.0f} ms, target <= +100 ms)")
+        print(
+            f"invoke fetch (installed)  : median {installed * 1000:.0f} ms "
+            f"(+{(installed - floor) * 1000:.0f} ms, target <= +100 ms)"
+        )
 
     checks = {
         "fetch no slower than curl+sha256sum+tar": fetch_s <= curl_s,

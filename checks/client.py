@@ -88,8 +88,10 @@ def command_error(command: str, exc: redis.ResponseError) -> str:
     match = _UNKNOWN_RE.search(text)
     if match or "unknown command" in text.lower():
         name = (match.group(1) if match else command).upper()
-        return (f"unknown command {name}: the server does not implement it "
-                "(or it is renamed or disabled)")
+        return (
+            f"unknown command {name}: the server does not implement it "
+            "(or it is renamed or disabled)"
+        )
     code = getattr(exc, "status_code", None)
     return f"{command}: {code + ' ' if code else ''}{text}"
 
@@ -100,66 +102,90 @@ def fault(exc: BaseException, target: Target, during: str = "") -> VerifyError:
     when = f" during {during}" if during else ""
     text = target.scrub(str(exc).strip())
     lowered = text.lower()
-    start_hint = ("start it with `invoke start` (and check server.port / INVOKE_SERVER_PORT)"
-                  if target.configured else "check the host and port in --url, and that the "
-                  "server is running")
+    start_hint = (
+        "start it with `invoke start` (and check server.port / INVOKE_SERVER_PORT)"
+        if target.configured
+        else "check the host and port in --url, and that the server is running"
+    )
     if isinstance(exc, redis.AuthenticationError):
         return _auth_fault(exc, target, text)
     if isinstance(exc, redis.BusyLoadingError):
-        return VerifyError(f"{where} is still loading its data set{when}",
-                           hint="wait a few seconds and run verify again")
+        return VerifyError(
+            f"{where} is still loading its data set{when}",
+            hint="wait a few seconds and run verify again",
+        )
     if _is_tls_error(exc):
-        return VerifyError(f"TLS error with {where}{when}: {_ssl_reason(exc, text)}",
-                           hint="for a self-signed certificate add ?ssl_ca_certs=/path/ca.pem "
-                                "(or ?ssl_cert_reqs=none) to the URL; use redis:// if the "
-                                "server does not speak TLS")
+        return VerifyError(
+            f"TLS error with {where}{when}: {_ssl_reason(exc, text)}",
+            hint="for a self-signed certificate add ?ssl_ca_certs=/path/ca.pem "
+            "(or ?ssl_cert_reqs=none) to the URL; use redis:// if the "
+            "server does not speak TLS",
+        )
     if isinstance(exc, redis.TimeoutError):
         if "connecting" in lowered and target.tls:
-            return VerifyError(f"TLS handshake with {where} timed out{when}",
-                               hint="the server probably does not speak TLS: try redis://")
+            return VerifyError(
+                f"TLS handshake with {where} timed out{when}",
+                hint="the server probably does not speak TLS: try redis://",
+            )
         if "connecting" in lowered and _is_loopback(target.host):
             # Windows retries a refused loopback connect for about 2 s instead of failing:
             # on this machine's own address a connect timeout means nothing is listening.
-            return VerifyError(f"cannot connect to {where}: no answer within "
-                               f"{CONNECT_TIMEOUT_S:g} s (nothing is listening there){when}",
-                               hint=start_hint)
+            return VerifyError(
+                f"cannot connect to {where}: no answer within "
+                f"{CONNECT_TIMEOUT_S:g} s (nothing is listening there){when}",
+                hint=start_hint,
+            )
         if "connecting" in lowered:
-            return VerifyError(f"timed out connecting to {where}{when} "
-                               f"(no answer within {CONNECT_TIMEOUT_S:g} s)",
-                               hint="check the host and port, and any firewall in between")
-        return VerifyError(f"{where} accepted the connection but did not answer within "
-                           f"{READ_TIMEOUT_S:g} s{when} (timeout)",
-                           hint="is it a Redis-protocol server on that port? A TLS-only server "
-                                "needs rediss://; a stuck server may need `invoke restart`")
+            return VerifyError(
+                f"timed out connecting to {where}{when} (no answer within {CONNECT_TIMEOUT_S:g} s)",
+                hint="check the host and port, and any firewall in between",
+            )
+        return VerifyError(
+            f"{where} accepted the connection but did not answer within "
+            f"{READ_TIMEOUT_S:g} s{when} (timeout)",
+            hint="is it a Redis-protocol server on that port? A TLS-only server "
+            "needs rediss://; a stuck server may need `invoke restart`",
+        )
     if any(mark in lowered for mark in _REFUSED):
-        return VerifyError(f"cannot connect to {where}: connection refused (nothing is "
-                           f"listening there){when}", hint=start_hint)
+        return VerifyError(
+            f"cannot connect to {where}: connection refused (nothing is listening there){when}",
+            hint=start_hint,
+        )
     if isinstance(exc, redis.InvalidResponse):
-        return VerifyError(f"{where} does not speak the Redis protocol{when}: {text}",
-                           hint="check the port: another kind of server (HTTP, a proxy) "
-                                "answers there; a TLS-only server needs rediss://")
+        return VerifyError(
+            f"{where} does not speak the Redis protocol{when}: {text}",
+            hint="check the port: another kind of server (HTTP, a proxy) "
+            "answers there; a TLS-only server needs rediss://",
+        )
     if isinstance(exc, redis.ResponseError):
         code = getattr(exc, "status_code", None) or ""
-        return VerifyError(f"{where} refused the connection setup: {code} {text}".rstrip(),
-                           hint="check the database number in the URL (.../0) and that the "
-                                "server speaks RESP3 (HELLO), as redis-py expects")
+        return VerifyError(
+            f"{where} refused the connection setup: {code} {text}".rstrip(),
+            hint="check the database number in the URL (.../0) and that the "
+            "server speaks RESP3 (HELLO), as redis-py expects",
+        )
     if "closed" in lowered or "reset" in lowered:
-        return VerifyError(f"{where} closed the connection{when}: {text}",
-                           hint="a TLS-only server needs rediss://; otherwise see the "
-                                "server's log (`invoke tail`)")
+        return VerifyError(
+            f"{where} closed the connection{when}: {text}",
+            hint="a TLS-only server needs rediss://; otherwise see the "
+            "server's log (`invoke tail`)",
+        )
     return VerifyError(f"cannot talk to {where}{when}: {text}", hint=start_hint)
 
 
 def _auth_fault(exc: redis.AuthenticationError, target: Target, text: str) -> VerifyError:
     code = getattr(exc, "status_code", None) or ""
     if target.configured:
-        hint = ("set server.password to the server's password (e.g. INVOKE_SERVER_PASSWORD), "
-                "or stop and start the server so it uses the configured one")
+        hint = (
+            "set server.password to the server's password (e.g. INVOKE_SERVER_PASSWORD), "
+            "or stop and start the server so it uses the configured one"
+        )
     else:
         hint = "put the credentials in the URL: redis://user:password@host:port/0"
     if code == "NOAUTH" or (not code and not target.password):
-        return VerifyError(f"NOAUTH: {target.address} requires a password and none was sent "
-                           f"({text})", hint=hint)
+        return VerifyError(
+            f"NOAUTH: {target.address} requires a password and none was sent ({text})", hint=hint
+        )
     if code == "WRONGPASS" or target.password:
         who = f"user {target.username!r}" if target.username else "the password"
         return VerifyError(f"WRONGPASS: {target.address} rejected {who} ({text})", hint=hint)

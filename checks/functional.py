@@ -101,8 +101,10 @@ def set_get(client: Any, keys: Keys) -> str:
         if isinstance(got, str):
             got = got.encode("utf-8")
         if got != value:
-            raise CheckFailed(f"GET returned a different {name} value than SET stored "
-                              f"({_preview(got)} instead of {_preview(value)})")
+            raise CheckFailed(
+                f"GET returned a different {name} value than SET stored "
+                f"({_preview(got)} instead of {_preview(value)})"
+            )
     return "text (UTF-8), binary (all 256 byte values) and 64 KiB values round-trip intact"
 
 
@@ -119,19 +121,26 @@ def queue(client: Any, keys: Keys) -> str:
         raise CheckFailed(f"LLEN is {llen} after pushing {len(jobs)} items")
     popped = step("BRPOP", lambda: client.brpop([key], timeout=READY_BRPOP_TIMEOUT_S))
     if popped is None:
-        raise CheckFailed(f"BRPOP returned nothing within {READY_BRPOP_TIMEOUT_S} s from a "
-                          f"list of {len(jobs)} items")
+        raise CheckFailed(
+            f"BRPOP returned nothing within {READY_BRPOP_TIMEOUT_S} s from a "
+            f"list of {len(jobs)} items"
+        )
     item = _as_bytes(list(popped)[1])
     if item != jobs[0]:
-        raise CheckFailed(f"BRPOP returned {_preview(item)}, not the oldest item "
-                          f"{_preview(jobs[0])}")
+        raise CheckFailed(
+            f"BRPOP returned {_preview(item)}, not the oldest item {_preview(jobs[0])}"
+        )
     rest = [_as_bytes(x) for x in step("LRANGE", lambda: client.lrange(key, 0, -1))]
     expected = [jobs[2], jobs[1]]
     if rest != expected:
-        raise CheckFailed(f"LRANGE after BRPOP is {[_preview(x) for x in rest]}, expected "
-                          f"{[_preview(x) for x in expected]}")
-    return (f"LPUSH {len(jobs)}, LLEN {llen}, BRPOP took the oldest, LRANGE has the other "
-            f"{len(rest)} in order")
+        raise CheckFailed(
+            f"LRANGE after BRPOP is {[_preview(x) for x in rest]}, expected "
+            f"{[_preview(x) for x in expected]}"
+        )
+    return (
+        f"LPUSH {len(jobs)}, LLEN {llen}, BRPOP took the oldest, LRANGE has the other "
+        f"{len(rest)} in order"
+    )
 
 
 def queue_timeout(client: Any, keys: Keys, clock: Clock = time.perf_counter) -> str:
@@ -144,8 +153,10 @@ def queue_timeout(client: Any, keys: Keys, clock: Clock = time.perf_counter) -> 
     if popped is not None:
         raise CheckFailed(f"BRPOP on an empty list returned {popped!r} instead of nothing")
     if not low <= waited <= high:
-        raise CheckFailed(f"BRPOP with a {EMPTY_BRPOP_TIMEOUT_S} s timeout returned after "
-                          f"{waited:.3f} s (expected {low} to {high} s)")
+        raise CheckFailed(
+            f"BRPOP with a {EMPTY_BRPOP_TIMEOUT_S} s timeout returned after "
+            f"{waited:.3f} s (expected {low} to {high} s)"
+        )
     return f"BRPOP on an empty list waited {waited:.3f} s (timeout {EMPTY_BRPOP_TIMEOUT_S} s)"
 
 
@@ -161,8 +172,11 @@ def server_identity(client: Any) -> str:
 def describe_server(info: dict[str, Any]) -> str:
     """'dragonfly df-v1.25.0 (redis 7.4.0 compatible)', 'redis 7.0.15', ... from INFO fields."""
     redis_version = str(info.get("redis_version", "") or "")
-    for field, name in (("dragonfly_version", "dragonfly"), ("garnet_version", "garnet"),
-                        ("valkey_version", "valkey")):
+    for field, name in (
+        ("dragonfly_version", "dragonfly"),
+        ("garnet_version", "garnet"),
+        ("valkey_version", "valkey"),
+    ):
         if info.get(field):
             extra = f" (redis {redis_version} compatible)" if redis_version else ""
             return f"{name} {info[field]}{extra}"

@@ -53,8 +53,13 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
 
 def summarize(op: str, samples_ms: Sequence[float], threshold: float) -> OpLatency:
     ordered = sorted(samples_ms)
-    return OpLatency(op=op, threshold=threshold, p50=round(percentile(ordered, 0.50), 3),
-                     p99=round(percentile(ordered, 0.99), 3), max=round(ordered[-1], 3))
+    return OpLatency(
+        op=op,
+        threshold=threshold,
+        p50=round(percentile(ordered, 0.50), 3),
+        p99=round(percentile(ordered, 0.99), 3),
+        max=round(ordered[-1], 3),
+    )
 
 
 def _timed(iterations: int, action: Callable[[int], object], clock: Clock) -> list[float]:
@@ -128,8 +133,11 @@ def measure(
 
 def verdict(results: Mapping[str, OpLatency], problems: Sequence[str]) -> tuple[bool, str]:
     """The latency check's line: which p99s reached their thresholds, or that all are under."""
-    slow = [f"{r.op} p99 {r.p99:g} ms >= {r.threshold:g} ms" for r in results.values()
-            if r.p99 is not None and not r.ok]
+    slow = [
+        f"{r.op} p99 {r.p99:g} ms >= {r.threshold:g} ms"
+        for r in results.values()
+        if r.p99 is not None and not r.ok
+    ]
     issues = list(problems) + slow
     if issues:
         return False, "; ".join(issues)

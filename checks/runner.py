@@ -55,8 +55,9 @@ class Report:
 
 def failure_report(target: Target, message: str) -> Report:
     """The report of a run that could not connect: one failed connection check."""
-    return Report(url=target.display_url,
-                  checks=[CheckResult("connection", False, target.scrub(message))])
+    return Report(
+        url=target.display_url, checks=[CheckResult("connection", False, target.scrub(message))]
+    )
 
 
 def run(
@@ -99,8 +100,9 @@ def run(
             check("set/get", lambda: functional.set_get(client, keys))
             check("queue", lambda: functional.queue(client, keys))
             check("queue timeout", lambda: functional.queue_timeout(client, keys, clock))
-            check("latency", lambda: _latency(client, keys, iterations, thresholds_ms,
-                                              clock, report))
+            check(
+                "latency", lambda: _latency(client, keys, iterations, thresholds_ms, clock, report)
+            )
         finally:
             # Runs after a lost connection too (the pool reconnects if the server is back);
             # when even that fails, the keys' safety TTL removes them.
@@ -109,9 +111,16 @@ def run(
             except Exception as exc:
                 if not is_fault(exc):
                     raise
-                report.checks.append(CheckResult("cleanup", False, target.scrub(
-                    f"could not delete verify's keys ({exc}); they expire within "
-                    f"{functional.SAFETY_TTL_S} s")))
+                report.checks.append(
+                    CheckResult(
+                        "cleanup",
+                        False,
+                        target.scrub(
+                            f"could not delete verify's keys ({exc}); they expire within "
+                            f"{functional.SAFETY_TTL_S} s"
+                        ),
+                    )
+                )
     except Exception as exc:
         if is_fault(exc):
             raise fault(exc, target, during="" if stage == "connection" else stage) from None
@@ -121,8 +130,14 @@ def run(
     return report
 
 
-def _latency(client: Any, keys: Keys, iterations: int, thresholds_ms: Mapping[str, float],
-             clock: Clock, report: Report) -> str:
+def _latency(
+    client: Any,
+    keys: Keys,
+    iterations: int,
+    thresholds_ms: Mapping[str, float],
+    clock: Clock,
+    report: Report,
+) -> str:
     results, problems = latency.measure(client, keys, iterations, thresholds_ms, clock)
     report.latency = results
     ok, detail = latency.verdict(results, problems)

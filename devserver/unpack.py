@@ -32,8 +32,12 @@ from typing import IO
 from .errors import FetchError, UnsafeArchive
 from .hashing import BackgroundSha256
 
-_MAGIC = {b"\x1f\x8b": "tar.gz", b"\xfd7zXZ\x00": "tar.xz", b"PK\x03\x04": "zip",
-          b"PK\x05\x06": "zip"}
+_MAGIC = {
+    b"\x1f\x8b": "tar.gz",
+    b"\xfd7zXZ\x00": "tar.xz",
+    b"PK\x03\x04": "zip",
+    b"PK\x05\x06": "zip",
+}
 _CHUNK = 1024 * 1024
 _ORDER = {"dir": 0, "file": 1, "hardlink": 2, "symlink": 3}
 
@@ -57,10 +61,14 @@ def sniff(path: Path) -> str:
         if head.startswith(magic):
             return kind
     if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
-        raise FetchError("the download is an HTML/XML page, not an archive",
-                         hint="check the URL: a login page, proxy or error page was served")
-    raise FetchError(f"{path.name} is not a tar.gz, tar.xz or zip archive",
-                     hint="check the URL or file; corrupt or wrong download")
+        raise FetchError(
+            "the download is an HTML/XML page, not an archive",
+            hint="check the URL: a login page, proxy or error page was served",
+        )
+    raise FetchError(
+        f"{path.name} is not a tar.gz, tar.xz or zip archive",
+        hint="check the URL or file; corrupt or wrong download",
+    )
 
 
 def _parts(name: str) -> list[str]:
@@ -68,15 +76,20 @@ def _parts(name: str) -> list[str]:
 
 
 def _refuse(name: str, why: str) -> UnsafeArchive:
-    return UnsafeArchive(f"refusing the archive: member {name!r} {why}",
-                         hint="the archive is hostile or broken; nothing was installed")
+    return UnsafeArchive(
+        f"refusing the archive: member {name!r} {why}",
+        hint="the archive is hostile or broken; nothing was installed",
+    )
 
 
 def check_name(name: str) -> list[str]:
     """Validate a member path; return its parts. Backslashes count as separators (Windows)."""
     unified = name.replace("\\", "/")
-    if unified.startswith("/") or PureWindowsPath(name).drive or (
-            len(unified) > 1 and unified[1] == ":"):
+    if (
+        unified.startswith("/")
+        or PureWindowsPath(name).drive
+        or (len(unified) > 1 and unified[1] == ":")
+    ):
         raise _refuse(name, "has an absolute path")
     if "\x00" in name:
         raise _refuse(name, "has a NUL byte in its name")
@@ -110,8 +123,17 @@ def _tar_members(tar: tarfile.TarFile, dest: Path) -> list[Member]:
         parts = check_name(info.name)
         if info.isdev():
             raise _refuse(info.name, "is a device file or fifo")
-        kind = ("dir" if info.isdir() else "file" if info.isreg() else "symlink" if info.issym()
-                else "hardlink" if info.islnk() else "")
+        kind = (
+            "dir"
+            if info.isdir()
+            else "file"
+            if info.isreg()
+            else "symlink"
+            if info.issym()
+            else "hardlink"
+            if info.islnk()
+            else ""
+        )
         if not kind:
             raise _refuse(info.name, "is not a regular file, directory or link")
         hard = kind == "hardlink"
@@ -132,8 +154,9 @@ def _zip_members(zf: zipfile.ZipFile) -> list[Member]:
     for info in zf.infolist():
         parts = check_name(info.filename)
         mode = info.external_attr >> 16
-        if mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
-                     or stat.S_ISSOCK(mode)):
+        if mode and (
+            stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        ):
             raise _refuse(info.filename, "is a device file or fifo")
         if info.is_dir():
             kind, link = "dir", ""
@@ -177,13 +200,15 @@ def _open_archive(path: Path, kind: str, dest: Path) -> Iterator[tuple[list[Memb
                     pass
                 yield members, tar
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise FetchError(f"corrupt {kind} archive {path.name} ({exc})",
-                         hint="download it again; if it persists the release file is broken") \
-            from None
+        raise FetchError(
+            f"corrupt {kind} archive {path.name} ({exc})",
+            hint="download it again; if it persists the release file is broken",
+        ) from None
     except OSError as exc:  # zlib/lzma errors and truncated streams surface as OSError/EOF
         if exc.errno is None:
-            raise FetchError(f"corrupt {kind} archive {path.name} ({exc})",
-                             hint="download it again") from None
+            raise FetchError(
+                f"corrupt {kind} archive {path.name} ({exc})", hint="download it again"
+            ) from None
         raise
 
 
@@ -193,14 +218,19 @@ def _inside(root: Path, target: Path) -> bool:
 
 
 def _copy(src: IO[bytes], target: Path, mode: int, hasher: BackgroundSha256 | None) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) \
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_TRUNC
+        | getattr(os, "O_NOFOLLOW", 0)
         | getattr(os, "O_BINARY", 0)
+    )
     fd = os.open(target, flags, 0o600)
     try:
         while chunk := src.read(_CHUNK):
             view = memoryview(chunk)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if hasher:
                 hasher.update(chunk)
     finally:
@@ -247,8 +277,10 @@ def extract(archive: Path, dest: Path, want: str) -> dict[str, str]:
                 raise FetchError("disk full while unpacking", hint="free some space") from None
             if exc.errno is None:
                 raise
-            raise FetchError(f"cannot unpack {archive.name}: {exc.strerror}",
-                             hint="check free space and permissions next to bin/") from None
+            raise FetchError(
+                f"cannot unpack {archive.name}: {exc.strerror}",
+                hint="check free space and permissions next to bin/",
+            ) from None
     return hashes
 
 

@@ -44,8 +44,11 @@ def _tar(path: Path, mode: Literal["w:gz", "w:xz"], members: list[Member]) -> No
                 info.type = tarfile.SYMTYPE if what == "symlink" else tarfile.LNKTYPE
                 info.linkname = member[2]
             else:
-                info.type = {"chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE,
-                             "fifo": tarfile.FIFOTYPE}[what]
+                info.type = {
+                    "chr": tarfile.CHRTYPE,
+                    "blk": tarfile.BLKTYPE,
+                    "fifo": tarfile.FIFOTYPE,
+                }[what]
             tar.addfile(info, io.BytesIO(data) if what == "file" else None)
 
 

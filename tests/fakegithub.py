@@ -52,8 +52,9 @@ class FakeGitHub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), daemon=True
+        )
 
     def __enter__(self) -> FakeGitHub:
         self._thread.start()
@@ -69,19 +70,34 @@ class FakeGitHub:
         self.routes[f"/download/{name}"] = Route(**body, **route)  # type: ignore[arg-type]
         return f"{self.url}/download/{name}"
 
-    def release(self, repo: str, tag: str, assets: dict[str, bytes | Path], latest: bool = True,
-                digests: bool = True, body: str = "", **route: Any) -> dict[str, Any]:
+    def release(
+        self,
+        repo: str,
+        tag: str,
+        assets: dict[str, bytes | Path],
+        latest: bool = True,
+        digests: bool = True,
+        body: str = "",
+        **route: Any,
+    ) -> dict[str, Any]:
         """Publish a release: JSON at /releases/tags/<tag> (and /latest), assets served."""
         entries = []
         for name, data in assets.items():
             url = self.asset(name, data, **route)
-            raw = data.read_bytes() if isinstance(data, Path) and data.stat().st_size < 2**26 \
-                else data if isinstance(data, bytes) else None
-            digest = f"sha256:{hashlib.sha256(raw).hexdigest()}" if digests and raw is not None \
+            raw = (
+                data.read_bytes()
+                if isinstance(data, Path) and data.stat().st_size < 2**26
+                else data
+                if isinstance(data, bytes)
                 else None
+            )
+            digest = (
+                f"sha256:{hashlib.sha256(raw).hexdigest()}" if digests and raw is not None else None
+            )
             size = len(raw) if raw is not None else Path(data).stat().st_size  # type: ignore[arg-type]
-            entries.append({"name": name, "size": size, "browser_download_url": url,
-                            "digest": digest})
+            entries.append(
+                {"name": name, "size": size, "browser_download_url": url, "digest": digest}
+            )
         doc = {"tag_name": tag, "name": tag, "body": body, "assets": entries}
         encoded = json.dumps(doc).encode()
         route_json = Route(data=encoded, content_type="application/json")
@@ -111,8 +127,11 @@ class FakeGitHub:
                         route.fail_first -= 1
                         route = Route(data=b"busy", status=503, content_type="text/plain")
                 if route is None:
-                    route = Route(data=b'{"message": "Not Found"}', status=404,
-                                  content_type="application/json")
+                    route = Route(
+                        data=b'{"message": "Not Found"}',
+                        status=404,
+                        content_type="application/json",
+                    )
                 if route.redirect:
                     self.send_response(302)
                     self.send_header("Location", route.redirect)

@@ -49,8 +49,12 @@ def start_redis(redis_server_path: Path) -> Iterator[StartRedis]:
         lines = [f"port {port}", "bind 127.0.0.1", 'save ""', "appendonly no", *config]
         if password:
             lines.append(f"requirepass {password}")
-        proc = subprocess.Popen([str(redis_server_path), "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(redis_server_path), "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(proc)
         assert proc.stdin is not None
         proc.stdin.write(("\n".join(lines) + "\n").encode())
@@ -120,8 +124,9 @@ def test_other_databases_are_not_touched(start_redis: StartRedis) -> None:
 
 def test_configured_password(start_redis: StartRedis, make_settings: SettingsFactory) -> None:
     port = start_redis(password=PASSWORD)
-    report = runner.run(from_settings(make_settings(port=port, password=PASSWORD)), ITERATIONS,
-                        GENEROUS)
+    report = runner.run(
+        from_settings(make_settings(port=port, password=PASSWORD)), ITERATIONS, GENEROUS
+    )
     assert report.ok, report.failed
     assert PASSWORD not in json.dumps(report.as_json())
     assert report.url == f"redis://:***@127.0.0.1:{port}/0"
@@ -143,19 +148,22 @@ def test_dead_server_says_how_to_start(make_settings: SettingsFactory) -> None:
     assert "invoke start" in caught.value.hint
 
 
-def test_missing_password_is_noauth(start_redis: StartRedis,
-                                    make_settings: SettingsFactory) -> None:
+def test_missing_password_is_noauth(
+    start_redis: StartRedis, make_settings: SettingsFactory
+) -> None:
     port = start_redis(password=PASSWORD)
     with pytest.raises(VerifyError, match=r"^NOAUTH"):
         runner.run(from_settings(make_settings(port=port)), ITERATIONS, GENEROUS)
 
 
-def test_wrong_password_is_wrongpass(start_redis: StartRedis,
-                                     make_settings: SettingsFactory) -> None:
+def test_wrong_password_is_wrongpass(
+    start_redis: StartRedis, make_settings: SettingsFactory
+) -> None:
     port = start_redis(password=PASSWORD)
     with pytest.raises(VerifyError) as caught:
-        runner.run(from_settings(make_settings(port=port, password="wrong-one")), ITERATIONS,
-                   GENEROUS)
+        runner.run(
+            from_settings(make_settings(port=port, password="wrong-one")), ITERATIONS, GENEROUS
+        )
     assert caught.value.message.startswith("WRONGPASS")
     assert "wrong-one" not in caught.value.message
     assert "server.password" in caught.value.hint
@@ -204,8 +212,9 @@ def test_missing_command_is_named_and_keys_are_still_removed(start_redis: StartR
 
 def test_impossible_threshold_fails(start_redis: StartRedis) -> None:
     port = start_redis()
-    report = runner.run(from_url(f"redis://127.0.0.1:{port}/0"), ITERATIONS,
-                        {**GENEROUS, "ping": 0.000001})
+    report = runner.run(
+        from_url(f"redis://127.0.0.1:{port}/0"), ITERATIONS, {**GENEROUS, "ping": 0.000001}
+    )
     assert not report.ok
     assert [c.name for c in report.failed] == ["latency"]
     assert not report.latency["ping"].ok and report.latency["get"].ok
@@ -216,9 +225,26 @@ def test_tls_error_is_named(tmp_path: Path) -> None:
     if not openssl:
         pytest.skip("needs the openssl command to make a self-signed certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = socket.socket()
@@ -252,11 +278,22 @@ def test_tls_error_is_named(tmp_path: Path) -> None:
 
 def _invoke(*args: str, port: int, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
-    clean.update({"INVOKE_SERVER_PORT": str(port), "NO_COLOR": "1",
-                  **{f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "10000" for op in OPERATIONS},
-                  **env})
-    return subprocess.run([sys.executable, "-m", "invoke", "verify", *args], cwd=ROOT,
-                          env=clean, capture_output=True, text=True, timeout=60)
+    clean.update(
+        {
+            "INVOKE_SERVER_PORT": str(port),
+            "NO_COLOR": "1",
+            **{f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "10000" for op in OPERATIONS},
+            **env,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "verify", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _one_json_object(stdout: str) -> dict[str, Any]:
@@ -282,8 +319,9 @@ def test_json_output_and_exit_codes(start_redis: StartRedis) -> None:
     assert data["url"] == f"redis://127.0.0.1:{port}/0"
     assert set(data["latency_ms"]) == set(OPERATIONS)
 
-    failed = _invoke("--json", "--iterations", "10", port=port,
-                     INVOKE_VERIFY_THRESHOLDS_MS_PING="0.000001")
+    failed = _invoke(
+        "--json", "--iterations", "10", port=port, INVOKE_VERIFY_THRESHOLDS_MS_PING="0.000001"
+    )
     assert failed.returncode == 1
     data = _one_json_object(failed.stdout)
     assert data["ok"] is False
@@ -310,8 +348,9 @@ def test_table_output_never_shows_the_password(start_redis: StartRedis) -> None:
     assert PASSWORD not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("url", ["http://u:hunter2@host/0", "redis://:hunter2@host:notaport",
-                                 "redis://host:6379/db"])
+@pytest.mark.parametrize(
+    "url", ["http://u:hunter2@host/0", "redis://:hunter2@host:notaport", "redis://host:6379/db"]
+)
 def test_malformed_url_is_one_line(url: str) -> None:
     result = _invoke("--url", url, port=1)
     assert result.returncode == 1

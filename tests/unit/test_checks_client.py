@@ -18,15 +18,17 @@ def _auth(code: str, text: str) -> redis.AuthenticationError:
 
 
 def test_refused_says_how_to_start() -> None:
-    err = fault(redis.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection "
-                                      "refused."), LOCAL)
+    err = fault(
+        redis.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused."), LOCAL
+    )
     assert "connection refused" in err.message
     assert "invoke start" in err.hint
 
 
 def test_refused_on_a_url_points_at_the_url() -> None:
-    err = fault(redis.ConnectionError("Error 10061 connecting to cache:6380. No connection."),
-                REMOTE)
+    err = fault(
+        redis.ConnectionError("Error 10061 connecting to cache:6380. No connection."), REMOTE
+    )
     assert "connection refused" in err.message
     assert "--url" in err.hint
 
@@ -38,8 +40,7 @@ def test_noauth_and_wrongpass_are_named() -> None:
     wrong = fault(_auth("WRONGPASS", "invalid username-password pair"), REMOTE)
     assert wrong.message.startswith("WRONGPASS:")
     # redis-py sometimes strips the code: then whether we sent a password decides
-    assert fault(_auth("", "Invalid Username or Password"), REMOTE).message.startswith(
-        "WRONGPASS")
+    assert fault(_auth("", "Invalid Username or Password"), REMOTE).message.startswith("WRONGPASS")
     assert fault(_auth("", "HELLO must be called..."), LOCAL).message.startswith("NOAUTH")
 
 
@@ -49,8 +50,7 @@ def test_timeouts_reading_connecting_and_tls_handshake() -> None:
     far = fault(redis.TimeoutError("Timeout connecting to server"), REMOTE)
     assert "timed out connecting" in far.message
     tls = Target(host="cache", port=6380, tls=True)
-    assert "TLS handshake" in fault(redis.TimeoutError("Timeout connecting to server"),
-                                    tls).message
+    assert "TLS handshake" in fault(redis.TimeoutError("Timeout connecting to server"), tls).message
 
 
 def test_loopback_connect_timeout_means_nothing_listens() -> None:
@@ -61,8 +61,9 @@ def test_loopback_connect_timeout_means_nothing_listens() -> None:
 
 
 def test_tls_error_found_in_the_exception_chain() -> None:
-    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate "
-                                            "verify failed: self-signed certificate")
+    cause = ssl.SSLCertVerificationError(
+        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate"
+    )
     cause.verify_message = "self-signed certificate"
     try:
         raise redis.ConnectionError("Error 1 connecting to cache:6380. [SSL] ...") from cause
@@ -94,11 +95,14 @@ def test_unknown_command_is_named() -> None:
     exc = redis.ResponseError("unknown command 'brpop', with args beginning with: 'k' '0.2' ")
     assert command_error("BRPOP", exc).startswith("unknown command BRPOP:")
     assert command_error("LPUSH", redis.ResponseError("ERR unknown command")).startswith(
-        "unknown command LPUSH")
-    readonly = redis.ResponseError("You can't write against a read only replica.",
-                                   status_code="READONLY")
-    assert command_error("SET", readonly) == ("SET: READONLY You can't write against a read "
-                                              "only replica.")
+        "unknown command LPUSH"
+    )
+    readonly = redis.ResponseError(
+        "You can't write against a read only replica.", status_code="READONLY"
+    )
+    assert command_error("SET", readonly) == (
+        "SET: READONLY You can't write against a read only replica."
+    )
 
 
 def test_faults_versus_command_errors() -> None:

@@ -124,16 +124,22 @@ class FakeRedis:
 
 def _run(fake: FakeRedis, iterations: int = 5, **thresholds: float) -> runner.Report:
     limits = {**DEFAULT_THRESHOLDS_MS, **thresholds}
-    return runner.run(TARGET, iterations, limits, client=fake, clock=fake.clock,
-                      keys=Keys("test"))
+    return runner.run(TARGET, iterations, limits, client=fake, clock=fake.clock, keys=Keys("test"))
 
 
 def test_all_checks_pass_and_json_has_the_design_shape() -> None:
     fake = FakeRedis()
     report = _run(fake)
     assert report.ok, report.failed
-    assert [c.name for c in report.checks] == ["connection", "server", "set/get", "queue",
-                                               "queue timeout", "latency", "cleanup"]
+    assert [c.name for c in report.checks] == [
+        "connection",
+        "server",
+        "set/get",
+        "queue",
+        "queue timeout",
+        "latency",
+        "cleanup",
+    ]
     assert report.server == "redis 7.2.4 (standalone)"
     data = report.as_json()
     assert set(data) == {"ok", "url", "checks", "latency_ms"}
@@ -204,8 +210,7 @@ def test_lost_connection_mid_run_is_a_fault_naming_the_check() -> None:
 
 def test_connection_fault_writes_nothing() -> None:
     fake = FakeRedis()
-    fake.fail["ping"] = redis.AuthenticationError("Authentication required.",
-                                                  status_code="NOAUTH")
+    fake.fail["ping"] = redis.AuthenticationError("Authentication required.", status_code="NOAUTH")
     with pytest.raises(VerifyError, match=r"^NOAUTH"):
         _run(fake)
     assert "set" not in fake.calls and "delete" not in fake.calls
@@ -222,8 +227,13 @@ def test_p99_at_the_threshold_fails() -> None:
 
 @pytest.mark.parametrize(
     ("samples", "fraction", "expected"),
-    [([1.0], 0.99, 1.0), ([1.0, 2.0], 0.5, 1.0), (list(map(float, range(1, 201))), 0.99, 198.0),
-     (list(map(float, range(1, 101))), 0.5, 50.0), (list(map(float, range(1, 101))), 0.99, 99.0)],
+    [
+        ([1.0], 0.99, 1.0),
+        ([1.0, 2.0], 0.5, 1.0),
+        (list(map(float, range(1, 201))), 0.99, 198.0),
+        (list(map(float, range(1, 101))), 0.5, 50.0),
+        (list(map(float, range(1, 101))), 0.99, 99.0),
+    ],
 )
 def test_nearest_rank_percentile(samples: list[float], fraction: float, expected: float) -> None:
     assert percentile(samples, fraction) == expected
@@ -242,10 +252,14 @@ def test_unmeasured_operation_is_not_ok() -> None:
 @pytest.mark.parametrize(
     ("info", "text"),
     [
-        ({"redis_version": "7.4.0", "dragonfly_version": "df-v1.25.1"},
-         "dragonfly df-v1.25.1 (redis 7.4.0 compatible)"),
-        ({"redis_version": "7.2.4", "valkey_version": "8.0.1", "server_name": "valkey"},
-         "valkey 8.0.1 (redis 7.2.4 compatible)"),
+        (
+            {"redis_version": "7.4.0", "dragonfly_version": "df-v1.25.1"},
+            "dragonfly df-v1.25.1 (redis 7.4.0 compatible)",
+        ),
+        (
+            {"redis_version": "7.2.4", "valkey_version": "8.0.1", "server_name": "valkey"},
+            "valkey 8.0.1 (redis 7.2.4 compatible)",
+        ),
         ({"garnet_version": "1.0.60"}, "garnet 1.0.60"),
         ({"redis_version": "8.2.1", "redis_mode": "standalone"}, "redis 8.2.1 (standalone)"),
         ({}, ""),

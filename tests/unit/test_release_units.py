@@ -60,9 +60,11 @@ def test_dotnet_majors_parses_list_runtimes_with_a_fake_runner() -> None:
 
 @pytest.mark.parametrize(
     ("runtimes", "expected"),
-    [(RUNTIMES, "pkg/net8.0/GarnetServer"),
-     (RUNTIMES + "Microsoft.NETCore.App 10.0.0 [/x]\n", "pkg/net10.0/GarnetServer"),
-     ("Microsoft.NETCore.App 10.0.2 [/x]\n", "pkg/net10.0/GarnetServer")],
+    [
+        (RUNTIMES, "pkg/net8.0/GarnetServer"),
+        (RUNTIMES + "Microsoft.NETCore.App 10.0.0 [/x]\n", "pkg/net10.0/GarnetServer"),
+        ("Microsoft.NETCore.App 10.0.2 [/x]\n", "pkg/net10.0/GarnetServer"),
+    ],
 )
 def test_garnet_build_follows_the_installed_runtime(runtimes: str, expected: str) -> None:
     majors = install.dotnet_majors(lambda argv: runtimes)
@@ -97,13 +99,19 @@ def test_url_policy() -> None:
             check_url(bad)
 
 
-@pytest.mark.parametrize(("os_name", "arch", "flavor"), [
-    ("linux", "x86_64", "dragonfly"), ("linux", "aarch64", "dragonfly"),
-    ("windows", "x86_64", "redis"), ("macos", "aarch64", "redis"), ("linux", "riscv64", "redis"),
-])
+@pytest.mark.parametrize(
+    ("os_name", "arch", "flavor"),
+    [
+        ("linux", "x86_64", "dragonfly"),
+        ("linux", "aarch64", "dragonfly"),
+        ("windows", "x86_64", "redis"),
+        ("macos", "aarch64", "redis"),
+        ("linux", "riscv64", "redis"),
+    ],
+)
 def test_auto_fetches_dragonfly_only_where_it_runs_natively(
-        monkeypatch: pytest.MonkeyPatch, make_settings: object, os_name: str, arch: str,
-        flavor: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, make_settings: object, os_name: str, arch: str, flavor: str
+) -> None:
     monkeypatch.setattr(compat, "os_name", lambda: os_name)
     monkeypatch.setattr(compat, "cpu_arch", lambda: arch)
     settings = make_settings(flavor="auto")  # type: ignore[operator]
@@ -111,7 +119,8 @@ def test_auto_fetches_dragonfly_only_where_it_runs_natively(
 
 
 def test_macos_dragonfly_is_a_clear_unsupported_platform(
-        monkeypatch: pytest.MonkeyPatch, make_settings: object) -> None:
+    monkeypatch: pytest.MonkeyPatch, make_settings: object
+) -> None:
     monkeypatch.setattr(compat, "os_name", lambda: "macos")
     monkeypatch.setattr(compat, "cpu_arch", lambda: "aarch64")
     with pytest.raises(UnsupportedPlatform) as info:
@@ -124,8 +133,10 @@ def test_bad_sha256_option_is_a_config_error(make_settings: object, tmp_path: Pa
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(b"x")
     with pytest.raises(ConfigError, match="invalid sha256"):
-        release.fetch(make_settings(flavor="dragonfly"),  # type: ignore[operator]
-                      release.FetchOptions(archive=archive, sha256="xyz"))
+        release.fetch(
+            make_settings(flavor="dragonfly"),  # type: ignore[operator]
+            release.FetchOptions(archive=archive, sha256="xyz"),
+        )
 
 
 def _bin_with(tmp_path: Path) -> Path:
@@ -143,13 +154,15 @@ def test_install_swaps_folder_and_manifest(tmp_path: Path) -> None:
     (new / "redis-server.exe").write_bytes(b"new")
     install.install(bin_dir, [(new, "redis")], "redis.json", {"version": "v2"})
     assert tree(bin_dir) == {
-        "redis": "<dir>", "redis/redis-server.exe": b"new mode=644",
+        "redis": "<dir>",
+        "redis/redis-server.exe": b"new mode=644",
         "redis.json": b'{\n  "version": "v2"\n}\n mode=644',
     }
 
 
 def test_install_failure_at_the_last_step_rolls_everything_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = _bin_with(tmp_path)
     before = tree(bin_dir)
     new = tmp_path / "new"

@@ -152,7 +152,7 @@ def test_corrupt_archive_is_a_fetch_error(tmp_path: Path, kind: str) -> None:
     cut = tmp_path / f"cut.{kind}"
     cut.write_bytes(bytes(data[: len(data) // 2]))  # truncated
     flipped = tmp_path / f"flip.{kind}"
-    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
     flipped.write_bytes(bytes(data))
     for broken in (cut, flipped):
         dest = tmp_path / f"out-{broken.stem}"
