@@ -13,7 +13,8 @@ from collections.abc import Callable
 from .binaries import Binary, choose_binary
 from .config import Settings
 from .errors import StartError
-from .process import build_spec, check_port_free, current_state
+from .ports import check_port_free
+from .process import build_spec, current_state
 from .state import project_lock, remove_state
 from .supervisor import supervise
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,11 @@ from . import compat, datadir, resp
 from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
 from .config import Settings
-from .errors import PortInUse, StartError, StateError, StopError
+from .errors import StartError, StateError, StopError
+from .ports import check_port_free
+from .readiness import LineSink, LogEcho, wait_ready
 from .state import ServerState, project_lock, read_state, remove_state, server_process
 from .supervisor import Spec, launch_supervisor
-from .tail import last_lines
-
-LineSink = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -54,45 +53,6 @@ def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
     if state is None or state.status != "running":
         return state, None
     return state, server_process(state)
-
-
-def clear_stale(settings: Settings) -> ServerState | None:
-    """Remove a state file whose process is gone or not ours; return what it said."""
-    state, proc = current_state(settings)
-    if state is not None and proc is None:
-        remove_state(settings.state_file)
-        return state
-    return None
-
-
-def port_owner(port: int) -> str:
-    """'name (pid N)' of the process listening on ``port``, when the OS tells us."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="inet"):
-            listening = conn.status == psutil.CONN_LISTEN
-            if conn.laddr and conn.laddr.port == port and listening and conn.pid:
-                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    except Exception:  # AccessDenied on macOS, races with exiting processes
-        return ""
-    return ""
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail fast, naming the owner, when something already listens on the port."""
-    probe = resp.connect_host(host)
-    family = socket.AF_INET6 if ":" in probe else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        in_use = sock.connect_ex((probe, port)) == 0
-    if not in_use:
-        return
-    owner = port_owner(port)
-    raise PortInUse(
-        f"port {port} is already in use" + (f" by {owner}" if owner else ""),
-        hint="stop that process or choose another port (--port or server.port)",
-    )
 
 
 def _ensure_writable(path: Path, what: str) -> None:
@@ -136,34 +96,6 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     }
 
 
-class _LogEcho:
-    """Prints (through a sink) what the log gained since start, reading and closing each time."""
-
-    def __init__(self, path: Path, sink: LineSink | None) -> None:
-        self.path, self.sink = path, sink
-        try:
-            self.offset = path.stat().st_size
-        except OSError:
-            self.offset = 0
-        self.partial = b""
-
-    def poll(self) -> None:
-        if self.sink is None:
-            return
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(1 << 20)
-        except OSError:
-            return
-        self.offset += len(data)
-        data = self.partial + data
-        cut = data.rfind(b"\n") + 1
-        self.partial = data[cut:]
-        for line in data[:cut].decode("utf-8", "replace").splitlines():
-            self.sink(line)
-
-
 def start(
     settings: Settings,
     on_line: LineSink | None = None,
@@ -201,11 +133,11 @@ def start(
             check_port_free(settings.host, settings.port)
             _ensure_writable(data_dir, "data")
             _ensure_writable(settings.log_dir, "log")
-            echo = _LogEcho(Path(spec["log_file"]), on_line)
+            echo = LogEcho(Path(spec["log_file"]), on_line)
             sup.stdin.write(json.dumps(spec).encode("utf-8"))
             sup.stdin.close()
             try:
-                state = _wait_ready(settings, sup, echo, clock, clock())
+                state = wait_ready(settings, sup, echo, clock, clock())
             except StartError as exc:
                 _abandon(settings, sup)
                 if datadir.has_data(data_dir):
@@ -231,51 +163,6 @@ def _discard(sup: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         sup.kill()
         sup.wait()
-
-
-def _tail_hint(log_file: Path, count: int = 20) -> str:
-    lines = last_lines(log_file, count)
-    body = "\n".join(lines) if lines else "(the log is empty)"
-    return f"last log lines ({log_file}):\n{body}"
-
-
-def _wait_ready(
-    settings: Settings,
-    sup: subprocess.Popen[bytes],
-    echo: _LogEcho,
-    clock: Callable[[], float],
-    began: float,
-) -> ServerState:
-    """Poll state file, log and PING until ready, exited or timed out."""
-    deadline = began + settings.startup_timeout
-    host = resp.connect_host(settings.host)
-    log_file = echo.path
-    while True:
-        echo.poll()
-        try:
-            state = read_state(settings.state_file)
-        except StateError:
-            state = None  # being replaced right now: look again
-        if state is not None and state.status == "exited":
-            raise StartError(
-                f"{state.flavor} exited during startup with {state.exit_status}",
-                hint=_tail_hint(log_file),
-            )
-        if state is not None:
-            answer = resp.ping(host, settings.port, timeout=0.25, password=settings.password)
-            if answer in ("ready", "auth"):
-                return state
-        if sup.poll() is not None:
-            raise StartError(
-                f"the supervisor exited before the server was ready (code {sup.returncode})",
-                hint=_tail_hint(log_file),
-            )
-        if clock() >= deadline:
-            raise StartError(
-                f"the server did not answer PING within {settings.startup_timeout:g}s",
-                hint=_tail_hint(log_file) + "\n(raise server.startup_timeout or --timeout)",
-            )
-        time.sleep(0.005)
 
 
 def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
@@ -448,9 +335,3 @@ def _server_info(state: ServerState, settings: Settings, proc: Any) -> dict[str,
     if "used_memory" in fields:
         extra["used_memory_bytes"] = int(fields["used_memory"])
     return extra
-
-
-def state_as_dict(state: ServerState) -> dict[str, Any]:
-    data = asdict(state)
-    data.pop("control_token", None)
-    return data
