@@ -62,9 +62,9 @@ def spec(base: Path, script: Path) -> dict[str, Any]:
         "password": "",
         "stdin_config": "",
         "secret_file": None,
-        "stop_method": "shutdown",
-        "shutdown_save": ["SHUTDOWN", "SAVE"],
-        "shutdown_nosave": ["SHUTDOWN", "NOSAVE"],
+        "stop_save": [["SHUTDOWN", "SAVE"]],
+        "stop_nosave": [["SHUTDOWN", "NOSAVE"]],
+        "terminate_after_stop": False,
     }
 
 

@@ -70,10 +70,24 @@ class Target:
 
 
 def from_settings(settings: Settings) -> Target:
-    """The project's own server, reached on loopback when it binds a wildcard or localhost."""
+    """The project's own server, reached on loopback when it binds a wildcard or localhost.
+
+    When our server runs, its recorded address wins over the configuration: after
+    ``invoke start --port 6380`` the next ``invoke verify`` must check that server.
+    """
+    from devserver.errors import StateError
+    from devserver.process import current_state
+
+    host, port = settings.host, settings.port
+    try:
+        state, proc = current_state(settings)
+    except StateError:
+        state, proc = None, None
+    if state is not None and proc is not None:
+        host, port = state.host, state.port
     return Target(
-        host=connect_host(settings.host),
-        port=settings.port,
+        host=connect_host(host),
+        port=port,
         password=settings.password,
         configured=True,
     )

@@ -58,7 +58,7 @@ def installed_binary(settings: Settings, flavor: Flavor) -> Binary | None:
     for path in candidates:
         if path.is_file():
             version = str(manifest.get("version") or "") or read_version(flavor, path)
-            via_wsl = bool(manifest.get("via_wsl")) and compat.WINDOWS
+            via_wsl = bool(manifest.get("via_wsl"))  # fetch records it only on Windows
             return Binary(flavor.name, path, "bin", version, via_wsl)
     return None
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from . import compat
 from .config import Settings
 from .errors import ConfigError
 
@@ -60,6 +61,17 @@ class Flavor:
     env_strip: tuple[str, ...] = ()
     native_on: tuple[str, ...] = ("linux",)
     notes: Mapping[str, str] = field(default_factory=dict)
+
+    def stop_plan(self, save: bool) -> tuple[list[list[str]], bool]:
+        """(RESP commands for a graceful stop, whether to terminate the process after them).
+
+        One place for the differences: Redis ``SHUTDOWN SAVE|NOSAVE``, Dragonfly plain
+        ``SHUTDOWN`` (it saves to --dbfilename), Garnet has no SHUTDOWN: SAVE, then terminate.
+        """
+        if self.stop_method == "save_terminate":
+            return ([["SAVE"]] if save else []), True
+        return [list(self.shutdown_save if save else self.shutdown_nosave)], False
+
     # "dotnet": the archive holds one build per .NET version (net8.0/, net10.0/); fetch picks
     # the one whose runtime `dotnet --list-runtimes` reports.
     runtime: str = ""
@@ -229,12 +241,15 @@ def build_launch(
     values = {
         "host": settings.host,
         "port": str(settings.port),
-        "dir": str(settings.flavor_data_dir(flavor.name)),
+        # The server runs with its data dir as working directory, so "." is that dir for every
+        # flavor; a relative path also survives WSL (Linux paths) and MSYS2 builds, which may
+        # not understand a Windows drive path.
+        "dir": ".",
         "threads": str(settings.threads),
         "maxmemory": str(settings.maxmemory),
     }
     args = [part.format(**values) for part in flavor.argv]
-    env = {k: v for k, v in base_env.items() if not k.upper().startswith(flavor.env_strip or ())}
+    env = compat.without_prefixes(base_env, (*flavor.env_strip, "INVOKE_"))
     stdin_config = ""
     secret_file: tuple[str, str] | None = None
     head = [exe]

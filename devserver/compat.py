@@ -10,15 +10,18 @@ shared/reference/servers.md ("Windows process control").
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Imports that only some functions need are made inside them: the supervisor imports this
+# module before it spawns the server, and every millisecond there delays ``invoke start``.
 
 WINDOWS = sys.platform == "win32"
 MACOS = sys.platform == "darwin"
@@ -56,7 +59,10 @@ def exe_name(base: str) -> str:
 
 
 def spawn_detached(
-    argv: Sequence[str], cwd: Path, stdin: int | IO[bytes] | None = subprocess.DEVNULL
+    argv: Sequence[str],
+    cwd: str | Path,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], bool]:
     """Start the supervisor so it outlives this terminal; return (process, broke_away).
 
@@ -72,6 +78,7 @@ def spawn_detached(
         "stdout": subprocess.DEVNULL,
         "stderr": subprocess.DEVNULL,
         "close_fds": True,
+        "env": None if env is None else dict(env),
     }
     if not WINDOWS:
         return subprocess.Popen(list(argv), start_new_session=True, **common), True
@@ -178,6 +185,8 @@ def try_lock(handle: IO[Any]) -> bool:
 
 def wsl_path(path: Path | str) -> str:
     """Map a Windows path to the path WSL sees: ``C:\\x\\y`` -> ``/mnt/c/x/y``."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
     win = PureWindowsPath(path)
     drive = win.drive.rstrip(":").lower()
     if not drive:
@@ -195,13 +204,61 @@ def python_for_background() -> str:
     return sys.executable
 
 
-def environ_without(prefixes: Sequence[str]) -> dict[str, str]:
-    """A copy of the environment minus variables with these prefixes.
+def without_prefixes(env: Mapping[str, str], prefixes: Sequence[str]) -> dict[str, str]:
+    """A copy of an environment minus variables whose names start with these prefixes.
 
-    Dragonfly treats any unknown ``DFLY_*`` variable as a fatal error, so stray ones from the
-    user's shell must not reach it.
+    Dragonfly treats any unknown ``DFLY_*`` variable as a fatal error, and ``INVOKE_*`` ones
+    (``INVOKE_SERVER_PASSWORD``!) have no business in a server's or supervisor's environment.
+    Case-insensitive, as Windows environment names are.
     """
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith(tuple(prefixes))}
+    upper = tuple(p.upper() for p in prefixes)
+    return {k: v for k, v in env.items() if not k.upper().startswith(upper)}
+
+
+def wsl_env(env: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Let variables cross into WSL: Windows passes only those listed in ``WSLENV``."""
+    result = dict(env)
+    listed = [item for item in result.get("WSLENV", "").split(":") if item]
+    listed += [f"{name}/u" for name in names if name in result]
+    if listed:
+        result["WSLENV"] = ":".join(listed)
+    return result
+
+
+def install_stop_signals(on_stop: Callable[[], object]) -> None:
+    """The detached supervisor: SIGTERM means "stop the server gracefully"; ignore hang-ups.
+
+    Windows has neither, and a detached process gets no console events: there ``invoke stop``
+    reaches the supervisor through its control socket only.
+    """
+    if WINDOWS:
+        return
+    signal.signal(signal.SIGTERM, lambda *_: on_stop())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def wait_interruptible(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for a child in a way Ctrl+C can interrupt.
+
+    On Windows an untimed wait cannot be broken by Ctrl+C (a CPython limitation), so poll
+    with a short timeout there; POSIX signals interrupt a blocking wait, which also reacts to
+    the child's exit at once.
+    """
+    if not WINDOWS:
+        return proc.wait()
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def enable_ansi(stream: IO[str]) -> None:
+    """Make ANSI colour codes work on old Windows consoles (colorama); nothing elsewhere."""
+    if WINDOWS:
+        import colorama
+
+        colorama.just_fix_windows_console()
 
 
 # --- Foreground child (``invoke api``): how Ctrl+C reaches it, on each OS -------------------
@@ -218,6 +275,8 @@ _SHELL_WORDS = frozenset(_SHELL_BUILTINS.split())
 
 
 def _needs_shell(command: str) -> bool:
+    import shlex
+
     if any(ch in _SHELL_CHARS for ch in command):
         return True
     try:
@@ -240,6 +299,8 @@ def spawn_foreground(command: str, env: Mapping[str, str], cwd: Path) -> subproc
     process group / console, so the terminal's Ctrl+C reaches it directly and it can read the
     terminal (a debugger prompt), exactly as when the user runs it by hand.
     """
+    import shlex
+
     if WINDOWS or _needs_shell(command):
         return subprocess.Popen(command, shell=True, env=dict(env), cwd=str(cwd))
     return subprocess.Popen(shlex.split(command), env=dict(env), cwd=str(cwd))
@@ -293,6 +354,8 @@ def relay_interrupts(
       process that is not a group leader).
     Signal handlers can only be set from the main thread; elsewhere this only reports.
     """
+    import threading
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return

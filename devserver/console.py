@@ -35,10 +35,10 @@ def use_colour(stream: TextIO) -> bool:
     key = id(stream)
     if key not in _colour_ready:
         enabled = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
-        if enabled and sys.platform == "win32":
-            import colorama
+        if enabled:
+            from .compat import enable_ansi
 
-            colorama.just_fix_windows_console()
+            enable_ansi(stream)
         _colour_ready[key] = enabled
     return _colour_ready[key]
 

@@ -9,13 +9,14 @@ terminal work too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 
-from .binaries import Binary, choose_binary
+from . import datadir
+from .binaries import Binary
 from .config import Settings
 from .errors import StartError
-from .ports import check_port_free
-from .process import build_spec, current_state
-from .state import project_lock, remove_state
+from .process import current_state, prepare
+from .state import project_lock
 from .supervisor import supervise
 
 
@@ -24,23 +25,30 @@ def run_foreground(
     sink: Callable[[str], object],
     on_binary: Callable[[Binary], None] | None = None,
 ) -> int:
-    """Run the server until it exits or Ctrl+C; return its exit code."""
-    with project_lock(settings.lock_file, wait=1.0):
+    """Run the server until it exits or Ctrl+C; return its exit code.
+
+    The same checks as a background start (``process.prepare``), under the project lock,
+    which is held until the state file exists, so a concurrent ``invoke start`` sees this
+    server instead of starting a second one.
+    """
+    lock = ExitStack()
+    try:
+        lock.enter_context(project_lock(settings.lock_file, wait=1.0))
         state, proc = current_state(settings)
         if state is not None and proc is not None:
             raise StartError(
                 f"{state.flavor} is already running in the background (pid {state.pid})",
                 hint="stop it first with `invoke stop`, or use `invoke tail -f` to watch it",
             )
-        if state is not None:
-            remove_state(settings.state_file)
-        binary = choose_binary(settings)
-        if on_binary:
-            on_binary(binary)
-        spec = build_spec(settings, binary)
-        check_port_free(settings.host, settings.port)
+        ready = prepare(settings, on_binary)
 
-    def to_console(text: str) -> None:
-        sink(text)
+        def recorded() -> None:
+            datadir.record_version(ready.data_dir, ready.binary.version)
+            lock.close()
 
-    return supervise(spec, console=to_console)
+        def to_console(text: str) -> None:
+            sink(text)
+
+        return supervise(ready.spec, console=to_console, on_recorded=recorded)
+    finally:
+        lock.close()

@@ -72,11 +72,15 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     """The supervisor's launch spec (JSON-able; it carries the password, so it goes on stdin)."""
     flavor = get_flavor(binary.flavor)
     launch = build_launch(flavor, settings, str(binary.path), os.environ)
-    argv = compat.wsl_argv(launch.argv) if binary.via_wsl else list(launch.argv)
+    argv, env = list(launch.argv), dict(launch.env)
+    if binary.via_wsl:
+        argv = compat.wsl_argv(argv)
+        env = compat.wsl_env(env, [flavor.password_env])
+    stop_save, terminate = flavor.stop_plan(save=True)
     return {
         "argv": argv,
         "public_argv": argv,
-        "env": dict(launch.env),
+        "env": env,
         "cwd": str(settings.flavor_data_dir(flavor.name)),
         "flavor": flavor.name,
         "version": binary.version,
@@ -90,10 +94,42 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "password": settings.password,
         "stdin_config": launch.stdin_config,
         "secret_file": list(launch.secret_file) if launch.secret_file else None,
-        "stop_method": flavor.stop_method,
-        "shutdown_save": list(flavor.shutdown_save),
-        "shutdown_nosave": list(flavor.shutdown_nosave),
+        "stop_save": stop_save,
+        "stop_nosave": flavor.stop_plan(save=False)[0],
+        "terminate_after_stop": terminate,
     }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A start that passed every check: what to launch, and what the caller reports."""
+
+    spec: Spec
+    binary: Binary
+    data_dir: Path
+    stale: ServerState | None
+
+
+def prepare(settings: Settings, on_binary: Callable[[Binary], None] | None = None) -> Prepared:
+    """Everything a start checks before launching (call with the project lock held).
+
+    Shared by the background start and ``start --foreground``: clears a stale state file,
+    chooses the binary, refuses data written by a newer version, a taken port, unwritable
+    folders. Already running is the caller's business (it answers differently).
+    """
+    state, _ = current_state(settings)
+    if state is not None:
+        remove_state(settings.state_file)
+    binary = choose_binary(settings)
+    if on_binary:
+        on_binary(binary)
+    spec = build_spec(settings, binary)
+    data_dir = settings.flavor_data_dir(binary.flavor)
+    datadir.check_compatible(data_dir, binary.flavor, binary.version)
+    check_port_free(settings.host, settings.port)
+    _ensure_writable(data_dir, "data")
+    _ensure_writable(settings.log_dir, "log")
+    return Prepared(spec, binary, data_dir, state)
 
 
 def start(
@@ -114,44 +150,36 @@ def start(
     began = clock()
     sup, broke_away = supervisor or launch_supervisor()
     assert sup.stdin is not None
+    launched = False
     try:
         with project_lock(settings.lock_file, wait=settings.startup_timeout):
             state, proc = current_state(settings)
             if state is not None and proc is not None:
                 _discard(sup)
                 return StartResult(state, already_running=True)
-            stale = None
-            if state is not None:
-                remove_state(settings.state_file)
-                stale = state
-            binary = choose_binary(settings)
-            if on_binary:
-                on_binary(binary)
-            spec = build_spec(settings, binary)
-            data_dir = settings.flavor_data_dir(binary.flavor)
-            datadir.check_compatible(data_dir, binary.flavor, binary.version)
-            check_port_free(settings.host, settings.port)
-            _ensure_writable(data_dir, "data")
-            _ensure_writable(settings.log_dir, "log")
-            echo = LogEcho(Path(spec["log_file"]), on_line)
-            sup.stdin.write(json.dumps(spec).encode("utf-8"))
+            ready = prepare(settings, on_binary)
+            echo = LogEcho(Path(ready.spec["log_file"]), on_line)
+            sup.stdin.write(json.dumps(ready.spec).encode("utf-8"))
             sup.stdin.close()
+            launched = True
             try:
                 state = wait_ready(settings, sup, echo, clock, clock())
             except StartError as exc:
-                _abandon(settings, sup)
-                if datadir.has_data(data_dir):
+                if datadir.has_data(ready.data_dir):
                     exc.hint += (
-                        f"\n(the data in {data_dir} is kept; if the server cannot load it, "
-                        "run the version that wrote it, or move the folder aside)"
+                        f"\n(the data in {ready.data_dir} is kept; if the server cannot load "
+                        "it, run the version that wrote it, or move the folder aside)"
                     )
                 raise
-            datadir.record_version(data_dir, binary.version)
-    except BaseException:
-        _discard(sup)
+            datadir.record_version(ready.data_dir, ready.binary.version)
+    except BaseException:  # a failed check, a failed start, or Ctrl+C while waiting
+        if launched:
+            _abandon(settings, sup)
+        else:
+            _discard(sup)
         raise
     echo.poll()
-    return StartResult(state, False, stale, broke_away, clock() - began)
+    return StartResult(state, False, ready.stale, broke_away, clock() - began)
 
 
 def _discard(sup: subprocess.Popen[bytes]) -> None:
@@ -161,12 +189,25 @@ def _discard(sup: subprocess.Popen[bytes]) -> None:
     try:
         sup.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        sup.kill()
-        sup.wait()
+        _kill_supervisor(sup)
+
+
+def _kill_supervisor(sup: subprocess.Popen[bytes]) -> None:
+    """Kill the supervisor and what it runs. Through psutil's tree, because on Windows a
+    venv's python.exe is a launcher: Popen's pid is not the supervisor's own."""
+    import psutil
+
+    try:
+        compat.kill_tree(psutil.Process(sup.pid))
+    except psutil.Error:
+        pass
+    sup.wait()
 
 
 def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
-    """Undo a failed start: kill the server we started and its supervisor, drop the state."""
+    """Undo a failed start: kill the server we started, let its supervisor finish (it removes
+    a password file and logs the exit), kill the supervisor only if it does not; drop the state.
+    """
     try:
         state = read_state(settings.state_file)
     except StateError:
@@ -175,12 +216,12 @@ def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
         proc = server_process(state)
         if proc is not None:
             compat.kill_tree(proc)
-    if sup.poll() is None:
-        sup.kill()
+    if sup.stdin is not None and not sup.stdin.closed:
+        sup.stdin.close()
     try:
         sup.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        pass
+        _kill_supervisor(sup)
     remove_state(settings.state_file)
 
 
@@ -240,21 +281,20 @@ def stop(settings: Settings, save: bool = True) -> StopResult:
             return StopResult(state, was_running=False, stale=True)
         flavor = get_flavor(state.flavor)
         asked = _ask_supervisor(state, save, settings.stop_timeout)
-        if not asked:
-            command = list(flavor.shutdown_save if save else flavor.shutdown_nosave)
-            if flavor.stop_method == "save_terminate":
-                command = ["SAVE"] if save else ["PING"]
+        if not asked:  # no supervisor to ask: send the flavor's stop commands ourselves
+            commands, terminate = flavor.stop_plan(save)
             try:
-                resp.call(
-                    resp.connect_host(state.host),
-                    state.port,
-                    [command],
-                    timeout=settings.stop_timeout,
-                    password=settings.password,
-                )
+                if commands:
+                    resp.call(
+                        resp.connect_host(state.host),
+                        state.port,
+                        commands,
+                        timeout=settings.stop_timeout,
+                        password=settings.password,
+                    )
             except (OSError, resp.RespError, resp.ConnectionClosed):
                 pass
-            if flavor.stop_method == "save_terminate":
+            if terminate:
                 compat.terminate(proc)
         forced = False
         if not _wait_gone(proc, settings.stop_timeout):

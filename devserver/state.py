@@ -9,7 +9,6 @@ is stale: it is reported and removed, never acted on.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from . import compat
+from .atomic import write_atomic
 from .errors import StateError
 
 # psutil's create_time is a float derived from boot time and clock ticks; the same process
 # yields the same value, but allow for rounding across psutil versions.
 _CREATE_TIME_SLACK = 0.05
+STATE_MODE = 0o600
 
 
 @dataclass
@@ -50,6 +51,10 @@ class ServerState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def save(self, path: Path) -> None:
+        """Write atomically, readable by this user only (it holds the control token)."""
+        write_atomic(path, self.to_json(), mode=STATE_MODE)
+
     @classmethod
     def from_mapping(cls, data: Any) -> ServerState:
         if not isinstance(data, dict):
@@ -59,23 +64,6 @@ class ServerState:
         if not isinstance(state.pid, int) or state.pid <= 0:
             raise ValueError("pid is not a positive integer")
         return state
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half.
-
-    The temp name is unique per process (no ``tempfile`` import: the supervisor writes this
-    on the start-up path, where every import delays ``invoke start``).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_state(path: Path) -> ServerState | None:

@@ -18,16 +18,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypedDict
 
 from . import compat
 
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
-
 # Only what spawning the server needs is imported at module level: the server is started
-# first, and the rest (logging, state, psutil, sockets) is imported while it boots, which
+# first, and the rest (psutil, sockets, the log writer) is imported while it boots, which
 # keeps ``invoke start`` close to the bare server's own start-up time.
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Spec(TypedDict):
@@ -49,9 +48,40 @@ class Spec(TypedDict):
     password: str
     stdin_config: str
     secret_file: list[str] | None
-    stop_method: str
-    shutdown_save: list[str]
-    shutdown_nosave: list[str]
+    stop_save: list[list[str]]
+    stop_nosave: list[list[str]]
+    terminate_after_stop: bool
+
+
+def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
+    """Spawn a detached supervisor that waits for its spec on stdin; (process, broke_away).
+
+    ``invoke start`` calls this before it imports the rest of the library, so the new
+    interpreter's start-up overlaps the start's own checks; closing stdin without a spec
+    makes the supervisor exit without starting anything. ``INVOKE_*`` variables (a password
+    may be among them) are not passed on: the supervisor gets everything from its spec.
+    """
+    return compat.spawn_detached(
+        [compat.python_for_background(), "-m", "devserver.supervisor"],
+        cwd=_PACKAGE_PARENT,  # so ``-m devserver`` imports this very copy of the package
+        stdin=subprocess.PIPE,
+        env=compat.without_prefixes(os.environ, ["INVOKE_"]),
+    )
+
+
+def write_secret(spec: Spec) -> tuple[str, str]:
+    """Create the flavor's password file in a private temp dir: (dir, file path) or ("", "")."""
+    if not spec["secret_file"]:
+        return "", ""
+    import tempfile
+
+    name, content = spec["secret_file"]
+    secret_dir = tempfile.mkdtemp(prefix="devserver-")  # 0700: only this user can enter it
+    path = os.path.join(secret_dir, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return secret_dir, path
 
 
 def spawn_server(spec: Spec, secret_path: str = "") -> subprocess.Popen[bytes]:
@@ -92,25 +122,26 @@ class Supervisor:
     ) -> None:
         import threading
 
-        from .logs import RotatingWriter
-
         self.spec = spec
         self.proc = proc
         self.console = console
-        self.writer = RotatingWriter(
-            Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"]
-        )
+        self.secret_dir = secret_dir
         self.stop_requested = threading.Event()
         self.token = os.urandom(16).hex()
-        self.secret_dir = secret_dir
 
     def record_state(self, control_port: int) -> None:
-        """Write data/server.json: pid + create time + exe, so stop can check identity."""
+        """Write data/server.json (pid + create time + exe, so stop can check identity).
+
+        Written straight from here, before the log writer and threads exist: ``start``
+        returns as soon as this file is there and PING answers.
+        """
+        import json
         import time
+        from pathlib import Path
 
         import psutil
 
-        from .state import ServerState, write_atomic
+        from .atomic import write_atomic
 
         spec = self.spec
         try:
@@ -118,24 +149,27 @@ class Supervisor:
             create_time, exe = child.create_time(), child.exe()
         except psutil.Error:
             create_time, exe = 0.0, spec["binary"]
-        state = ServerState(
-            pid=self.proc.pid,
-            create_time=create_time,
-            exe=exe,
-            supervisor_pid=os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
-            supervisor_create_time=psutil.Process(os.getpid()).create_time(),
-            flavor=spec["flavor"],
-            version=spec["version"],
-            host=spec["host"],
-            port=spec["port"],
-            log_file=spec["log_file"],
-            started_at=time.time(),
-            binary=spec["binary"],
-            argv=spec["public_argv"],
-            control_port=control_port,
-            control_token=self.token,
-        )
-        write_atomic(Path(spec["state_file"]), state.to_json())
+        state = {
+            "pid": self.proc.pid,
+            "create_time": create_time,
+            "exe": exe,
+            "supervisor_pid": os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
+            "supervisor_create_time": psutil.Process(os.getpid()).create_time(),
+            "flavor": spec["flavor"],
+            "version": spec["version"],
+            "host": spec["host"],
+            "port": spec["port"],
+            "log_file": spec["log_file"],
+            "started_at": time.time(),
+            "binary": spec["binary"],
+            "argv": spec["public_argv"],
+            "control_port": control_port,
+            "control_token": self.token,
+            "status": "running",
+            "exit_status": "",
+        }
+        text = json.dumps(state, indent=2, sort_keys=True)
+        write_atomic(Path(spec["state_file"]), text, mode=0o600)  # the token is a secret
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, save: bool = True) -> str:
@@ -145,85 +179,80 @@ class Supervisor:
         self.stop_requested.set()
         spec = self.spec
         host = resp.connect_host(spec["host"])
-        password = spec["password"]
+        commands = spec["stop_save"] if save else spec["stop_nosave"]
         try:
-            if spec["stop_method"] == "save_terminate":
-                if save:
-                    resp.call(host, spec["port"], [["SAVE"]], timeout=30, password=password)
-                self.proc.terminate()
-                return "ok"
-            command = spec["shutdown_save"] if save else spec["shutdown_nosave"]
-            resp.call(host, spec["port"], [command], timeout=30, password=password)
+            if commands:
+                resp.call(host, spec["port"], commands, timeout=30, password=spec["password"])
         except resp.ConnectionClosed:
-            return "ok"  # Redis closes the connection when SHUTDOWN succeeds
+            pass  # Redis closes the connection when SHUTDOWN succeeds
         except (OSError, resp.RespError) as exc:
             return f"graceful shutdown failed: {exc}"
+        if spec["terminate_after_stop"]:
+            self.proc.terminate()
         return "ok"
 
     def serve_control(self, listener: Any) -> None:
-        """Answer ``<token> stop save|nosave`` lines from ``invoke stop``."""
+        """Answer ``<token> stop save|nosave`` lines from ``invoke stop``; ignore anything else."""
         import hmac
 
+        token = self.token.encode()
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
-                return
+                return  # the listener was closed: the server has exited
             with conn:
                 try:
                     conn.settimeout(5)
-                    request = conn.recv(256).decode("utf-8", "replace").split()
-                    if len(request) == 3 and hmac.compare_digest(request[0], self.token):
-                        answer = self.shutdown(save=request[2] != "nosave")
+                    words = conn.recv(256).split()
+                    if len(words) == 3 and hmac.compare_digest(words[0], token):
+                        answer = self.shutdown(save=words[2] != b"nosave")
                     else:
                         answer = "denied"
                     conn.sendall(answer.encode("utf-8") + b"\n")
-                except OSError:
+                except Exception:
                     continue
 
     # -- run -------------------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self, on_recorded: Callable[[], object] | None = None) -> int:
         """Supervise until the server exits; return its exit code (as the supervisor's)."""
         import shlex
         import socket
         import threading
         import time
+        from pathlib import Path
 
-        from .logs import tee
+        from .logs import RotatingWriter, tee
 
         spec, proc = self.spec, self.proc
         started = time.monotonic()
-        self.writer.marker(
-            f"starting {spec['flavor']} {spec['version']}: {shlex.join(spec['public_argv'])}"
-        )
-        self.writer.marker(f"server pid {proc.pid}")
-        reader = threading.Thread(
-            target=tee, args=(proc.stdout, self.writer, self.console), daemon=True
-        )
-        reader.start()
         listener = socket.create_server(("127.0.0.1", 0))
         self.record_state(listener.getsockname()[1])
+        if on_recorded is not None:
+            on_recorded()
+        writer = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
+        argv = shlex.join(spec["public_argv"])
+        writer.marker(f"starting {spec['flavor']} {spec['version']} in {spec['cwd']}: {argv}")
+        writer.marker(f"server pid {proc.pid}")
+        reader = threading.Thread(target=tee, args=(proc.stdout, writer, self.console), daemon=True)
+        reader.start()
         threading.Thread(target=self.serve_control, args=(listener,), daemon=True).start()
         code = self._wait()
         listener.close()
         reader.join(timeout=5)
         uptime = time.monotonic() - started
-        self.writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
-        self.writer.close()
+        writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
+        writer.close()
         self._finish_state(code)
-        if self.secret_dir:
-            import shutil
-
-            shutil.rmtree(self.secret_dir, ignore_errors=True)
         return code
 
     def _wait(self) -> int:
-        """Wait for the server; Ctrl+C (foreground) or SIGTERM asks for a graceful stop."""
+        """Wait for the server; Ctrl+C (foreground) asks for a graceful stop, twice forces it."""
         import threading
 
         while True:
             try:
-                return self.proc.wait()
+                return compat.wait_interruptible(self.proc)
             except KeyboardInterrupt:
                 if self.console:
                     self.console("[devserver] stopping the server (Ctrl+C again to force)\n")
@@ -236,8 +265,10 @@ class Supervisor:
 
     def _finish_state(self, code: int) -> None:
         """A requested stop leaves no state; a crash leaves it marked exited for status/start."""
+        from pathlib import Path
+
         from .errors import StateError
-        from .state import read_state, remove_state, write_atomic
+        from .state import read_state, remove_state
 
         path = Path(self.spec["state_file"])
         try:
@@ -251,65 +282,43 @@ class Supervisor:
             return
         state.status = "exited"
         state.exit_status = compat.describe_exit(code)
-        write_atomic(path, state.to_json())
-
-
-def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
-    """Spawn a detached supervisor that waits for its spec on stdin; (process, broke_away).
-
-    ``invoke start`` calls this before it imports the rest of the library, so the new
-    interpreter's start-up overlaps the start's own checks; closing stdin without a spec
-    makes the supervisor exit without starting anything.
-    """
-    return compat.spawn_detached(
-        [compat.python_for_background(), "-m", "devserver.supervisor"],
-        cwd=_PACKAGE_PARENT,  # so ``-m devserver`` imports this very copy of the package
-        stdin=subprocess.PIPE,
-    )
-
-
-def write_secret(spec: Spec) -> tuple[str, str]:
-    """Create the flavor's password file in a private temp dir: (dir, file path) or ("", "")."""
-    if not spec["secret_file"]:
-        return "", ""
-    import tempfile
-
-    name, content = spec["secret_file"]
-    secret_dir = tempfile.mkdtemp(prefix="devserver-")  # 0700: only this user can read it
-    path = os.path.join(secret_dir, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    return secret_dir, path
+        state.save(path)
 
 
 def supervise(
     spec: Spec,
     console: Callable[[str], None] | None = None,
     setup: Callable[[Supervisor], None] | None = None,
+    on_recorded: Callable[[], object] | None = None,
 ) -> int:
     """Spawn the server and supervise it until it exits; return its exit code.
 
     Used by the detached supervisor and, with ``console``, by ``start --foreground``.
+    ``on_recorded`` runs once the state file is written. The password file, if any, is
+    removed however this ends.
     """
     secret_dir, secret_path = write_secret(spec)
     try:
-        proc = spawn_server(spec, secret_path)
-    except OSError as exc:
-        from .logs import RotatingWriter
+        try:
+            proc = spawn_server(spec, secret_path)
+        except OSError as exc:
+            from pathlib import Path
 
-        writer = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
-        writer.marker(f"could not start {spec['binary']}: {exc}")
-        writer.close()
+            from .logs import RotatingWriter
+
+            log = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
+            log.marker(f"could not start {spec['binary']}: {exc}")
+            log.close()
+            return 127
+        supervisor = Supervisor(spec, proc, console, secret_dir)
+        if setup is not None:
+            setup(supervisor)
+        return supervisor.run(on_recorded)
+    finally:
         if secret_dir:
             import shutil
 
             shutil.rmtree(secret_dir, ignore_errors=True)
-        return 127
-    supervisor = Supervisor(spec, proc, console, secret_dir)
-    if setup is not None:
-        setup(supervisor)
-    return supervisor.run()
 
 
 def main() -> int:
@@ -325,17 +334,7 @@ def main() -> int:
     if not text.strip():
         return 0
     spec: Spec = json.loads(text)
-    return supervise(spec, setup=_install_signals)
-
-
-def _install_signals(supervisor: Supervisor) -> None:
-    """SIGTERM to the supervisor means "stop the server gracefully"; ignore terminal hang-ups."""
-    if compat.WINDOWS:
-        return  # a detached process gets no console events; stop uses the control socket
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.shutdown())
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return supervise(spec, setup=lambda sup: compat.install_stop_signals(sup.shutdown))
 
 
 if __name__ == "__main__":

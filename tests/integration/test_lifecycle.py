@@ -21,7 +21,7 @@ from devserver import process, resp
 from devserver.errors import PortInUse, StartError
 from devserver.process import StartResult
 from devserver.state import read_state
-from tests.conftest import SettingsFactory
+from tests.conftest import ROOT, SettingsFactory, free_port
 
 
 def alive(pid: int) -> bool:
@@ -341,3 +341,80 @@ def test_older_binary_is_refused_on_newer_data(make_settings: SettingsFactory) -
     assert "never deletes" in info.value.hint
     assert (data_dir / "dump.rdb").exists()  # nothing was touched
     assert not settings.state_file.exists()
+
+
+def test_ctrl_c_while_waiting_leaves_nothing_behind(project: Path) -> None:
+    _fake_server(project, "import time\nprint('slow boot', flush=True)\ntime.sleep(60)")
+    from tests.integration.test_cli import env_for
+
+    env = env_for(project, free_port())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_file = project / "data" / "server.json"
+    deadline = time.monotonic() + 20
+    while not state_file.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    server_pid = json.loads(state_file.read_text())["pid"]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert wait_dead(server_pid, 5)
+    assert not state_file.exists()
+
+
+def test_garnet_password_file_is_removed_after_a_failed_start(
+    make_settings: SettingsFactory, project: Path
+) -> None:
+    record = project / "argv.txt"
+    exe = project / "bin" / "GarnetServer"
+    exe.parent.mkdir(parents=True)
+    exe.write_text(
+        f"#!{sys.executable}\nimport sys, time\n"
+        f"open({str(record)!r}, 'w').write('\\n'.join(sys.argv))\ntime.sleep(60)\n"
+    )
+    exe.chmod(0o755)
+    settings = make_settings(flavor="garnet", password="garnet-secret", startup_timeout="1")
+    with pytest.raises(StartError):
+        process.start(settings)
+    argv = record.read_text().splitlines()
+    secret = Path(argv[argv.index("--config-import-path") + 1])
+    assert "garnet-secret" not in " ".join(argv)
+    assert not secret.exists() and not secret.parent.exists()
+
+
+def test_garbage_on_the_control_socket_does_not_break_stop(make_settings: SettingsFactory) -> None:
+    settings = make_settings(stop_timeout="3")
+    state = process.start(settings).state
+    for junk in (b"\xff x y\n", b"nonsense\n", b""):
+        with socket.create_connection(("127.0.0.1", state.control_port), timeout=2) as conn:
+            conn.sendall(junk)
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(64) in (b"denied\n", b"")
+    result = process.stop(settings)
+    assert result.was_running and not result.forced  # the supervisor still answered
+
+
+def test_foreground_refuses_data_written_by_a_newer_version(make_settings: SettingsFactory) -> None:
+    from devserver.foreground import run_foreground
+
+    settings = make_settings()
+    data_dir = settings.data_dir / "redis"
+    data_dir.mkdir(parents=True)
+    (data_dir / ".devserver-written-by.json").write_text(json.dumps({"version": "99.0.0"}))
+    with pytest.raises(StartError, match=r"99\.0\.0"):
+        run_foreground(settings, sink=lambda text: None)
+    assert not settings.state_file.exists()
+
+
+def test_state_file_is_private(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    process.start(settings)
+    assert settings.state_file.stat().st_mode & 0o777 == 0o600  # it holds the control token
+    process.stop(settings)

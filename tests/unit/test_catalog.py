@@ -21,11 +21,11 @@ def settings(tmp_path: Path, **server: object):  # type: ignore[no-untyped-def]
 
 def test_dragonfly_argv_and_password_in_child_env_only(tmp_path: Path) -> None:
     s = settings(tmp_path, threads="3", maxmemory="1gb")
-    env = {"PATH": "/bin", "DFLY_stray": "1", "dfly_other": "2"}
+    env = {"PATH": "/bin", "DFLY_stray": "1", "dfly_other": "2", "INVOKE_SERVER_PASSWORD": "x"}
     launch = build_launch(DRAGONFLY, s, "/b/dragonfly", env)
     assert launch.argv[0] == "/b/dragonfly"
     assert "--bind=127.0.0.1" in launch.argv and "--port=7001" in launch.argv
-    assert f"--dir={s.data_dir / 'dragonfly'}" in launch.argv
+    assert "--dir=." in launch.argv  # the supervisor runs it in data/dragonfly
     assert "--dbfilename=dump" in launch.argv  # no extension: the default format rejects one
     assert "--logtostderr" in launch.argv and "--version_check=false" in launch.argv
     assert "--proactor_threads=3" in launch.argv
@@ -33,7 +33,8 @@ def test_dragonfly_argv_and_password_in_child_env_only(tmp_path: Path) -> None:
     assert launch.argv[-2:] == ("--x", "1")
     assert launch.env["DFLY_requirepass"] == SECRET
     assert "DFLY_stray" not in launch.env and "dfly_other" not in launch.env  # stray ones are fatal
-    assert env == {"PATH": "/bin", "DFLY_stray": "1", "dfly_other": "2"}  # caller's env untouched
+    assert "INVOKE_SERVER_PASSWORD" not in launch.env
+    assert launch.env["PATH"] == "/bin" and env["DFLY_stray"] == "1"  # caller's env untouched
     assert not any(SECRET in a for a in launch.argv)
 
 

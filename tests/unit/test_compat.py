@@ -125,6 +125,38 @@ def test_windows_lock_uses_msvcrt(windows: None, tmp_path: Path) -> None:
         assert not compat.try_lock(handle)
 
 
-def test_dfly_variables_are_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DFLY_port", "1")
-    assert "DFLY_port" not in compat.environ_without(["DFLY_"])
+def test_prefixed_variables_are_stripped_case_insensitively() -> None:
+    env = {"DFLY_port": "1", "dfly_x": "2", "INVOKE_SERVER_PASSWORD": "pw", "PATH": "/bin"}
+    assert compat.without_prefixes(env, ["DFLY_", "INVOKE_"]) == {"PATH": "/bin"}
+
+
+def test_wsl_env_lists_the_password_variable() -> None:
+    env = compat.wsl_env(
+        {"DFLY_requirepass": "pw", "WSLENV": "USERPROFILE/p"}, ["DFLY_requirepass"]
+    )
+    assert env["WSLENV"] == "USERPROFILE/p:DFLY_requirepass/u"
+    assert "WSLENV" not in compat.wsl_env({}, ["DFLY_requirepass"])
+
+
+def test_stop_signals_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    with mock.patch.object(signal, "signal") as set_signal:
+        compat.install_stop_signals(lambda: None)
+    assert {c.args[0] for c in set_signal.call_args_list} == {signal.SIGTERM, signal.SIGHUP}
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    with mock.patch.object(signal, "signal") as set_signal:
+        compat.install_stop_signals(lambda: None)
+    set_signal.assert_not_called()  # no such signals reach a detached Windows process
+
+
+def test_windows_wait_polls_so_ctrl_c_can_interrupt(windows: None) -> None:
+    proc = mock.Mock()
+    proc.wait.side_effect = [subprocess.TimeoutExpired("x", 0.2), 3]
+    assert compat.wait_interruptible(proc) == 3
+    assert proc.wait.call_args_list == [mock.call(timeout=0.2)] * 2
+
+
+def test_windows_console_gets_colorama(windows: None) -> None:
+    fake = mock.Mock()
+    with mock.patch.dict("sys.modules", {"colorama": fake}):
+        compat.enable_ansi(mock.Mock())
+    fake.just_fix_windows_console.assert_called_once_with()

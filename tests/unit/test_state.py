@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devserver.atomic import write_atomic
 from devserver.errors import StateError
 from devserver.state import (
     ServerState,
@@ -19,7 +20,6 @@ from devserver.state import (
     read_state,
     same_exe,
     server_process,
-    write_atomic,
 )
 
 
@@ -45,7 +45,9 @@ def test_round_trip(tmp_path: Path) -> None:
     loaded = read_state(tmp_path / "server.json")
     assert loaded == state
     assert json.loads((tmp_path / "server.json").read_text())["pid"] == os.getpid()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    state.save(tmp_path / "saved.json")
+    assert (tmp_path / "saved.json").stat().st_mode & 0o777 == 0o600  # holds the control token
 
 
 def test_missing_state_is_none(tmp_path: Path) -> None:

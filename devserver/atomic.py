@@ -1,0 +1,35 @@
+"""Replace a file in one step, so a reader sees the old content or the new, never half.
+
+One helper for every file the tool rewrites in place: the state file, .env, install
+manifests. The temp file sits beside the target (same filesystem, so ``os.replace`` is an
+atomic rename on POSIX and Windows alike) and is named by our pid, which avoids importing
+``tempfile`` on the supervisor's start-up path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temp file and a rename; ``mode`` applies to new content.
+
+    ``durable`` fsyncs before the rename (for user files such as .env, where a crash must not
+    leave an empty file); the state file skips it, being rewritten on every start.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # os.open's mode is masked by the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,18 @@
+"""verify checks the server that runs, even when it was started on another port."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from checks.target import from_settings
+from devserver import process
+from tests.conftest import SettingsFactory, free_port
+
+
+def test_verify_targets_the_running_server(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    process.start(settings)  # as after `invoke start --port N`
+    configured_elsewhere = dataclasses.replace(settings, port=free_port())
+    assert from_settings(configured_elsewhere).port == settings.port
+    process.stop(settings)
+    assert from_settings(configured_elsewhere).port == configured_elsewhere.port
