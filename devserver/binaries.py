@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import compat
+from .atomic import write_atomic
 from .catalog import FLAVORS, Flavor, get_flavor
 from .config import Settings
 from .errors import BinaryNotFound, UnsupportedPlatform
@@ -98,6 +99,36 @@ def read_version(flavor: Flavor, path: Path) -> str:
     return match.group(1) if match else ""
 
 
+def cached_version(settings: Settings, flavor: Flavor, path: Path) -> str:
+    """``read_version``, remembered per binary (path, size, mtime) in the data dir.
+
+    Running ``redis-server --version`` costs several milliseconds on every ``invoke start``;
+    the answer only changes when the file does.
+    """
+    cache = settings.data_dir / ".binary-versions.json"
+    try:
+        info = path.stat()
+        key = f"{path}|{info.st_size}|{info.st_mtime_ns}"
+    except OSError:
+        return read_version(flavor, path)
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str) and known[key]:
+        return str(known[key])
+    version = read_version(flavor, path)
+    if version:
+        known[key] = version
+        try:
+            write_atomic(cache, json.dumps(known, indent=1, sort_keys=True))
+        except OSError:
+            pass  # a cache only: never fail a start over it
+    return version
+
+
 def find_binary(settings: Settings, flavor_name: str) -> Binary:
     """Locate the executable for a concrete flavor, or explain how to get one."""
     flavor = get_flavor(flavor_name)
@@ -109,11 +140,13 @@ def find_binary(settings: Settings, flavor_name: str) -> Binary:
             on_path = shutil.which(name)
             if on_path:
                 path = Path(on_path)
-                return Binary(flavor.name, path, "path", read_version(flavor, path))
+                version = cached_version(settings, flavor, path)
+                return Binary(flavor.name, path, "path", version)
         if flavor.name == "redis":
             bundled = bundled_redis()
             if bundled:
-                return Binary(flavor.name, bundled, "bundled", read_version(flavor, bundled))
+                version = cached_version(settings, flavor, bundled)
+                return Binary(flavor.name, bundled, "bundled", version)
     platform_key = (compat.os_name(), compat.cpu_arch())
     if platform_key not in flavor.assets and compat.os_name() not in flavor.native_on:
         raise UnsupportedPlatform(

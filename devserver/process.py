@@ -178,7 +178,7 @@ def start(
         else:
             _discard(sup)
         raise
-    echo.poll()
+    echo.settle()
     return StartResult(state, False, ready.stale, broke_away, clock() - began)
 
 
@@ -307,13 +307,14 @@ def stop(settings: Settings, save: bool = True) -> StopResult:
                         f"{state.flavor} (pid {state.pid}) did not exit even after a kill",
                         hint="check it with your OS's process tools",
                     )
-        _wait_supervisor(state)
+        _wait_supervisor(state, settings.state_file)
         remove_state(settings.state_file)
         return StopResult(state, True, forced, False, time.monotonic() - began)
 
 
-def _wait_supervisor(state: ServerState, timeout: float = 3.0) -> None:
-    """Let the supervisor log the exit and finish before we drop the state file."""
+def _wait_supervisor(state: ServerState, state_file: Path, timeout: float = 3.0) -> None:
+    """Let the supervisor log the exit before we go: it removes the state file once the exit
+    marker is written (or ends without doing so, if it was killed)."""
     import psutil
 
     try:
@@ -322,7 +323,16 @@ def _wait_supervisor(state: ServerState, timeout: float = 3.0) -> None:
             return
     except psutil.Error:
         return
-    _wait_gone(sup, timeout)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while state_file.exists() and time.monotonic() < deadline:
+        try:
+            if sup.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
 
 
 def status(settings: Settings) -> dict[str, Any]:

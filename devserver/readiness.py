@@ -35,6 +35,23 @@ class LogEcho:
             self.offset = 0
         self.partial = b""
 
+    def settle(self, quiet: float = 0.005, limit: float = 0.05) -> None:
+        """After PING answered, show what the tee is still writing: lines the server printed
+        before it answered can be a few milliseconds behind in the file. Stops once the log
+        has not grown for ``quiet`` seconds, and after ``limit`` at most."""
+        if self.sink is None:
+            return
+        deadline = time.monotonic() + limit
+        while True:
+            before = self.offset
+            self.poll()
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(quiet)
+            self.poll()
+            if self.offset == before:
+                return
+
     def poll(self) -> None:
         if self.sink is None:
             return
@@ -112,4 +129,4 @@ def wait_ready(
                 f"the server did not answer PING within {settings.startup_timeout:g}s",
                 hint=tail_hint(log_file) + "\n(raise server.startup_timeout or --timeout)",
             )
-        time.sleep(0.005)
+        time.sleep(0.002)
