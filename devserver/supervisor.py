@@ -232,16 +232,18 @@ class Supervisor:
 
         spec, proc = self.spec, self.proc
         started = time.monotonic()
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.record_state(listener.getsockname()[1])
-        if on_recorded is not None:
-            on_recorded()
+        # The tee runs before the state is written: once ``start`` sees the state and a PONG,
+        # the lines the server printed until then are already on their way to the log file.
         writer = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
         argv = shlex.join(spec["public_argv"])
         writer.marker(f"starting {spec['flavor']} {spec['version']} in {spec['cwd']}: {argv}")
         writer.marker(f"server pid {proc.pid}")
         reader = threading.Thread(target=tee, args=(proc.stdout, writer, self.console), daemon=True)
         reader.start()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.record_state(listener.getsockname()[1])
+        if on_recorded is not None:
+            on_recorded()
         threading.Thread(target=self.serve_control, args=(listener,), daemon=True).start()
         code = self._wait()
         listener.close()
