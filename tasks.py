@@ -57,10 +57,14 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_SOURCES = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
+
+
 def _describe(binary: Any) -> str:
-    where = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
     version = binary.version or "unknown version"
-    return f"{binary.flavor} {version} ({binary.path}, {where.get(binary.source, binary.source)})"
+    return (
+        f"{binary.flavor} {version} ({binary.path}, {_SOURCES.get(binary.source, binary.source)})"
+    )
 
 
 @task(
@@ -341,8 +345,7 @@ class _FetchReporter:
 
 def _fetch_report(result: Any) -> None:
     """One line saying which flavor and version will run, and where it came from."""
-    where = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
-    source = where.get(result.source, result.source)
+    source = _SOURCES.get(result.source, result.source)
     version = result.version or "unknown version"
     if result.action == "installed":
         manifest = result.manifest

@@ -17,13 +17,13 @@ import os
 import re
 import stat
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from . import compat, resp
+from .atomic import write_atomic
 from .config import Settings
 from .errors import ConfigError, DevServerError
 from .state import ServerState
@@ -236,34 +236,21 @@ def merge_env_file(path: Path, values: Mapping[str, str]) -> MergeResult:
 
 
 def _replace_atomically(target: Path, data: bytes, existed: bool) -> None:
-    """Write a temp file beside the target, flush it to disk, then rename it over the target."""
+    """Flush to disk and rename over the target (a crash never leaves a half .env); a new
+    file is private (0600), since it may hold the password; an existing one keeps its mode."""
     if not target.parent.is_dir():
         raise EnvFileError(
             f"cannot write {target}: the folder {target.parent} does not exist",
             hint="create the folder or pass another path to --write",
         )
-    tmp_name = ""
     try:
         mode = stat.S_IMODE(target.stat().st_mode) if existed else 0o600
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-        tmp_name = ""
+        write_atomic(target, data, mode=mode, durable=True)
     except OSError as exc:
         raise EnvFileError(
             f"cannot write {target}: {exc.strerror or exc}",
             hint="check the folder's permissions (on Windows: close programs holding the file)",
         ) from None
-    finally:
-        if tmp_name:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
 
 
 # --- Running the API ----------------------------------------------------------------------

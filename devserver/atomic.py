@@ -33,3 +33,16 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(directory: Path) -> None:
+    """Create and delete a file in ``directory``; raise OSError when that is refused.
+
+    A real attempt, because ``os.access`` says yes to root even on a read-only or immutable
+    directory.
+    """
+    import tempfile
+
+    fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+    os.close(fd)
+    os.unlink(probe)

@@ -15,11 +15,11 @@ import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .atomic import check_writable
 from .errors import FetchError
 
 Runner = Callable[[list[str]], str]
@@ -72,16 +72,10 @@ def pick_dotnet_build(candidates: Iterable[str], majors: set[int]) -> str:
 
 
 def probe_writable(bin_dir: Path) -> None:
-    """Fail before downloading when bin/ (or the folder that will hold it) is not writable.
-
-    A real create-and-delete, because ``os.access`` says yes to root even on a read-only or
-    immutable directory.
-    """
+    """Fail before downloading when bin/ (or the folder that will hold it) is not writable."""
     where = bin_dir if bin_dir.is_dir() else bin_dir.parent
     try:
-        fd, probe = tempfile.mkstemp(prefix=".fetch-probe-", dir=where)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(where)
     except OSError as exc:
         raise FetchError(
             f"cannot write to {where}: {exc.strerror or exc}",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import compat, datadir, resp
+from .atomic import check_writable
 from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
 from .config import Settings
@@ -58,9 +59,7 @@ def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
 def _ensure_writable(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable(path)
     except OSError as exc:
         raise StartError(
             f"the {what} directory {path} is not writable ({exc.strerror})",
