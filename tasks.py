@@ -8,18 +8,20 @@ task that needs them, so ``invoke --list`` and ``invoke stop`` stay fast.
 from __future__ import annotations
 
 import functools
+import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 from devserver import console
-from devserver.config import Settings, load_settings
-from devserver.errors import DevServerError
+from devserver.config import Settings, load_settings, whole_number
+from devserver.errors import ConfigError, DevServerError
 
 ROOT = Path(__file__).resolve().parent
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,13 +143,6 @@ def stop(c: Context, no_save: bool = False) -> None:
 
 
 # -- tail -----------------------------------------------------------------------------------
-# Kept in one section (with its own imports) so concurrent edits of tasks.py stay apart.
-import re  # noqa: E402
-import threading  # noqa: E402
-
-from invoke.tasks import Task  # noqa: E402
-
-from devserver.errors import ConfigError  # noqa: E402
 
 _TAIL_SHORT_FLAGS = {"lines": "n", "follow": "f", "grep": "g"}
 
@@ -168,13 +163,7 @@ class _TailTask(Task[Callable[..., Any]]):
 
 
 def _tail_count(value: Any) -> int:
-    text = "50" if value is None else str(value).strip()
-    if not text.isdigit():
-        raise ConfigError(
-            f"invalid value for -n/--lines: {value!r} (expected a whole number "
-            "of lines, 0 or more, e.g. -n 100)"
-        )
-    return int(text)
+    return whole_number("-n/--lines", 50 if value is None else value, 0, 10**9)
 
 
 def _tail_filter(grep: str | None, level: bool) -> Callable[[str], bool] | None:
@@ -415,16 +404,7 @@ def _verify_iterations(settings: Settings, given: str | None) -> int:
     """--iterations, validated like the config keys (a bad value is one line, not a traceback)."""
     if given is None:
         return settings.verify.iterations
-    from devserver.errors import ConfigError
-
-    text = str(given).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        raise ConfigError(
-            f"invalid value for --iterations: {given!r} "
-            "(expected a whole number from 1 to 1000000)",
-            hint="pass a valid --iterations, e.g. --iterations 200",
-        )
-    return int(text)
+    return whole_number("--iterations", given, 1, 1_000_000)
 
 
 def _print_verify_report(report: Any) -> None:

@@ -212,10 +212,6 @@ class Launch:
     stdin_config: str = ""
     secret_file: tuple[str, str] | None = None
 
-    def public_argv(self) -> list[str]:
-        """The argv safe to log: it never contains the password by construction."""
-        return list(self.argv)
-
 
 def _redis_quote(value: str) -> str:
     """Quote a value for a redis.conf line (double quotes, backslash escapes)."""

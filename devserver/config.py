@@ -112,6 +112,12 @@ class Settings:
         return replace(self, **checked)
 
 
+def whole_number(option: str, value: Any, lo: int, hi: int) -> int:
+    """A command-line number checked like the config keys: one clear line, never a traceback."""
+    converted: int = _int_in(lo, hi)(option, value, Path())
+    return converted
+
+
 def _int_in(lo: int, hi: int) -> Any:
     def conv(key: str, value: Any, root: Path) -> int:
         if isinstance(value, bool):

@@ -89,24 +89,14 @@ def remove_state(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def process_identity(pid: int) -> tuple[float, str] | None:
-    """(create_time, exe) of a live process, or None when it is gone or a zombie."""
+def _exe_of(proc: Any) -> str:
+    """The process's executable path, or its name when the OS will not tell (access denied)."""
     import psutil
 
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        create_time = proc.create_time()
-        try:
-            exe = proc.exe()
-        except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            exe = proc.name()
-        return create_time, exe
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
-        return None
+        return str(proc.exe())
+    except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return str(proc.name())
 
 
 def same_exe(recorded: str, actual: str) -> bool:
@@ -120,7 +110,8 @@ def same_exe(recorded: str, actual: str) -> bool:
 
 
 def verified_process(pid: int, create_time: float, exe: str) -> Any | None:
-    """A psutil.Process for ``pid`` only if it is still the very process we recorded."""
+    """A psutil.Process for ``pid`` only if it is still the very process we recorded:
+    alive and not a zombie, same create time, same executable name."""
     import psutil
 
     try:
@@ -129,10 +120,9 @@ def verified_process(pid: int, create_time: float, exe: str) -> Any | None:
             return None
         if abs(proc.create_time() - create_time) > _CREATE_TIME_SLACK:
             return None
-        identity = process_identity(pid)
+        if not same_exe(exe, _exe_of(proc)):
+            return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    if identity is None or not same_exe(exe, identity[1]):
         return None
     return proc
 
