@@ -404,7 +404,7 @@ def _verify_iterations(settings: Settings, given: str | None) -> int:
     """--iterations, validated like the config keys (a bad value is one line, not a traceback)."""
     if given is None:
         return settings.verify.iterations
-    return whole_number("--iterations", given, 1, 1_000_000)
+    return whole_number("--iterations", given, 1, 1_000_000, hint="pass e.g. --iterations 200")
 
 
 def _print_verify_report(report: Any) -> None:

@@ -112,9 +112,12 @@ class Settings:
         return replace(self, **checked)
 
 
-def whole_number(option: str, value: Any, lo: int, hi: int) -> int:
+def whole_number(option: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
     """A command-line number checked like the config keys: one clear line, never a traceback."""
-    converted: int = _int_in(lo, hi)(option, value, Path())
+    try:
+        converted: int = _int_in(lo, hi)(option, value, Path())
+    except ConfigError as exc:
+        raise ConfigError(exc.message, hint=hint) from None
     return converted
 
 
@@ -235,7 +238,7 @@ _MAY_BE_EMPTY = ("password", "extra_args")
 
 
 def _bad(key: str, value: Any, expected: str) -> ConfigError:
-    if key.startswith("--"):
+    if key.startswith("-"):
         hint = f"pass a valid {key}"
     else:
         env = "INVOKE_" + key.replace(".", "_").upper()
