@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,7 +244,6 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 
 def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, str]]) -> None:
     project, env = real_project
-    began = time.monotonic()
     result = subprocess.run(
         ["/bin/sh", str(project / "start_dev.sh")],
         cwd=project.parent,
@@ -262,4 +260,3 @@ def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, s
     assert (project / "data" / "server.json").exists()  # the server keeps running after the API
     headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
     assert [h.split()[2] for h in headers] == [*STEPS, "api"]
-    assert time.monotonic() - began < 120

@@ -76,16 +76,13 @@ def test_a_2gb_single_line_prints_its_end_truncated_with_bounded_memory(tmp_path
         handle.seek(-10, os.SEEK_END)
         handle.write(b"THE END.\r\n")
     tracemalloc.start()
-    began = time.perf_counter()
     lines = last_lines(log, 50)
-    seconds = time.perf_counter() - began
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert len(lines) == 1
     assert lines[0].startswith(tail.TRUNCATED) and lines[0].endswith("THE END.")
     assert len(lines[0]) == len(tail.TRUNCATED) + tail.MAX_LINE - 1  # the "\n" is not shown
-    assert peak < 16 * 1024 * 1024
-    assert seconds < 2
+    assert peak < 16 * 1024 * 1024  # bounded memory; its speed is benchmarks/bench_tail.py's
 
 
 def test_binary_garbage_never_crashes_and_prints_no_control_codes(tmp_path: Path) -> None:
