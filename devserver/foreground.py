@@ -40,7 +40,7 @@ def run_foreground(
                 f"{state.flavor} is already running in the background (pid {state.pid})",
                 hint="stop it first with `invoke stop`, or use `invoke tail -f` to watch it",
             )
-        ready = prepare(settings, on_binary)
+        ready = prepare(settings, state, on_binary)
 
         def recorded() -> None:
             datadir.record_version(ready.data_dir, ready.binary.version)

@@ -109,15 +109,19 @@ class Prepared:
     stale: ServerState | None
 
 
-def prepare(settings: Settings, on_binary: Callable[[Binary], None] | None = None) -> Prepared:
+def prepare(
+    settings: Settings,
+    stale: ServerState | None,
+    on_binary: Callable[[Binary], None] | None = None,
+) -> Prepared:
     """Everything a start checks before launching (call with the project lock held).
 
-    Shared by the background start and ``start --foreground``: clears a stale state file,
-    chooses the binary, refuses data written by a newer version, a taken port, unwritable
-    folders. Already running is the caller's business (it answers differently).
+    Shared by the background start and ``start --foreground``, which have already found
+    that no server of ours runs (``stale`` is the state file's content if one was left):
+    removes the stale state, chooses the binary, refuses data written by a newer version, a
+    taken port, unwritable folders.
     """
-    state, _ = current_state(settings)
-    if state is not None:
+    if stale is not None:
         remove_state(settings.state_file)
     binary = choose_binary(settings)
     if on_binary:
@@ -128,7 +132,7 @@ def prepare(settings: Settings, on_binary: Callable[[Binary], None] | None = Non
     check_port_free(settings.host, settings.port)
     _ensure_writable(data_dir, "data")
     _ensure_writable(settings.log_dir, "log")
-    return Prepared(spec, binary, data_dir, state)
+    return Prepared(spec, binary, data_dir, stale)
 
 
 def start(
@@ -156,7 +160,7 @@ def start(
             if state is not None and proc is not None:
                 _discard(sup)
                 return StartResult(state, already_running=True)
-            ready = prepare(settings, on_binary)
+            ready = prepare(settings, state, on_binary)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             sup.stdin.write(json.dumps(ready.spec).encode("utf-8"))
             sup.stdin.close()
