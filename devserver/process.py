@@ -185,12 +185,13 @@ def start(
     return StartResult(state, False, ready.stale, broke_away, clock() - began)
 
 
-def _discard(sup: subprocess.Popen[bytes]) -> None:
-    """Dismiss a supervisor that got no spec (it exits at once) and reap it."""
+def _discard(sup: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Let a supervisor end on its own (with no spec it exits at once; after its server died
+    it logs the exit and cleans up), reap it, and kill it only if it does not end in time."""
     if sup.stdin is not None and not sup.stdin.closed:
         sup.stdin.close()
     try:
-        sup.wait(timeout=10)
+        sup.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_supervisor(sup)
 
@@ -219,12 +220,7 @@ def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
         proc = server_process(state)
         if proc is not None:
             compat.kill_tree(proc)
-    if sup.stdin is not None and not sup.stdin.closed:
-        sup.stdin.close()
-    try:
-        sup.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        _kill_supervisor(sup)
+    _discard(sup, timeout=5)
     remove_state(settings.state_file)
 
 
