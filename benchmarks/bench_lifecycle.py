@@ -73,6 +73,15 @@ def bare_argv(exe: str, port: int, data: Path) -> list[str]:
     ]
 
 
+def time_list() -> float:
+    """This project's own task-loading cost: tasks.py imported, invoke.yaml parsed."""
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
+    )
+    return time.perf_counter() - began
+
+
 def time_noop(workdir: Path) -> float:
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "invoke", "-r", str(workdir), "noop"], check=True)
@@ -154,10 +163,11 @@ def main() -> None:
     (work / "noop" / "tasks.py").write_text(
         "from invoke import task\n\n@task\ndef noop(c):\n    pass\n"
     )
-    noop, bare_up, bare_down, start, stop = [], [], [], [], []
+    noop, listing, bare_up, bare_down, start, stop = [], [], [], [], [], []
     try:
         for _ in range(RUNS):  # interleaved, so machine noise hits all series alike
             noop.append(time_noop(work / "noop"))
+            listing.append(time_list())
             up, down = time_bare(exe, work / "bare")
             bare_up.append(up)
             bare_down.append(down)
@@ -175,6 +185,11 @@ def main() -> None:
         print(
             f"invoke start (to PONG)      {med(start) * 1000:7.1f} ms  = "
             f"{med(start) / floor_start:.2f}x floor (target <= 1.5x)"
+        )
+        project_floor = med(listing) + med(bare_up)
+        print(
+            f"  vs this project's `invoke --list` ({med(listing) * 1000:.1f} ms) + bare: "
+            f"{med(start) / project_floor:.2f}x"
         )
         print(
             f"invoke stop                 {med(stop) * 1000:7.1f} ms  = "

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -249,6 +248,8 @@ class RotatingWriter:
         try:
             self.rename(src, dst)
         except PermissionError:
+            import shutil  # only on this rare path: the supervisor's start-up stays lean
+
             shutil.copyfile(src, dst)
             with open(src, "r+b") as handle:
                 handle.truncate(0)

@@ -35,7 +35,7 @@ class LogEcho:
             self.offset = 0
         self.partial = b""
 
-    def settle(self, quiet: float = 0.005, limit: float = 0.05) -> None:
+    def settle(self, quiet: float = 0.002, limit: float = 0.05) -> None:
         """After PING answered, show what the tee is still writing: lines the server printed
         before it answered can be a few milliseconds behind in the file. Stops once the log
         has not grown for ``quiet`` seconds, and after ``limit`` at most."""
