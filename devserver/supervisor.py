@@ -269,7 +269,14 @@ class Supervisor:
 
                     compat.kill_tree(psutil.Process(self.proc.pid))
                 else:
-                    threading.Thread(target=self.shutdown, daemon=True).start()
+                    threading.Thread(target=self._console_shutdown, daemon=True).start()
+
+    def _console_shutdown(self) -> None:
+        """Foreground Ctrl+C: a graceful stop whose failure the person gets to see (a server
+        that cannot save refuses to exit; the next Ctrl+C forces it)."""
+        answer = self.shutdown()
+        if answer != "ok" and self.console:
+            self.console(f"[devserver] {answer}; press Ctrl+C again to force it\n")
 
     def _finish_state(self, code: int) -> None:
         """A requested stop removes the state (``stop`` returns as soon as it is gone); after a
