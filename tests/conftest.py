@@ -80,22 +80,22 @@ def make_settings(project: Path) -> SettingsFactory:
     return factory
 
 
-@pytest.fixture(autouse=True)
-def _kill_leftovers(project: Path) -> Iterator[None]:
-    """After each test, kill any server/supervisor a test's state file still names."""
-    yield
+def kill_recorded(state_file: Path) -> None:
+    """Kill the server and supervisor a state file names, if they are still those processes.
+
+    The create-time check matters here too: a stale file's PID may belong to anything now.
+    """
     import psutil
 
-    state_file = project / "data" / "server.json"
-    if not state_file.exists():
-        return
     try:
         state = json.loads(state_file.read_text())
-    except ValueError:
+    except (OSError, ValueError):
+        return
+    if not isinstance(state, dict):
         return
     for key, ctime_key in (("pid", "create_time"), ("supervisor_pid", "supervisor_create_time")):
         pid = state.get(key)
-        if not isinstance(pid, int) or pid == os.getpid():
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
             continue
         try:
             proc = psutil.Process(pid)
@@ -103,3 +103,10 @@ def _kill_leftovers(project: Path) -> Iterator[None]:
                 proc.kill()
         except psutil.Error:
             pass
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers(project: Path) -> Iterator[None]:
+    """After each test, kill any server/supervisor a test's state file still names."""
+    yield
+    kill_recorded(project / "data" / "server.json")

@@ -5,10 +5,8 @@ tasks against a real redis-server (no network: redis on Linux downloads nothing)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, kill_recorded
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "start_dev.sh"
@@ -198,17 +196,7 @@ def _stop_server(project: Path, env: dict[str, str]) -> None:
     state_file = project / "data" / "server.json"
     if stopped.returncode == 0 and not state_file.exists():
         return
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return
-    for key in ("pid", "supervisor_pid"):
-        pid = state.get(key)
-        if isinstance(pid, int) and pid > 0:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    kill_recorded(state_file)
 
 
 @pytest.fixture()

@@ -6,10 +6,8 @@ with the redis flavor and a free port, and stops what it started in a finalizer.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, kill_recorded
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,18 +53,7 @@ class Project:
     def kill_leftovers(self) -> None:
         """Stop the server; if that fails, kill by the PIDs the state file names."""
         self.invoke("down")
-        state_file = self.root / "data" / "server.json"
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
-            return
-        for key in ("pid", "supervisor_pid"):
-            pid = state.get(key)
-            if isinstance(pid, int) and pid > 0:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        kill_recorded(self.root / "data" / "server.json")
 
 
 @pytest.fixture()
