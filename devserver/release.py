@@ -10,6 +10,7 @@ installed binary that satisfies the configured version means no network call at 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -224,6 +225,20 @@ def _policy(options: FetchOptions) -> Any:
     return Policy(retries=options.retries, backoff=options.backoff, timeout=options.timeout)
 
 
+def sweep_stale_work(parent: Path) -> None:
+    """Remove work folders left by a fetch that was killed outright (no cleanup could run).
+
+    Each is named after its fetch's pid; one whose pid no longer runs is abandoned. A reused
+    pid only means a stale folder survives until a later fetch, never that a live one goes.
+    """
+    import psutil
+
+    for path in parent.glob(".fetch-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and path.is_dir() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _install(
     settings: Settings, options: FetchOptions, reporter: Reporter, plan: Plan
 ) -> FetchResult:
@@ -242,9 +257,11 @@ def _install(
             hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download",
         )
     probe_writable(settings.bin_dir)
+    sweep_stale_work(settings.bin_dir.parent)
     try:
         settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=settings.bin_dir.parent))
+        prefix = f".fetch-{os.getpid()}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.bin_dir.parent))
     except OSError as exc:
         raise FetchError(
             f"cannot create a work directory in {settings.bin_dir.parent}: {exc.strerror or exc}",

@@ -219,3 +219,19 @@ def test_refused_connections_are_retried_with_backoff_but_dns_failure_is_not() -
     with pytest.raises(NetworkError):
         download.get_json(download.new_session(), "https://no-such-host.invalid/x", policy)
     assert slept == []  # offline: fail at once so the fallback is quick
+
+
+def test_work_folders_of_killed_fetches_are_swept(tmp_path: Path) -> None:
+    import os
+
+    from devserver.release import sweep_stale_work
+
+    dead = tmp_path / ".fetch-999999999-abc"  # no such pid
+    (dead / "x").mkdir(parents=True)
+    mine = tmp_path / f".fetch-{os.getpid()}-def"  # a fetch that is still running
+    mine.mkdir()
+    other = tmp_path / ".fetch-notapid"
+    other.mkdir()
+    sweep_stale_work(tmp_path)
+    assert not dead.exists()
+    assert mine.exists() and other.exists()
