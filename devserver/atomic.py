@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Files only their owner may read: the state file holds the supervisor's control token.
+PRIVATE_MODE = 0o600
+
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool = False) -> None:
     """Write ``data`` to ``path`` via a temp file and a rename; ``mode`` applies to new content.

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import compat
-from .atomic import write_atomic
+from .atomic import PRIVATE_MODE, write_atomic
 from .errors import StateError
 
 # psutil's create_time is a float derived from boot time and clock ticks; the same process
 # yields the same value, but allow for rounding across psutil versions.
 _CREATE_TIME_SLACK = 0.05
-STATE_MODE = 0o600
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ServerState:
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by this user only (it holds the control token)."""
-        write_atomic(path, self.to_json(), mode=STATE_MODE)
+        write_atomic(path, self.to_json(), mode=PRIVATE_MODE)
 
     @classmethod
     def from_mapping(cls, data: Any) -> ServerState:

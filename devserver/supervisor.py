@@ -75,6 +75,16 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
     )
 
 
+def _save_state(path: str, state: dict[str, Any]) -> None:
+    """Write the state file as ``ServerState.to_json`` does, readable by its owner only."""
+    import json
+    from pathlib import Path
+
+    from .atomic import PRIVATE_MODE, write_atomic
+
+    write_atomic(Path(path), json.dumps(state, indent=2, sort_keys=True), mode=PRIVATE_MODE)
+
+
 def write_secret(spec: Spec) -> tuple[str, str]:
     """Create the flavor's password file in a private temp dir: (dir, file path) or ("", "")."""
     if not spec["secret_file"]:
@@ -138,16 +148,12 @@ class Supervisor:
     def record_state(self, control_port: int) -> None:
         """Write data/server.json (pid + create time + exe, so stop can check identity).
 
-        Written straight from here, before the log writer and threads exist: ``start``
-        returns as soon as this file is there and PING answers.
+        Built here as plain JSON (not through state.py, whose dataclass import would delay
+        it): ``start`` returns as soon as this file is there and PING answers.
         """
-        import json
         import time
-        from pathlib import Path
 
         import psutil
-
-        from .atomic import write_atomic
 
         spec = self.spec
         try:
@@ -174,8 +180,7 @@ class Supervisor:
             "status": "running",
             "exit_status": "",
         }
-        text = json.dumps(state, indent=2, sort_keys=True)
-        write_atomic(Path(spec["state_file"]), text, mode=0o600)  # the token is a secret
+        _save_state(spec["state_file"], state)
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, save: bool = True) -> str:
@@ -300,12 +305,8 @@ class Supervisor:
             except OSError:
                 pass
             return
-        from pathlib import Path
-
-        from .atomic import write_atomic
-
         state.update(status="exited", exit_status=compat.describe_exit(code))
-        write_atomic(Path(path), json.dumps(state, indent=2, sort_keys=True), mode=0o600)
+        _save_state(path, state)
 
 
 def supervise(
