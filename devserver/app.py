@@ -280,11 +280,11 @@ def run_api(
     graceful shutdown runs, and return whatever code it ends with. The server is not touched:
     stopping the API must not throw away the queue.
     """
-    env = dict(os.environ if base_env is None else base_env)
+    env = compat.scripts_first(os.environ if base_env is None else base_env)
     env.update(extra_env)
     signals: list[int] = []
     try:
-        proc = spawn(command, env, cwd)
+        proc = spawn(compat.own_python(command), env, cwd)
     except OSError as exc:
         raise ApiError(
             f"cannot run the API command {command!r}: {exc.strerror or exc}",

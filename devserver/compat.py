@@ -10,6 +10,7 @@ shared/reference/servers.md ("Windows process control").
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -386,3 +387,52 @@ def exit_code(returncode: int) -> int:
     if returncode < 0 and not WINDOWS:
         return 128 - returncode
     return returncode
+
+
+# --- The tool's own Python for the application's commands (issue 11) -----------------------
+
+_PYTHON_WORD = re.compile(r"^(\s*)(python(?:3(?:\.\d+)?)?(?:\.exe)?)(?=\s|$)", re.IGNORECASE)
+
+
+def own_python(command: str, executable: str | None = None) -> str:
+    """``python -m myapp.api`` -> the interpreter running this tool (the venv's).
+
+    Why: the README's example command says ``python``, and on a machine where the venv is not
+    activated (start_dev.sh, ``.venv/bin/invoke``) PATH's ``python`` is the system one, which
+    lacks the venv's packages. Only a leading ``python``/``python3``/``python3.N`` word is
+    replaced; quoting follows the shell that will read the line (cmd.exe on Windows).
+    """
+    import shlex
+
+    match = _PYTHON_WORD.match(command)
+    if not match:
+        return command
+    exe = executable or sys.executable
+    if not exe:
+        return command
+    quoted = f'"{exe}"' if WINDOWS else shlex.quote(exe)
+    return command[: match.start(2)] + quoted + command[match.end(2) :]
+
+
+def scripts_first(env: Mapping[str, str], scripts: str | None = None) -> dict[str, str]:
+    """A copy of ``env`` whose PATH starts with the venv's scripts folder.
+
+    So ``invoke``, ``uvicorn`` or ``python`` inside a shell command resolve to the venv's,
+    activated or not. Windows: the folder is ``Scripts``, the separator ``;`` and the
+    variable's name is case-insensitive (``Path`` is common), so the existing key is reused.
+    """
+    import sysconfig
+
+    folder = scripts or sysconfig.get_path("scripts")
+    out = dict(env)
+    if not folder:
+        return out
+    key = "PATH"
+    if WINDOWS:
+        key = next((k for k in out if k.upper() == "PATH"), "Path")
+    sep = ";" if WINDOWS else ":"
+    parts = [p for p in out.get(key, "").split(sep) if p]
+    norm = (lambda p: p.rstrip("\\/").lower()) if WINDOWS else (lambda p: p.rstrip("/"))
+    parts = [folder] + [p for p in parts if norm(p) != norm(folder)]
+    out[key] = sep.join(parts)
+    return out
