@@ -8,6 +8,7 @@ task that needs them, so ``invoke --list`` and ``invoke stop`` stay fast.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import threading
@@ -471,7 +472,14 @@ def verify(
 
     settings = settings_from(c)
     count = _verify_iterations(settings, iterations)
-    target = targets.from_url(url) if url is not None else targets.from_settings(settings)
+    if url is not None:
+        target = targets.from_url(url)
+    else:
+        asked = settings.port if "INVOKE_SERVER_PORT" in os.environ else None
+        target = targets.from_settings(settings, asked)
+        note = targets.port_note(settings, asked, "INVOKE_SERVER_PORT")
+        if note:
+            console.warn(note)
     try:
         report = runner.run(target, count, settings.verify.thresholds_ms)
     except VerifyError as exc:

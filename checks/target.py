@@ -69,27 +69,56 @@ class Target:
         return text
 
 
-def from_settings(settings: Settings) -> Target:
+def from_settings(settings: Settings, asked_port: int | None = None) -> Target:
     """The project's own server, reached on loopback when it binds a wildcard or localhost.
 
     When our server runs, its recorded address wins over the configuration: after
-    ``invoke start --port 6380`` the next ``invoke verify`` must check that server.
+    ``invoke start --port 6380`` the next ``invoke verify`` must check that server. A port
+    the person asked for explicitly (``INVOKE_SERVER_PORT``, ``asked_port``) is honoured
+    instead; ``port_note`` says so, so the difference is never silent.
     """
+    host, port = settings.host, settings.port
+    running = running_address(settings)
+    if running is not None and asked_port is None:
+        host, port = running
+    return Target(
+        host=connect_host(host),
+        port=asked_port if asked_port is not None else port,
+        password=settings.password,
+        configured=True,
+    )
+
+
+def running_address(settings: Settings) -> tuple[str, int] | None:
+    """(host, port) of this project's running server, or None (not running, stale state)."""
     from devserver.errors import StateError
     from devserver.process import current_state
 
-    host, port = settings.host, settings.port
     try:
         state, proc = current_state(settings)
     except StateError:
-        state, proc = None, None
-    if state is not None and proc is not None:
-        host, port = state.host, state.port
-    return Target(
-        host=connect_host(host),
-        port=port,
-        password=settings.password,
-        configured=True,
+        return None
+    if state is None or proc is None:
+        return None
+    return state.host, state.port
+
+
+def port_note(settings: Settings, asked_port: int | None, how: str) -> str:
+    """A line naming a difference between the asked/configured port and the running one."""
+    running = running_address(settings)
+    if running is None:
+        return ""
+    wanted = asked_port if asked_port is not None else settings.port
+    if running[1] == wanted:
+        return ""
+    if asked_port is not None:
+        return (
+            f"the running server is on {running[1]}; you asked for {asked_port} ({how}): "
+            f"checking {asked_port}"
+        )
+    return (
+        f"the running server is on {running[1]}; server.port says {settings.port}: "
+        f"checking the running server"
     )
 
 

@@ -23,6 +23,53 @@ sys.path.insert(0, str(ROOT))
 from devserver.binaries import bundled_redis  # noqa: E402
 from devserver.config import Settings, load_settings  # noqa: E402
 
+# What the developer's own use of this checkout leaves at the top of data/ and logs/: the
+# state file of a server they run, its lock, the version cache. Tests must never touch these.
+_CHECKOUT_DIRS = ("data", "logs", "bin")
+
+
+def _checkout_snapshot() -> dict[str, tuple[int, int] | None]:
+    """Name -> (size, mtime) of every top-level file in this checkout's data/, logs/, bin/."""
+    seen: dict[str, tuple[int, int] | None] = {}
+    for folder in _CHECKOUT_DIRS:
+        try:
+            entries = list((ROOT / folder).iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name == ".gitkeep" or entry.suffix == ".log" or not entry.is_file():
+                continue  # the developer's running server may write its own log meanwhile
+            try:
+                info = entry.stat()
+                seen[f"{folder}/{entry.name}"] = (info.st_size, info.st_mtime_ns)
+            except OSError:
+                seen[f"{folder}/{entry.name}"] = None
+    return seen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite never sees the developer's server, state, logs or Invoke configuration.
+
+    Why: following the README (start_dev, then the tests) leaves a server running with
+    ``data/server.json`` in this checkout, and the developer may export INVOKE_SERVER_PORT or
+    keep a ``~/.invoke.yaml``; a test that inherits any of these checks the wrong server.
+    So for the whole session: no INVOKE_* variable from outside, HOME (where Invoke reads
+    the user-level config) is an empty temp folder, and at the end this checkout's own
+    data/, logs/ and bin/ must be exactly as they were (each test uses its own project dir).
+    """
+    home = tmp_path_factory.mktemp("home")
+    before = _checkout_snapshot()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [k for k in os.environ if k.upper().startswith("INVOKE_")]:
+            mp.delenv(name)
+        mp.setenv("HOME", str(home))
+        mp.setenv("USERPROFILE", str(home))  # Windows' home, for the same reason
+        yield
+    after = _checkout_snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests touched this checkout's own files: {changed}"
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (bind to 0, read it back, release it)."""

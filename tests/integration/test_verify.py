@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -278,22 +279,29 @@ def test_tls_error_is_named(tmp_path: Path) -> None:
 
 def _invoke(*args: str, port: int, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    scratch = Path(tempfile.mkdtemp(prefix="verify-cli-"))  # never this checkout's data/
     clean.update(
         {
+            "INVOKE_SERVER_DATA_DIR": str(scratch / "data"),
+            "INVOKE_SERVER_LOG_DIR": str(scratch / "logs"),
+            "INVOKE_SERVER_BIN_DIR": str(scratch / "bin"),
             "INVOKE_SERVER_PORT": str(port),
             "NO_COLOR": "1",
             **{f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "10000" for op in OPERATIONS},
             **env,
         }
     )
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "verify", *args],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "verify", *args],
+            cwd=ROOT,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _one_json_object(stdout: str) -> dict[str, Any]:
