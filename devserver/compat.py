@@ -432,7 +432,10 @@ def scripts_first(env: Mapping[str, str], scripts: str | None = None) -> dict[st
         key = next((k for k in out if k.upper() == "PATH"), "Path")
     sep = ";" if WINDOWS else ":"
     parts = [p for p in out.get(key, "").split(sep) if p]
-    norm = (lambda p: p.rstrip("\\/").lower()) if WINDOWS else (lambda p: p.rstrip("/"))
+
+    def norm(entry: str) -> str:
+        return entry.rstrip("\\/").lower() if WINDOWS else entry.rstrip("/")
+
     parts = [folder] + [p for p in parts if norm(p) != norm(folder)]
     out[key] = sep.join(parts)
     return out
