@@ -431,11 +431,13 @@ def _print_verify_report(report: Any) -> None:
                     num(r.p99),
                     num(r.max),
                     f"{r.threshold:g}",
-                    ("ok", "green") if r.ok else ("FAIL", "red"),
+                    ("FAIL", "red") if not r.ok else ("warn", "yellow") if r.warning else "ok",
                 ]
                 for r in report.latency.values()
             ],
         )
+        for text in report.warnings:
+            console.warn(text)  # shown, never failing: the median decides
     console.line("")
     failed = report.failed
     if failed:
@@ -500,8 +502,9 @@ def verify(
 def _verify_hint(check: str) -> str:
     if check == "latency":
         return (
-            "p99 limits are verify.thresholds_ms in invoke.yaml; a busy machine or a "
-            "remote server may need larger ones"
+            "the median round trip from this machine to the server was over its limit "
+            "(verify.thresholds_ms in invoke.yaml, e.g. INVOKE_VERIFY_THRESHOLDS_MS_CONNECT=50); "
+            "a busy machine or a remote server may need larger limits"
         )
     if check == "cleanup":
         return "verify's keys expire on their own within 10 minutes"
@@ -648,10 +651,10 @@ def _up_step(c: Context, number: int, step: str, run: Callable[..., None], note:
     except Exit as exc:
         if exc.code == 130:  # Ctrl+C: the usual code, no "failed" message
             raise
+        log = "" if step == "verify" else ", and the server log with `invoke tail`"
         console.error(
             f"up stopped: the {step} step failed",
-            "see the messages above, and "
-            "the server log with `invoke tail`; fix it and run `invoke up` again",
+            f"see the messages above{log}; fix it and run `invoke up` again",
         )
         raise Exit(code=1) from None
 

@@ -1,9 +1,16 @@
-"""Latency per operation over N iterations: p50, p99 and max against p99 thresholds.
+"""Latency per operation over N iterations: p50, p99 and max against thresholds.
 
 The operations are the ones the application's queue path pays for: opening a connection,
 PING, SET, GET, LPUSH and BRPOP on a list that already holds an item (so BRPOP's time is the
 server's, not the timeout's). Each operation gets one untimed warm-up call, so the first
 connection's setup cost is not blamed on GET.
+
+The threshold applies to the median (p50): a slow *server* moves the median, while one slow
+connect on a loaded 2-core laptop only moves p99, and a dev environment must not refuse to
+start over that. A p99 at or over its limit is reported as a warning, never a failure.
+Connects are sampled ``CONNECT_SAMPLES`` times at most: every new TCP connection leaves a
+TIME_WAIT socket behind, and 200 of them per run is a cost for no extra insight; every other
+operation reuses the client's one pooled connection.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 from .functional import READY_BRPOP_TIMEOUT_S, SAFETY_TTL_S, CheckFailed, Clock, Keys, step
 
 OPERATIONS = ("connect", "ping", "set", "get", "lpush", "brpop")
+CONNECT_SAMPLES = 15
 
 
 @dataclass(frozen=True)
@@ -30,13 +38,32 @@ class OpLatency:
     p99: float | None = None
     max: float | None = None
 
+    samples: int = 0
+
     @property
     def ok(self) -> bool:
-        """A p99 at or above the threshold fails, as does an operation that never ran."""
-        return self.p99 is not None and self.p99 < self.threshold
+        """A median at or above the threshold fails, as does an operation that never ran."""
+        return self.p50 is not None and self.p50 < self.threshold
 
-    def as_json(self) -> dict[str, float | None]:
-        return {"p50": self.p50, "p99": self.p99, "max": self.max, "threshold": self.threshold}
+    @property
+    def warning(self) -> str:
+        """Set when the median is fine but p99 reached the limit: shown, never failing."""
+        if not self.ok or self.p99 is None or self.p99 < self.threshold:
+            return ""
+        return (
+            f"{self.op} p99 {self.p99:g} ms >= {self.threshold:g} ms (median {self.p50:g} ms "
+            f"is fine: a few slow ones out of {self.samples}, e.g. a busy machine)"
+        )
+
+    def as_json(self) -> dict[str, float | int | str | None]:
+        return {
+            "p50": self.p50,
+            "p99": self.p99,
+            "max": self.max,
+            "threshold": self.threshold,
+            "samples": self.samples,
+            "warning": self.warning or None,
+        }
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -59,6 +86,7 @@ def summarize(op: str, samples_ms: Sequence[float], threshold: float) -> OpLaten
         p50=round(percentile(ordered, 0.50), 3),
         p99=round(percentile(ordered, 0.99), 3),
         max=round(ordered[-1], 3),
+        samples=len(ordered),
     )
 
 
@@ -122,8 +150,9 @@ def measure(
             # Without the pushed items every BRPOP would wait out its timeout.
             problems.append("brpop not measured: it needs the items LPUSH could not push")
             continue
+        runs = min(iterations, CONNECT_SAMPLES) if op == "connect" else iterations
         try:
-            samples = step(command, functools.partial(_timed, iterations, action, clock))
+            samples = step(command, functools.partial(_timed, runs, action, clock))
         except CheckFailed as exc:
             problems.append(f"{op} not measured: {exc}")
             continue
@@ -132,13 +161,23 @@ def measure(
 
 
 def verdict(results: Mapping[str, OpLatency], problems: Sequence[str]) -> tuple[bool, str]:
-    """The latency check's line: which p99s reached their thresholds, or that all are under."""
+    """The latency check's line: which medians reached their thresholds, or that all are under.
+
+    The failure says what was measured (the median of how many round trips from this
+    machine), so nobody goes looking in the server's log for a client-side timing.
+    """
     slow = [
-        f"{r.op} p99 {r.p99:g} ms >= {r.threshold:g} ms"
+        f"{r.op} median {r.p50:g} ms >= {r.threshold:g} ms (over {r.samples} {r.op}s "
+        "timed from this machine)"
         for r in results.values()
-        if r.p99 is not None and not r.ok
+        if r.p50 is not None and not r.ok
     ]
     issues = list(problems) + slow
     if issues:
         return False, "; ".join(issues)
-    return True, f"all {len(results)} operations have p99 under their thresholds"
+    return True, f"all {len(results)} operations have a median under their thresholds"
+
+
+def warnings(results: Mapping[str, OpLatency]) -> list[str]:
+    """p99s over their limits while the medians are fine: shown, not failing."""
+    return [r.warning for r in results.values() if r.warning]

@@ -44,12 +44,18 @@ class Report:
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.ok]
 
+    @property
+    def warnings(self) -> list[str]:
+        """Worth showing, never failing: p99s over their limits with a fine median."""
+        return latency.warnings(self.latency)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "url": self.url,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "latency_ms": {op: r.as_json() for op, r in self.latency.items()},
+            "warnings": self.warnings,
         }
 
 
@@ -143,4 +149,8 @@ def _latency(
     ok, detail = latency.verdict(results, problems)
     if not ok:
         raise CheckFailed(detail)
-    return f"{detail} ({iterations} iterations each)"
+    connects = report.latency["connect"].samples if "connect" in report.latency else 0
+    note = f" ({iterations} iterations each, {connects} connects)"
+    if report.warnings:
+        note += f"; {len(report.warnings)} p99 warning(s) below"
+    return detail + note

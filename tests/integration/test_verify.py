@@ -307,13 +307,13 @@ def _invoke(*args: str, port: int, **env: str) -> subprocess.CompletedProcess[st
 def _one_json_object(stdout: str) -> dict[str, Any]:
     data = json.loads(stdout)  # raises if anything but one JSON document is on stdout
     assert isinstance(data, dict)
-    assert set(data) == {"ok", "url", "checks", "latency_ms"}
+    assert set(data) == {"ok", "url", "checks", "latency_ms", "warnings"}
     assert isinstance(data["ok"], bool) and isinstance(data["url"], str)
     for check in data["checks"]:
         assert set(check) == {"name", "ok", "detail"}
         assert isinstance(check["ok"], bool) and isinstance(check["detail"], str)
     for figures in data["latency_ms"].values():
-        assert set(figures) == {"p50", "p99", "max", "threshold"}
+        assert set(figures) == {"p50", "p99", "max", "threshold", "samples", "warning"}
         assert all(v is None or isinstance(v, (int, float)) for v in figures.values())
     return data
 
@@ -334,8 +334,22 @@ def test_json_output_and_exit_codes(start_redis: StartRedis) -> None:
     data = _one_json_object(failed.stdout)
     assert data["ok"] is False
     assert data["latency_ms"]["ping"]["threshold"] == 0.000001
-    assert "error: verify failed: latency" in failed.stderr
+    assert "error: verify failed: latency: ping median" in failed.stderr
+    assert "round trip from this machine" in failed.stderr  # says what it measured...
+    assert "invoke tail" not in failed.stderr  # ...and sends nobody to the server's log
     assert _verify_keys(port) == []
+
+
+def test_one_run_opens_few_connections(start_redis: StartRedis) -> None:
+    """200 iterations used to open ~200 connections (TIME_WAIT sockets) per run."""
+    port = start_redis()
+    client = redis.Redis(port=port)
+    before = int(client.info("stats")["total_connections_received"])
+    result = _invoke("--iterations", "200", port=port)
+    after = int(client.info("stats")["total_connections_received"])
+    client.close()
+    assert result.returncode == 0, result.stderr
+    assert after - before <= 25, after - before
 
 
 def test_json_when_the_server_is_down() -> None:
