@@ -280,26 +280,41 @@ def restart(
     start(c, flavor=flavor, port=port, timeout=timeout)
 
 
-@task(help={"json": "print one JSON object and nothing else"})
+# `status` exits 3 when the server is not running (LSB init-script convention), so scripts
+# can test it: `invoke status >/dev/null || invoke start`.
+STATUS_NOT_RUNNING = 3
+
+
+@task(
+    help={
+        "json": "print one JSON object and nothing else on stdout "
+        "(exit code still 0 running, 3 not running)",
+    }
+)
 @handled
 def status(c: Context, json: bool = False) -> None:
-    """Is the server running? Flavor, version, pid, address, uptime, memory, clients, log."""
+    """Is the server running? Flavor, version, pid, address, uptime, memory, clients, log.
+
+    The report goes to stdout (so `invoke status | grep` works), warnings to stderr. Exit code
+    0 when running, 3 when not (LSB), 1 on an error such as a bad setting.
+    """
     from devserver import process
 
     info = process.status(settings_from(c))
     if json:
         console.print_json(info)
+        if not info["running"]:
+            raise Exit(code=STATUS_NOT_RUNNING)
         return
     if not info["running"]:
         if info["stale"]:
             ended = info["exit_status"] or "an unknown status"
-            console.warn(f"not running (the last server ended with {ended}; state file is stale)")
-        else:
-            console.info("not running")
+            console.warn(f"the last server ended with {ended}; its state file is stale")
+        console.line("not running")
         if info["log_file"]:
-            console.info(f"log: {info['log_file']}")
-        return
-    console.ok(f"running: {info['flavor']} {info['version']} (pid {info['pid']})")
+            console.line(f"log: {info['log_file']}")
+        raise Exit(code=STATUS_NOT_RUNNING)
+    console.line(f"running: {info['flavor']} {info['version']} (pid {info['pid']})", "green")
     rows = [
         ("address", f"{info['host']}:{info['port']}"),
         ("uptime", console.human_seconds(info["uptime_s"] or 0)),
@@ -314,7 +329,7 @@ def status(c: Context, json: bool = False) -> None:
         ("log", str(info["log_file"])),
     ]
     for key, value in rows:
-        console.info(f"  {key:<8} {value}")
+        console.line(f"  {key:<8} {value}")
 
 
 # --- fetch --------------------------------------------------------------------------------

@@ -76,14 +76,32 @@ def test_start_status_stop_through_invoke(project: Path) -> None:
         assert key in info
 
     human = invoke(env, "status")
-    assert human.returncode == 0 and "running: redis" in human.stderr
+    assert human.returncode == 0 and "running: redis" in human.stdout  # `status | grep` works
+    assert f"127.0.0.1:{port}" in human.stdout and human.stderr == ""
 
     stopped = invoke(env, "stop")
     assert stopped.returncode == 0 and "stopped (graceful)" in stopped.stderr
     assert resp.ping("127.0.0.1", port) == "down"
     again = invoke(env, "stop")
     assert again.returncode == 0 and "not running" in again.stderr
-    assert json.loads(invoke(env, "status", "--json").stdout)["running"] is False
+    down = invoke(env, "status", "--json")
+    assert down.returncode == 3  # LSB: not running, also in JSON mode
+    assert json.loads(down.stdout)["running"] is False
+    human_down = invoke(env, "status")
+    assert human_down.returncode == 3 and "not running" in human_down.stdout
+
+
+def test_status_exit_code_tells_scripts_whether_it_runs(project: Path) -> None:
+    """Scripts test `invoke status` (issue 11, item 9): 0 running, 3 not, 1 on errors."""
+    env = env_for(project, free_port())
+    never = invoke(env, "status")
+    assert never.returncode == 3, never
+    assert never.stdout.startswith("not running") and "Traceback" not in never.stderr
+    as_json = invoke(env, "status", "--json")
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["running"] is False
+    assert as_json.stderr == ""
+    bad = invoke({**env, "INVOKE_SERVER_PORT": "abc"}, "status")
+    assert bad.returncode == 1
 
 
 def test_bad_options_fail_in_one_line(project: Path) -> None:
