@@ -47,8 +47,35 @@ def paint(text: str, colour: str, stream: TextIO = sys.stderr) -> str:
     return f"{_COLOURS[colour]}{text}{_RESET}" if use_colour(stream) else text
 
 
+# Redis/Valkey: "pid:role dd Mon yyyy hh:mm:ss.mmm <level> message", level one of
+# . (debug) - (verbose) * (notice) # (warning), behind our tee's "[date time] " stamp.
+_REDIS_LINE_RE = re.compile(
+    r"^(?:\[[^]]*\] )?\d+:[A-Za-z] \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d\.\d{3} ([.*#-]) (.*)$"
+)
+# Redis logs some plain notices at "#" (the warning level) so they always show: its start and
+# shutdown. They are not warnings to a person scanning with `tail --level`.
+_REDIS_NOTICE_RE = re.compile(
+    r"^(oO0OoO0OoO0Oo|Redis version=|Valkey version=|Configuration loaded|Server initialized|"
+    r"User requested shutdown|Redis is now ready to exit|Valkey is now ready to exit|"
+    r"Saving the final RDB snapshot|DB saved on disk|Received SIG\w+ scheduling shutdown)"
+)
+_REDIS_ERROR_RE = re.compile(
+    r"\b(error|fatal|failed|can't|cannot|unable|unrecoverable|refus\w*)\b", re.IGNORECASE
+)
+
+
+def _redis_level(char: str, message: str) -> str:
+    """The level Redis gave the line: only "#" can be a warning (or an error it describes)."""
+    if char != "#" or _REDIS_NOTICE_RE.match(message):
+        return "info"
+    return "error" if _REDIS_ERROR_RE.search(message) else "warning"
+
+
 def level_of(line: str) -> str:
     """'error', 'warning' or 'info' for a log line (Redis, glog and .NET styles)."""
+    redis_line = _REDIS_LINE_RE.match(line)
+    if redis_line:
+        return _redis_level(redis_line.group(1), redis_line.group(2))
     if _ERROR_RE.search(line):
         return "error"
     if _WARN_RE.search(line):

@@ -168,7 +168,7 @@ def start(
             try:
                 state = wait_ready(settings, sup, echo, clock, clock())
             except StartError as exc:
-                if datadir.has_data(ready.data_dir):
+                if echo.load_failure and datadir.has_data(ready.data_dir):
                     exc.hint += (
                         f"\n(the data in {ready.data_dir} is kept; if the server cannot load "
                         "it, run the version that wrote it, or move the folder aside)"

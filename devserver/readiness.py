@@ -6,8 +6,10 @@ supervisor's liveness) and one loop that polls them a few milliseconds apart.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,16 +17,41 @@ from . import resp
 from .config import Settings
 from .errors import StartError, StateError
 from .state import ServerState, read_state
-from .tail import last_lines, printable
+from .tail import printable
 
 LineSink = Callable[[str], None]
+
+
+# Redis prints its ASCII-art logo as raw lines (no pid/time prefix) when it thinks it talks
+# to a terminal (or with always-show-logo); the Windows builds do it through the pipe too.
+# It is noise on a console; the log keeps it.
+_ART_RE = re.compile(r"_\._|_\.-|-\._|\.-`|`-\.")
+_TEE_STAMP_RE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ?")
+# What servers print when they cannot read the files in their data directory (Redis/Valkey
+# RDB and AOF, Dragonfly snapshots, Garnet checkpoints). Only then is the data note useful.
+_LOAD_FAILURE_RE = re.compile(
+    r"can't handle rdb format|bad file format|wrong signature|short read|"
+    r"fatal error loading|error (?:reading|loading|trying to load)|failed to (?:load|recover)|"
+    r"unrecoverable error|corrupt|unexpected end of file|invalid (?:rdb|aof|snapshot)|"
+    r"appendonly.*(?:truncated|invalid)|manifest",
+    re.IGNORECASE,
+)
+_HINT_LINES = 20
+
+
+def banner_line(line: str) -> bool:
+    """Whether a log line is part of the server's start-up logo (blank lines included)."""
+    text = _TEE_STAMP_RE.sub("", line, count=1)
+    return not text.strip() or bool(_ART_RE.search(text))
 
 
 class LogEcho:
     """Hands a sink what the log gained since the start, opening and closing it each time.
 
     Open-read-close per poll, so this reader never holds the file across a rotation (which
-    Windows would refuse); lines are made terminal-safe like ``invoke tail`` does.
+    Windows would refuse); lines are made terminal-safe like ``invoke tail`` does. It also
+    keeps this run's last lines (never an earlier run's) for the message of a failed start,
+    and leaves the start-up logo out of the live echo.
     """
 
     def __init__(self, path: Path, sink: LineSink | None) -> None:
@@ -34,6 +61,8 @@ class LogEcho:
         except OSError:
             self.offset = 0
         self.partial = b""
+        self.recent: deque[str] = deque(maxlen=_HINT_LINES)
+        self.load_failure = False  # the server said it could not read its data
 
     def settle(self, quiet: float = 0.002, limit: float = 0.05) -> None:
         """After PING answered, show what the tee is still writing: lines the server printed
@@ -53,8 +82,6 @@ class LogEcho:
                 return
 
     def poll(self) -> None:
-        if self.sink is None:
-            return
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
@@ -65,22 +92,31 @@ class LogEcho:
         data = self.partial + data
         cut = data.rfind(b"\n") + 1
         self.partial = data[cut:]
-        for line in data[:cut].split(b"\n")[:-1]:
-            self.sink(printable(line))
+        for raw in data[:cut].split(b"\n")[:-1]:
+            line = printable(raw)
+            if banner_line(line):
+                continue
+            self.recent.append(line)
+            own = _TEE_STAMP_RE.sub("", line, count=1).startswith("[devserver]")
+            if not own and _LOAD_FAILURE_RE.search(line):
+                self.load_failure = True
+            if self.sink is not None:
+                self.sink(line)
+
+    def hint(self) -> str:
+        """This run's lines for a failed start: shown once (live, or here when not echoed)."""
+        if self.sink is not None:
+            return f"the server's output is above; the whole log: `invoke tail` ({self.path})"
+        body = "\n".join(self.recent) if self.recent else "(it wrote nothing)"
+        return f"this start's last log lines ({self.path}):\n{body}"
 
 
-def tail_hint(log_file: Path, count: int = 20) -> str:
-    """The log's last lines, for the hint of a failed start."""
-    lines = last_lines(log_file, count)
-    body = "\n".join(lines) if lines else "(the log is empty)"
-    return f"last log lines ({log_file}):\n{body}"
-
-
-def _exited(state: ServerState | None, log_file: Path) -> StartError | None:
+def _exited(state: ServerState | None, echo: LogEcho) -> StartError | None:
     if state is not None and state.status == "exited":
+        echo.poll()  # the last lines before the exit, so they are shown before the error
         return StartError(
             f"{state.flavor} exited during startup with {state.exit_status}",
-            hint=tail_hint(log_file),
+            hint=echo.hint(),
         )
     return None
 
@@ -106,11 +142,10 @@ def wait_ready(
     """
     deadline = began + settings.startup_timeout
     host = resp.connect_host(settings.host)
-    log_file = echo.path
     while True:
         echo.poll()
         state = _read(settings)
-        failure = _exited(state, log_file)
+        failure = _exited(state, echo)
         if failure:
             raise failure
         if state is not None:
@@ -120,13 +155,13 @@ def wait_ready(
         if sup.poll() is not None:
             echo.poll()
             # The supervisor marks the state "exited" before it ends: look once more.
-            raise _exited(_read(settings), log_file) or StartError(
+            raise _exited(_read(settings), echo) or StartError(
                 f"the supervisor exited before the server was ready (code {sup.returncode})",
-                hint=tail_hint(log_file),
+                hint=echo.hint(),
             )
         if clock() >= deadline:
             raise StartError(
                 f"the server did not answer PING within {settings.startup_timeout:g}s",
-                hint=tail_hint(log_file) + "\n(raise server.startup_timeout or --timeout)",
+                hint=echo.hint() + "\n(raise server.startup_timeout or --timeout)",
             )
         time.sleep(0.002)
