@@ -372,6 +372,10 @@ def _fetch_report(result: Any) -> None:
             f"release unreachable ({result.reason}); using the local {result.flavor} "
             f"instead: {result.path} ({version}, {source})"
         )
+        console.info(
+            "hint: set server.flavor: redis in invoke.yaml (or INVOKE_SERVER_FLAVOR=redis) to "
+            "skip the lookup; `invoke fetch --force` asks again now"
+        )
 
 
 @task(

@@ -41,6 +41,10 @@ class ReleaseSettings:
     github_api: str = "https://api.github.com"
     url: str = ""
     sha256: str = ""
+    # The whole release lookup (retries included) gives up after this many seconds, and a
+    # failed one is not retried for retry_after seconds (flavor auto falls back meanwhile).
+    lookup_timeout: float = 15.0
+    retry_after: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,16 @@ def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
             or ReleaseSettings.github_api,
             url=_text("release.url", release.get("url"), root).strip(),
             sha256=_text("release.sha256", release.get("sha256"), root).strip().lower(),
+            lookup_timeout=_positive_float(
+                "release.lookup_timeout",
+                release.get("lookup_timeout") or ReleaseSettings.lookup_timeout,
+                root,
+            ),
+            retry_after=_positive_float(
+                "release.retry_after",
+                release.get("retry_after") or ReleaseSettings.retry_after,
+                root,
+            ),
         ),
         verify=VerifySettings(
             iterations=_int_in(1, 1_000_000)(

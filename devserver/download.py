@@ -42,6 +42,9 @@ class Policy:
     backoff: float = 0.5
     timeout: float = 30.0
     sleep: Callable[[float], None] = time.sleep
+    # Seconds for a whole API lookup, retries included (None: retries x timeout). A proxy
+    # that accepts and never answers must not cost minutes.
+    total: float | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -103,11 +106,12 @@ def _offline(exc: BaseException) -> bool:
     return isinstance(reason, NameResolutionError)
 
 
-def _network_error(url: str, exc: BaseException) -> NetworkError:
+def _network_error(url: str, exc: BaseException, attempts: int = 1) -> NetworkError:
     host = urlsplit(url).hostname or url
     kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+    tries = f", {attempts} tries" if attempts > 1 else ""
     return NetworkError(
-        f"{host} {kind} ({type(exc).__name__})",
+        f"{host} {kind} ({type(exc).__name__}{tries})",
         hint="check the network or proxy (HTTPS_PROXY), or install offline with --archive PATH",
     )
 
@@ -124,16 +128,23 @@ def get_json(session: requests.Session, url: str, policy: Policy) -> Any:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     attempt = 0
+    deadline = None if policy.total is None else time.monotonic() + policy.total
     while True:
         attempt += 1
+        timeout = policy.timeout
+        if deadline is not None:
+            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
         try:
-            resp = session.get(url, headers=headers, timeout=policy.timeout)
+            resp = session.get(url, headers=headers, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            if attempt > policy.retries or _offline(exc):
-                raise _network_error(url, exc) from None
+            wait = policy.backoff * (2 ** (attempt - 1))
+            out_of_time = deadline is not None and time.monotonic() + wait + 0.05 >= deadline
+            if attempt > policy.retries or _offline(exc) or out_of_time:
+                raise _network_error(url, exc, attempt) from None
             _retry_wait(policy, attempt)
             continue
-        if resp.status_code in _RETRY_STATUS and attempt <= policy.retries:
+        out_of_time = deadline is not None and time.monotonic() >= deadline
+        if resp.status_code in _RETRY_STATUS and attempt <= policy.retries and not out_of_time:
             _retry_wait(policy, attempt)
             continue
         if resp.status_code == 404:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import binaries, compat, resolve
+from . import binaries, compat, offline, resolve
 from .catalog import Asset, Flavor, get_flavor
 from .config import Settings
 from .errors import (
@@ -132,6 +132,21 @@ def fetch(
         and (wanted == "latest" or _same_version(str(manifest.get("version", "")), wanted))
     ):
         return FetchResult("current", name, installed.version, installed.path, manifest, "bin")
+    may_fall_back = settings.flavor == "auto" and installed is None and not explicit
+    lookup = not (explicit or settings.release.url)
+    if may_fall_back and lookup and not options.force:
+        failed = offline.recent(settings.bin_dir, settings.release.retry_after)
+        if failed is not None:
+            return _fall_back(
+                settings,
+                f"the release lookup failed {_ago(failed.age_s)} ago ({failed.reason}); "
+                f"not asking again for {_ago(settings.release.retry_after)}",
+            )
+    if lookup:
+        reporter.info(
+            f"looking up the {wanted} {flavor.title} release at {settings.release.github_api} "
+            f"({flavor.repo}; gives up after {settings.release.lookup_timeout:g} s)"
+        )
     try:
         plan = resolve.plan(
             settings,
@@ -141,8 +156,10 @@ def fetch(
             url=options.url,
             sha256=options.sha256,
             archive=options.archive,
-            policy=lambda: _policy(options),
+            policy=lambda: _policy(options, settings.release.lookup_timeout),
         )
+        if lookup:
+            offline.forget(settings.bin_dir)
         if (
             installed
             and options.upgrade
@@ -163,24 +180,35 @@ def fetch(
             reporter.warn(note)
         return _install(settings, options, reporter, plan)
     except NetworkError as exc:
-        if settings.flavor != "auto" or installed is not None or explicit:
+        if not may_fall_back:
             raise
-        try:
-            binary = binaries.find_binary(settings, "redis")
-        except BinaryNotFound:
-            raise NetworkError(
-                exc.message,
-                hint="no local redis-server either: install one "
-                "(apt install redis-server) or fetch with --archive PATH",
-            ) from None
-        return FetchResult(
-            "fallback",
-            "redis",
-            binary.version,
-            binary.path,
-            source=binary.source,
-            reason=exc.message,
-        )
+        if lookup:
+            offline.remember(settings.bin_dir, exc.message)
+        return _fall_back(settings, exc.message)
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _fall_back(settings: Settings, reason: str) -> FetchResult:
+    """Flavor auto without the network: the local or bundled Redis, with the reason."""
+    try:
+        binary = binaries.find_binary(settings, "redis")
+    except BinaryNotFound:
+        raise NetworkError(
+            reason,
+            hint="no local redis-server either: install one "
+            "(apt install redis-server) or fetch with --archive PATH",
+        ) from None
+    return FetchResult(
+        "fallback",
+        "redis",
+        binary.version,
+        binary.path,
+        source=binary.source,
+        reason=reason,
+    )
 
 
 def _local_only(flavor: Flavor) -> bool:
@@ -219,10 +247,12 @@ def _platform_asset(flavor: Flavor, explicit: bool) -> Asset:
     )
 
 
-def _policy(options: FetchOptions) -> Any:
+def _policy(options: FetchOptions, total: float | None = None) -> Any:
     from .download import Policy
 
-    return Policy(retries=options.retries, backoff=options.backoff, timeout=options.timeout)
+    return Policy(
+        retries=options.retries, backoff=options.backoff, timeout=options.timeout, total=total
+    )
 
 
 def sweep_stale_work(parent: Path) -> None:

@@ -649,7 +649,8 @@ def test_cli_fetch_success_then_offline_then_expected_failures(
     ]:
         bad = _invoke(args, env)
         assert bad.returncode == 1, bad.stderr
-        assert bad.stderr.startswith(message), bad.stderr
+        errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(message), bad.stderr
         assert "Traceback" not in bad.stderr and "hint:" in bad.stderr
         assert tree(project / "bin") == before
 

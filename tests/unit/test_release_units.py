@@ -13,7 +13,7 @@ import pytest
 
 from devserver import compat, install, release, resolve
 from devserver.download import check_url, is_loopback
-from devserver.errors import ConfigError, FetchError, UnsupportedPlatform
+from devserver.errors import ConfigError, FetchError, NetworkError, UnsupportedPlatform
 from tests.archives import tree
 
 HEX_A = "a" * 64
@@ -235,3 +235,36 @@ def test_work_folders_of_killed_fetches_are_swept(tmp_path: Path) -> None:
     sweep_stale_work(tmp_path)
     assert not dead.exists()
     assert mine.exists() and other.exists()
+
+
+def test_a_failed_lookup_is_remembered_for_a_while(tmp_path: Path) -> None:
+    from devserver import offline
+
+    offline.remember(tmp_path / "bin", "api.github.com timed out", clock=1000.0)
+    found = offline.recent(tmp_path / "bin", 600, clock=1100.0)
+    assert found is not None and found.reason == "api.github.com timed out" and found.age_s == 100
+    assert offline.recent(tmp_path / "bin", 600, clock=1700.0) is None  # long enough ago
+    assert offline.recent(tmp_path / "bin", 600, clock=900.0) is None  # clock stepped back
+    offline.forget(tmp_path / "bin")
+    assert offline.recent(tmp_path / "bin", 600, clock=1100.0) is None
+    (tmp_path / "bin" / offline.NOTE).write_text("{broken")
+    assert offline.recent(tmp_path / "bin", 600) is None
+
+
+def test_lookup_gives_up_at_its_total_budget_not_after_all_retries() -> None:
+    """Each try would wait 30 s; the total budget (15 s by default) ends the lookup first."""
+    import requests
+
+    from devserver import download
+
+    tries: list[float] = []
+
+    class Session:
+        def get(self, url: str, headers: object, timeout: float) -> object:
+            tries.append(timeout)
+            raise requests.ReadTimeout("no answer")
+
+    policy = download.Policy(retries=3, backoff=0.0, timeout=30, total=0.2, sleep=lambda s: None)
+    with pytest.raises(NetworkError, match="timed out"):
+        download.get_json(Session(), "http://127.0.0.1:9/x", policy)  # type: ignore[arg-type]
+    assert tries and all(t <= 0.2 for t in tries)
