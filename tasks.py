@@ -60,7 +60,12 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_SOURCES = {"bin": "installed in bin/", "path": "from PATH", "bundled": "bundled wheel"}
+_SOURCES = {
+    "explicit": "server.binary",
+    "bin": "installed in bin/",
+    "path": "from PATH",
+    "bundled": "bundled by a Python package",
+}
 
 
 def _describe(binary: Any) -> str:
@@ -76,6 +81,8 @@ def _describe(binary: Any) -> str:
         "port": "TCP port (default: server.port, 6379)",
         "foreground": "run in this terminal with the log on the console until Ctrl+C",
         "timeout": "seconds to wait for PING before giving up (default: server.startup_timeout)",
+        "binary": "run this server executable (default: server.binary, else the tool's choice; "
+        "`invoke fetch --list` shows the candidates)",
     }
 )
 @handled
@@ -85,9 +92,10 @@ def start(
     port: str | None = None,
     foreground: bool = False,
     timeout: str | None = None,
+    binary: str | None = None,
 ) -> None:
     """Start the server in the background; print its log until it answers PING."""
-    settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout)
+    settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout, binary=binary)
     announce = lambda b: console.info("starting " + _describe(b))  # noqa: E731
     if foreground:
         from devserver.foreground import run_foreground
@@ -270,14 +278,19 @@ def tail(
         "flavor": "server flavor for the new start",
         "port": "TCP port for the new start",
         "timeout": "seconds to wait for PING",
+        "binary": "server executable for the new start (see `invoke start --help`)",
     }
 )
 def restart(
-    c: Context, flavor: str | None = None, port: str | None = None, timeout: str | None = None
+    c: Context,
+    flavor: str | None = None,
+    port: str | None = None,
+    timeout: str | None = None,
+    binary: str | None = None,
 ) -> None:
     """Stop the server (if running), then start it again."""
     stop(c)
-    start(c, flavor=flavor, port=port, timeout=timeout)
+    start(c, flavor=flavor, port=port, timeout=timeout, binary=binary)
 
 
 # `status` exits 3 when the server is not running (LSB init-script convention), so scripts
@@ -388,6 +401,10 @@ def _fetch_report(result: Any) -> None:
         "sha256": "expected sha256 (64 hex digits) of the archive given by --url or --archive",
         "archive": "install from this local archive file (offline)",
         "allow_unverified": "install even when no sha256 is published or pinned (recorded)",
+        "binary": "use this server executable: nothing is downloaded (sets it for this run)",
+        "list": "list the server executables found (bin/, PATH, bundled), which one start "
+        "would run and whether it can read the existing data; downloads nothing",
+        "json": "with --list: print one JSON object and nothing else on stdout",
     }
 )
 @handled
@@ -401,11 +418,17 @@ def fetch(
     sha256: str | None = None,
     archive: str | None = None,
     allow_unverified: bool = False,
+    binary: str | None = None,
+    list: bool = False,  # the option is --list; the builtin is not needed in here
+    json: bool = False,
 ) -> None:
     """Download, verify and install the server into bin/ (no network call once installed)."""
     from devserver import release
 
-    settings = settings_from(c, flavor=flavor, version=version)
+    settings = settings_from(c, flavor=flavor, version=version, binary=binary)
+    if list or json:
+        _fetch_list(settings, json)
+        return
     options = release.FetchOptions(
         upgrade=upgrade,
         force=force,
@@ -415,6 +438,39 @@ def fetch(
         allow_unverified=allow_unverified,
     )
     _fetch_report(release.fetch(settings, options, _FetchReporter()))
+
+
+def _fetch_list(settings: Settings, as_json: bool) -> None:
+    """`fetch --list`: every candidate executable, the one start would run, and why."""
+    from devserver import binaries, discovery
+
+    flavors = binaries.auto_order() if settings.flavor == "auto" else (settings.flavor,)
+    rows = discovery.survey(settings, flavors)
+    explicit = str(settings.binary) if settings.binary else None
+    if as_json:
+        console.print_json({"binary_setting": explicit, "binaries": rows})
+        return
+    if explicit:
+        console.line(f"server.binary is set: start runs {explicit} and nothing else")
+    if not rows:
+        console.line(f"no server executable found for {', '.join(flavors)}")
+        return
+    readable = {True: "yes", False: "NO", None: "unknown"}
+    console.table(
+        ["flavor", "version", "source", "reads data", "chosen", "path"],
+        [
+            [
+                r["flavor"],
+                r["version"] or "?",
+                _SOURCES.get(r["source"], r["source"]),
+                readable[r["can_read_data"]]
+                + (f" (written by {r['data_written_by']})" if r["data_written_by"] else ""),
+                ("<- start runs this", "green") if r["chosen"] and not explicit else "",
+                r["path"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 # --- verify -------------------------------------------------------------------------------

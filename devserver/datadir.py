@@ -1,7 +1,7 @@
 """Guarding a flavor's data directory against a server too old to read it.
 
 Why: data persists in ``data/<flavor>/`` across starts, and the binary that runs can change
-(a system redis-server 7 today, the bundled Redis 6.2 tomorrow). An older server either
+(a system redis-server 7.0 today, a bundled Valkey 8.1 tomorrow). An older server either
 refuses newer files (RDB format version) or silently ignores them (Redis 7's AOF directory
 means nothing to Redis 6.2), which looks like data loss. So each successful start records
 which version wrote the directory, and a start with an older binary is refused with a
@@ -19,7 +19,7 @@ from .errors import StartError
 MARKER = ".devserver-written-by.json"
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
     """(7, 0, 15) from "7.0.15" or "v1.24.0-rc1"; () when it has no number."""
     match = re.match(r"v?(\d+(?:\.\d+)*)", version.strip())
     return tuple(int(part) for part in match.group(1).split(".")) if match else ()
@@ -36,7 +36,7 @@ def recorded_version(data_dir: Path) -> str:
 def check_compatible(data_dir: Path, flavor: str, version: str) -> None:
     """Refuse to start a binary older than the one that last wrote ``data_dir``."""
     written = recorded_version(data_dir)
-    old, new = _version_key(written), _version_key(version)
+    old, new = version_key(written), version_key(version)
     if not old or not new or new >= old:
         return
     raise StartError(
@@ -52,7 +52,7 @@ def record_version(data_dir: Path, version: str) -> None:
     if not version:
         return
     written = recorded_version(data_dir)
-    if written and _version_key(written) >= _version_key(version):
+    if written and version_key(written) >= version_key(version):
         return
     try:
         (data_dir / MARKER).write_text(json.dumps({"version": version}), encoding="utf-8")

