@@ -98,6 +98,9 @@ echo ==^> invoke verify
 call "%PY%" -m invoke verify
 if errorlevel 1 goto :step_failed
 echo.
+echo The server is running. To use invoke yourself: .venv\Scripts\activate.bat, then invoke status
+echo   (or without activating: .venv\Scripts\invoke status; with DEV_PYTHON: "%PY%" -m invoke status)
+echo.
 echo ==^> invoke api (Ctrl+C stops the API; the server keeps running: invoke down stops it)
 call "%PY%" -m invoke api
 rem The API's own exit code is the script's.

@@ -53,9 +53,15 @@ else
         [ -e "$PY" ] || fail "the new .venv has no bin/python" "remove .venv and try again"
     fi
     # Install only when requirements.txt changed since the last successful install: the stamp
-    # is a copy of the file as it was then.
+    # is a copy of the file as it was then. Without a stamp (a venv made by hand, e.g. the
+    # README's `pip install -r requirements-dev.txt`), check what is installed first: pip is
+    # slow and noisy for nothing when every pinned version is already there.
     if [ -f "$stamp" ] && cmp -s requirements.txt "$stamp"; then
         echo "Requirements unchanged since the last install."
+    elif [ ! -f "$stamp" ] &&
+        [ "$("$PY" -m devserver.requirements_check requirements.txt 2>/dev/null)" = satisfied ]; then
+        echo "Requirements already installed in .venv (every pinned version is there)."
+        cp requirements.txt "$stamp"
     else
         echo "Installing requirements (requirements.txt changed or never installed) ..."
         "$PY" -m pip install --disable-pip-version-check -r requirements.txt ||
@@ -72,6 +78,14 @@ for step in fetch start verify; do
     "$PY" -m invoke "$step" || fail "the $step step failed, so the API was not started" \
         "see the server log with: $PY -m invoke tail   (and -f to follow it)"
 done
+
+# `invoke` is not on PATH unless the venv is activated: say how to reach it from here on.
+if [ -n "${DEV_PYTHON:-}" ]; then
+    printf '\nThe server is running. Run the tasks yourself with: %s -m invoke status (or tail -f, stop)\n' "$PY"
+else
+    printf '\nThe server is running. To use invoke yourself: . .venv/bin/activate, then invoke status\n'
+    printf '(or without activating: .venv/bin/invoke status; invoke tail -f, invoke down, invoke --list)\n'
+fi
 
 printf '\n==> invoke api (Ctrl+C stops the API; the server keeps running: invoke down stops it)\n'
 # exec: the API's exit code is the script's, and Ctrl+C reaches it with no shell in between.

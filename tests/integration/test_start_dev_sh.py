@@ -24,6 +24,7 @@ STEPS = ["fetch", "start", "verify"]
 # which the script must turn into its own exit 1), and ends `-m invoke api` with STUB_API_CODE.
 STUB = """#!/bin/sh
 echo "$*" >> "$STUB_LOG"
+[ "${2:-}" = devserver.requirements_check ] && [ -n "${STUB_SATISFIED:-}" ] && echo satisfied
 [ -n "${STUB_FAIL:-}" ] && [ "${3:-}" = "$STUB_FAIL" ] && exit 7
 [ "${3:-}" = api ] && exit "${STUB_API_CODE:-0}"
 exit 0
@@ -129,7 +130,7 @@ def test_venv_is_created_requirements_installed_once_and_again_when_changed(
     assert first.returncode == 0, first.stderr
     log = _log(tmp_path)
     assert "base -m venv .venv" in log
-    assert log[log.index("base -m venv .venv") + 1 :] == [pip, *invoke]
+    assert log[log.index("base -m venv .venv") + 1 :] == [CHECK, pip, *invoke]
 
     (tmp_path / "log.txt").unlink()
     second = _run(project / "start_dev.sh", tmp_path, env)
@@ -143,6 +144,35 @@ def test_venv_is_created_requirements_installed_once_and_again_when_changed(
     third = _run(project / "start_dev.sh", tmp_path, env)
     assert third.returncode == 0
     assert _log(tmp_path) == ["-c import sys", pip, *invoke]
+
+
+CHECK = "-m devserver.requirements_check requirements.txt"
+
+
+def test_pip_is_skipped_when_the_venv_already_has_every_requirement(
+    tmp_path: Path, stub_env: dict[str, str]
+) -> None:
+    """README step 2 installs requirements-dev.txt by hand; start_dev must not redo it."""
+    project = _project(tmp_path / "app")
+    env = {**_venv_env(tmp_path, stub_env), "STUB_SATISFIED": "1"}
+    result = _run(project / "start_dev.sh", tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    log = _log(tmp_path)
+    assert CHECK in log and not any("pip install" in line for line in log)
+    assert "already installed" in result.stdout
+    assert (project / ".venv" / "requirements.installed.txt").read_text() == (
+        project / "requirements.txt"
+    ).read_text()
+
+
+def test_the_end_says_how_to_run_invoke(tmp_path: Path, stub_env: dict[str, str]) -> None:
+    """`invoke` is not on PATH after start_dev.sh: it says how to reach it (item 4)."""
+    project = _project(tmp_path / "app")
+    venv = _run(project / "start_dev.sh", tmp_path, _venv_env(tmp_path, stub_env))
+    assert venv.returncode == 0, venv.stderr
+    assert ". .venv/bin/activate" in venv.stdout and ".venv/bin/invoke status" in venv.stdout
+    as_is = _run(project / "start_dev.sh", tmp_path, stub_env)
+    assert f"{stub_env['DEV_PYTHON']} -m invoke status" in as_is.stdout
 
 
 def test_a_failed_install_stops_before_any_step(tmp_path: Path, stub_env: dict[str, str]) -> None:
