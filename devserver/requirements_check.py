@@ -17,11 +17,14 @@ from typing import Any
 
 
 def _requirement_class() -> Any:
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        from pip._vendor.packaging.requirements import Requirement
-    return Requirement
+    import importlib
+
+    for module in ("packaging.requirements", "pip._vendor.packaging.requirements"):
+        try:
+            return importlib.import_module(module).Requirement
+        except ImportError:
+            continue
+    raise ImportError("neither packaging nor pip's vendored copy is installed")
 
 
 def satisfied(path: Path) -> bool:
