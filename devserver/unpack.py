@@ -139,10 +139,12 @@ def _tar_members(tar: tarfile.TarFile, dest: Path) -> list[Member]:
         hard = kind == "hardlink"
         if kind in ("symlink", "hardlink") and link_escapes(parts, info.linkname, hard):
             raise _refuse(info.name, f"is a link pointing outside ({info.linkname!r})")
-        try:  # second line of defence; it would only rewrite what we already refused
-            info = tarfile.data_filter(info, str(dest))
-        except tarfile.FilterError as exc:
-            raise _refuse(info.name, f"was rejected by tarfile's data filter ({exc})") from None
+        data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.11.4 / 3.10.12
+        if data_filter is not None:  # Debian 12's own 3.11.2 lacks it: our checks above hold
+            try:  # second line of defence; it would only rewrite what we already refused
+                info = data_filter(info, str(dest))
+            except tarfile.FilterError as exc:
+                raise _refuse(info.name, f"was rejected by tarfile's data filter ({exc})") from None
         if parts:
             link = "/".join(_parts(info.linkname)) if hard else info.linkname
             out.append(Member("/".join(parts), kind, info.mode or 0o644, link, info))

@@ -167,3 +167,32 @@ def test_tree_helper_sees_links(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"1")
     (tmp_path / "l").symlink_to("f")
     assert tree(tmp_path)["l"] == "-> f"
+
+
+@pytest.fixture()
+def old_tarfile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian 12's own Python 3.11.2: tarfile has no data_filter/FilterError (3.11.4+)."""
+    import tarfile
+
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    monkeypatch.delattr(tarfile, "FilterError", raising=False)
+
+
+def test_extracts_on_a_python_without_tarfile_filters(tmp_path: Path, old_tarfile: None) -> None:
+    archive = build(tmp_path / "a.tar.gz", "tar.gz", GOOD)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    assert set(extract(archive, dest, "*/server")) == {"pkg/server"}
+    assert (dest / "pkg/server").read_bytes() == GOOD[1][2]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_TAR))
+def test_hostile_tar_is_still_refused_without_tarfile_filters(
+    tmp_path: Path, old_tarfile: None, case: str
+) -> None:
+    archive = build(tmp_path / "a.tar.gz", "tar.gz", HOSTILE_TAR[case])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchive):
+        extract(archive, dest, "*")
+    assert list(dest.iterdir()) == []
