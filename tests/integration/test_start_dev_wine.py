@@ -151,6 +151,7 @@ def test_steps_in_order_from_another_folder_with_spaces(
     assert not (project / ".venv").exists()  # DEV_PYTHON: no venv, no pip
     headers = [line for line in result.stdout.splitlines() if line.startswith("==>")]
     assert [h.split()[2] for h in headers] == [*STEPS, "api"]
+    assert ".venv\\Scripts\\activate.bat" in result.stdout  # how to reach invoke afterwards
 
 
 @pytest.mark.parametrize("failing", STEPS)
