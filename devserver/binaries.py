@@ -157,7 +157,7 @@ def find_binary(settings: Settings, flavor_name: str) -> Binary:
     from .discovery import candidates, pick
 
     flavor = get_flavor(flavor_name)
-    found = candidates(settings, flavor)
+    found = candidates(settings, flavor, versions=False)
     if found:
         return pick(settings, found)
     platform_key = (compat.os_name(), compat.cpu_arch())

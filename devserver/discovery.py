@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import compat, datadir
 from .binaries import Binary, cached_version, installed_binary
-from .catalog import Flavor
+from .catalog import Flavor, get_flavor
 from .config import Settings
 
 # (package, executable inside its bin/ folder): the current choice first.
@@ -71,41 +72,43 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def is_bundled(path: Path, known: list[Path] | None = None) -> bool:
     """Whether an executable came with a Python package rather than the OS or fetch."""
-    try:
-        resolved = path.resolve()
-    except OSError:
-        resolved = path
-    for candidate in (path, resolved):
-        lowered = {part.lower() for part in candidate.parts}
-        if "site-packages" in lowered or "dist-packages" in lowered:
+    for text in {str(path), os.path.realpath(path)}:
+        parts = {part.lower() for part in text.replace("\\", "/").split("/")}
+        if "site-packages" in parts or "dist-packages" in parts:
             return True
-        if (candidate.parent.parent / "pyvenv.cfg").is_file():  # <venv>/bin or <venv>\Scripts
+        venv = os.path.dirname(os.path.dirname(text))  # <venv>/bin or <venv>\Scripts
+        if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
             return True
     wheels = bundled_binaries() if known is None else known
     return any(_same_file(path, wheel) for wheel in wheels)
 
 
 def on_path(name: str) -> list[Path]:
-    """Every executable called ``name`` on PATH, in PATH order (``which -a``)."""
-    seen: list[Path] = []
+    """Every executable called ``name`` on PATH, in PATH order (``which -a``).
+
+    Plain os.path calls: this runs on every ``invoke start``, and PATH can be long.
+    """
+    exe = compat.exe_name(name)
+    seen: list[str] = []
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         if not folder:
             continue
-        candidate = Path(folder) / compat.exe_name(name)
-        if candidate.is_file() and os.access(candidate, os.X_OK) and candidate not in seen:
+        candidate = os.path.join(folder, exe)
+        if candidate not in seen and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             seen.append(candidate)
-    return seen
+    return [Path(p) for p in seen]
 
 
 def _key(path: Path) -> str:
-    try:
-        return str(path.resolve())
-    except OSError:
-        return str(path)
+    return os.path.realpath(path)
 
 
-def candidates(settings: Settings, flavor: Flavor) -> list[Binary]:
-    """Every usable executable for a flavor, best first: bin/, then PATH, then bundled."""
+def candidates(settings: Settings, flavor: Flavor, versions: bool = True) -> list[Binary]:
+    """Every usable executable for a flavor, best first: bin/, then PATH, then bundled.
+
+    ``versions=False`` leaves unknown versions empty (``pick`` asks only the ones it needs:
+    each ask may run ``--version``, and this is on every ``invoke start``).
+    """
     found: list[Binary] = []
     installed = installed_binary(settings, flavor)
     if installed:
@@ -120,14 +123,14 @@ def candidates(settings: Settings, flavor: Flavor) -> list[Binary]:
     for binary in sorted(found, key=lambda b: _RANK.get(b.source, 9)):
         unique.setdefault(_key(binary.path), binary)  # a link to a better-ranked one: that one
     ordered = list(unique.values())
-    return [
-        b if b.version else Binary(b.flavor, b.path, b.source, _version(settings, flavor, b.path))
-        for b in ordered
-    ]
+    return [_versioned(settings, b) for b in ordered] if versions else ordered
 
 
-def _version(settings: Settings, flavor: Flavor, path: Path) -> str:
-    return cached_version(settings, flavor, path)
+def _versioned(settings: Settings, binary: Binary) -> Binary:
+    if binary.version:
+        return binary
+    version = cached_version(settings, get_flavor(binary.flavor), binary.path)
+    return replace(binary, version=version)
 
 
 def can_read(binary: Binary, written_by: str) -> bool | None:
@@ -143,16 +146,17 @@ def can_read(binary: Binary, written_by: str) -> bool | None:
 def pick(settings: Settings, found: list[Binary]) -> Binary:
     """The first one that can read the flavor's existing data, else simply the first."""
     written_by = datadir.recorded_version(settings.flavor_data_dir(found[0].flavor))
+    if not written_by:
+        return _versioned(settings, found[0])
     for binary in found:
+        binary = _versioned(settings, binary)
         if can_read(binary, written_by) is not False:
             return binary
-    return found[0]  # none can: start refuses it with the data directory named
+    return _versioned(settings, found[0])  # none can: start refuses it, naming the data dir
 
 
 def survey(settings: Settings, flavors: tuple[str, ...]) -> list[dict[str, Any]]:
     """What ``invoke fetch --list`` shows: every candidate, which one runs, and why."""
-    from .catalog import get_flavor
-
     rows: list[dict[str, Any]] = []
     for name in flavors:
         flavor = get_flavor(name)
