@@ -386,3 +386,87 @@ def exit_code(returncode: int) -> int:
     if returncode < 0 and not WINDOWS:
         return 128 - returncode
     return returncode
+
+
+# --- Application processes under ``invoke up`` (several at once, output prefixed) -----------
+
+
+def spawn_app(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start one of ``up``'s application processes with its output on a pipe we prefix.
+
+    Unlike :func:`spawn_foreground` each gets its own process group (POSIX: a new session;
+    Windows: CREATE_NEW_PROCESS_GROUP), so we decide how and when it is stopped: a terminal
+    Ctrl+C reaches ``up`` alone, which then stops every process the same way, and one
+    process's crash cannot take the terminal's group down with it. stdin is closed: several
+    processes cannot share one terminal's input. The command line is run as in
+    :func:`spawn_foreground` (direct exec when simple, else ``/bin/sh -c``; ``cmd /c`` on
+    Windows).
+    """
+    import shlex
+
+    common: dict[str, Any] = {
+        "env": dict(env),
+        "cwd": str(cwd),
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+    }
+    if WINDOWS:
+        return subprocess.Popen(
+            command, shell=True, creationflags=CREATE_NEW_PROCESS_GROUP, **common
+        )
+    if _needs_shell(command):
+        return subprocess.Popen(command, shell=True, start_new_session=True, **common)
+    return subprocess.Popen(shlex.split(command), start_new_session=True, **common)
+
+
+def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> None:
+    """Politely stop a process started by :func:`spawn_app` (and whatever it started).
+
+    POSIX: SIGTERM to its process group (as honcho and docker compose do). Safe against PID
+    reuse because the child is ours and not yet reaped (``poll()`` is None). Windows: a
+    CTRL_BREAK_EVENT to its process group, which shares our console (unverified on a real
+    Windows console; a process that ignores it is killed after the grace period).
+    """
+    if proc.poll() is not None:
+        return
+    with suppress(OSError):
+        if WINDOWS:
+            proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+
+
+def kill_app(proc: subprocess.Popen[bytes]) -> None:
+    """Force-stop a :func:`spawn_app` process and its children (after the grace period)."""
+    if proc.poll() is not None:
+        return
+    if not WINDOWS:
+        with suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+    import psutil
+
+    with suppress(psutil.Error):
+        kill_tree(psutil.Process(proc.pid))
+
+
+def stop_recorded_app(proc: Any) -> None:
+    """Stop an identity-checked psutil.Process that another ``up`` started (``invoke down``).
+
+    POSIX: SIGTERM to its group (it leads one: spawn_app made a new session) and its own
+    descendants; Windows: we do not share its console, so there is no polite signal to send
+    and the tree is killed.
+    """
+    import psutil
+
+    if WINDOWS:
+        kill_tree(proc)
+        return
+    try:
+        victims = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        victims = [proc]
+    for victim in victims:
+        with suppress(psutil.Error):
+            victim.send_signal(signal.SIGTERM)
