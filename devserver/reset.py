@@ -65,8 +65,9 @@ def footprint(settings: Settings, flavor: str) -> Footprint:
     if os.path.islink(path) or not path.is_dir():
         return Footprint(path, 1, 0, True)
     files = size = 0
-    for folder, _dirs, names in os.walk(path):  # os.walk does not follow symlinked folders
-        for name in names:
+    for folder, dirs, names in os.walk(path):  # os.walk does not follow symlinked folders
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        for name in [*names, *links]:  # a link to a folder is one entry, like a file
             files += 1
             try:
                 size += os.lstat(os.path.join(folder, name)).st_size
