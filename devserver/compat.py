@@ -32,6 +32,7 @@ DETACHED_PROCESS = 0x00000008
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 CREATE_NO_WINDOW = 0x08000000
+CTRL_BREAK_EVENT = 1  # signal.CTRL_BREAK_EVENT, which exists only on Windows
 
 
 def os_name() -> str:
@@ -432,7 +433,7 @@ def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> None:
         return
     with suppress(OSError):
         if WINDOWS:
-            proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+            proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", CTRL_BREAK_EVENT))
         else:
             os.killpg(proc.pid, signal.SIGTERM)
 

@@ -134,3 +134,63 @@ def test_reset_picks_a_flavor_and_removes_only_its_folder(tmp_path: Path) -> Non
     (data / "garnet").symlink_to(outside)
     reset.remove(settings, "garnet")
     assert not os.path.lexists(data / "garnet") and (outside / "keep").exists()
+
+
+def test_app_processes_on_windows_get_a_group_and_ctrl_break(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows: cmd /c (npm.cmd and friends), its own process group so CTRL_BREAK reaches it
+    alone, a tree kill through psutil (the pid is cmd.exe's, the app is its child)."""
+    import subprocess
+    from unittest import mock
+
+    from devserver import compat
+
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    with mock.patch.object(subprocess, "Popen") as popen:
+        compat.spawn_app("npm run dev", {"A": "1"}, Path("/p"))
+    kwargs = popen.call_args.kwargs
+    assert popen.call_args.args == ("npm run dev",) and kwargs["shell"] is True
+    assert kwargs["creationflags"] == compat.CREATE_NEW_PROCESS_GROUP
+    assert kwargs["stdin"] == subprocess.DEVNULL and kwargs["stderr"] == subprocess.STDOUT
+    proc = mock.Mock()
+    proc.poll.return_value = None
+    compat.ask_app_to_stop(proc)
+    proc.send_signal.assert_called_once_with(compat.CTRL_BREAK_EVENT)
+    with mock.patch.object(compat, "kill_tree") as kill_tree, mock.patch("psutil.Process") as ps:
+        compat.kill_app(proc)
+    kill_tree.assert_called_once_with(ps.return_value)
+    recorded = mock.Mock()
+    with mock.patch.object(compat, "kill_tree") as kill_tree:
+        compat.stop_recorded_app(recorded)
+    kill_tree.assert_called_once_with(recorded)
+
+
+def test_app_processes_on_posix_get_a_session_and_sigterm_to_the_group() -> None:
+    import signal
+    import subprocess
+    from unittest import mock
+
+    from devserver import compat
+
+    with mock.patch.object(subprocess, "Popen") as popen:
+        compat.spawn_app("uvicorn app:app --port 8000", {}, Path("/p"))
+    assert popen.call_args.args == (["uvicorn", "app:app", "--port", "8000"],)
+    assert popen.call_args.kwargs["start_new_session"] is True
+    with mock.patch.object(subprocess, "Popen") as popen:
+        compat.spawn_app("cd api && make run", {}, Path("/p"))
+    assert popen.call_args.kwargs["shell"] is True
+    proc = mock.Mock(pid=4242)
+    proc.poll.return_value = None
+    with mock.patch("os.killpg") as killpg:
+        compat.ask_app_to_stop(proc)
+        compat.kill_app(proc)
+    assert killpg.call_args_list == [
+        mock.call(4242, signal.SIGTERM),
+        mock.call(4242, signal.SIGKILL),
+    ]
+    proc.poll.return_value = 0  # reaped: its pid may be anyone's now, never signalled
+    with mock.patch("os.killpg") as killpg:
+        compat.ask_app_to_stop(proc)
+        compat.kill_app(proc)
+    killpg.assert_not_called()
