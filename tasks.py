@@ -644,10 +644,7 @@ def api(c: Context) -> None:
     )
     result = app.run_api(settings.api.command, values, ROOT)
     if result.interrupted:
-        console.info(
-            f"the API stopped (exit code {result.code}); the server keeps running: "
-            "stop it with `invoke down`"
-        )
+        console.info(f"the API stopped (exit code {result.code}); {_server_now(settings)}")
     elif result.code != 0:
         console.warn(f"the API command exited with code {result.code}")
     if result.code != 0:
@@ -781,6 +778,11 @@ def _up_app(settings: Settings, commands: dict[str, str]) -> None:
             f"the application processes already run under another `invoke up` (pid {other})",
             hint="stop them with `invoke down` (or Ctrl+C in that terminal)",
         )
+    leftover = owned.stop_recorded(settings, settings.stop_timeout)  # of an `up` that was killed
+    if leftover.stopped:
+        console.warn(
+            f"stopped what a killed `invoke up` left running: {', '.join(leftover.stopped)}"
+        )
     state = app.running_server(settings)
     values = app.connection_env(settings, state)
     width = max(len(n) for n in commands)
@@ -815,8 +817,6 @@ def _up_app(settings: Settings, commands: dict[str, str]) -> None:
 
 def _up_app_summary(settings: Settings, result: Any) -> None:
     """One line that matches what is running now (the server may have been stopped too)."""
-    from devserver import process
-
     if result.reason == "stopped":
         console.ok("`invoke down` stopped the application processes (it stops the server next)")
         return
@@ -825,14 +825,20 @@ def _up_app_summary(settings: Settings, result: Any) -> None:
         if result.reason == "interrupted"
         else f"{result.first} exited (code {result.code}), so the others were stopped"
     )
+    console.info(f"{what}; {_server_now(settings)}")
+
+
+def _server_now(settings: Settings) -> str:
+    """Whether the server still runs, checked now (it may have been stopped meanwhile)."""
+    from devserver import process
+
     try:
         state, proc = process.current_state(settings)
     except DevServerError:
         state, proc = None, None
     if state is not None and proc is not None:
-        console.info(f"{what}; the server keeps running: stop it with `invoke down`")
-    else:
-        console.info(f"{what}; the server is not running any more (`invoke up` starts it)")
+        return "the server keeps running: stop it with `invoke down`"
+    return "the server is not running any more (`invoke up` starts it)"
 
 
 # --- Daily use (issue 11): reset, run, cli ----------------------------------------------------

@@ -85,7 +85,7 @@ class Daily(Project):
             assert proc.poll() is None, proc.communicate()
             try:
                 data: dict[str, Any] = json.loads(self.app_file.read_text())
-                if len(data["processes"]) == count:
+                if len(data["processes"]) == count and data["owner"]["pid"] == proc.pid:
                     return data
             except (OSError, ValueError, KeyError):
                 pass
@@ -302,6 +302,42 @@ def test_down_stops_the_recorded_processes_when_up_itself_was_killed(proj: Daily
     assert down.returncode == 0, down.stderr
     assert "stopped the application processes: api" in down.stderr
     assert _wait_dead(pid)
+
+
+def test_a_new_up_stops_what_a_killed_up_left_running(proj: Daily) -> None:
+    first = proj.up_in_background("up", "--no-verify", INVOKE_API_COMMAND=_python(_SLEEPER))
+    pid = proj.wait_recorded(first, 1)["processes"][0]["pid"]
+    assert first.stdout is not None
+    while "sleeping" not in first.stdout.readline():
+        assert first.poll() is None
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    second = proj.up_in_background("up", "--no-verify", INVOKE_API_COMMAND=_python(_SLEEPER))
+    new_pid = proj.wait_recorded(second, 1)["processes"][0]["pid"]
+    assert new_pid != pid and _wait_dead(pid)
+    assert proj.invoke("down").returncode == 0
+    _out, err = second.communicate(timeout=60)
+    assert "stopped what a killed `invoke up` left running: api" in err
+
+
+def test_api_after_ctrl_c_says_whether_the_server_still_runs(proj: Daily, tmp_path: Path) -> None:
+    assert proj.invoke("start").returncode == 0
+    ready = tmp_path / "ready"
+    code = (
+        "import signal, sys, time; "
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(0)); "
+        f"open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    )
+    api = proj.up_in_background("api", INVOKE_API_COMMAND=_python(code))
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert api.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert proj.invoke("stop").returncode == 0  # the server went away meanwhile
+    api.send_signal(signal.SIGINT)
+    _out, err = api.communicate(timeout=60)
+    assert "the server is not running any more" in err, err
+    assert "keeps running" not in err
 
 
 def test_down_never_signals_a_recorded_pid_that_is_now_another_process(proj: Daily) -> None:
