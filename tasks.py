@@ -953,7 +953,8 @@ class _CliTask(Task[Callable[..., Any]]):
 @task(
     klass=_CliTask,
     help={
-        "command": 'one command word, e.g. PING (more words: invoke cli -- SET k "v w")',
+        "command": "the command as one word, e.g. PING or 'SET k \"v w\"' (split as "
+        'redis-cli does); or the words after --: invoke cli -- SET k "v w"',
         "raw": "print replies as plain text (the default when stdout is not a terminal)",
     },
 )
@@ -968,7 +969,7 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
     from devserver import app, resp
     from devserver import cli as redis_cli
 
-    words = [command] if command else (_cli_words()[1] or [])
+    words = redis_cli.split_command(command) if command else (_cli_words()[1] or [])
     settings = settings_from(c)
     state = app.running_server(settings)
     session = redis_cli.Session(resp.connect_host(state.host), state.port, settings.password)

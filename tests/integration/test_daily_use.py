@@ -450,6 +450,8 @@ def test_cli_one_shot_and_from_stdin_with_auth(proj: Daily) -> None:
     assert (ping.returncode, ping.stdout) == (0, "PONG\n"), ping.stderr
     assert proj.invoke("cli", "--", "SET", "k", "v w", **env).stdout == "OK\n"
     assert proj.invoke("cli", "--", "GET", "k", **env).stdout == "v w\n"
+    assert proj.invoke("cli", 'SET k2 "x y"', **env).stdout == "OK\n"  # one word, split
+    assert proj.invoke("cli", "--", "GET", "k2", **env).stdout == "x y\n"
     assert proj.invoke("cli", "--", "RPUSH", "l", "a", "b c", **env).stdout == "2\n"
     bad = proj.invoke("cli", "--", "NOSUCHCOMMAND", **env)
     assert bad.returncode == 1 and len(_one_error(bad.stderr)) == 1
