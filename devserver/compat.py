@@ -421,21 +421,25 @@ def spawn_app(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Pop
     return subprocess.Popen(shlex.split(command), start_new_session=True, **common)
 
 
-def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> None:
-    """Politely stop a process started by :func:`spawn_app` (and whatever it started).
+def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> bool:
+    """Politely stop a process started by :func:`spawn_app`; False when that was impossible.
 
     POSIX: SIGTERM to its process group (as honcho and docker compose do). Safe against PID
     reuse because the child is ours and not yet reaped (``poll()`` is None). Windows: a
-    CTRL_BREAK_EVENT to its process group, which shares our console (unverified on a real
-    Windows console; a process that ignores it is killed after the grace period).
+    CTRL_BREAK_EVENT to its process group, which works only while we have a console to share
+    with it: without one (Wine without a terminal, some IDEs) GenerateConsoleCtrlEvent fails,
+    and CPython reports that as SystemError rather than OSError. The caller then kills it.
     """
     if proc.poll() is not None:
-        return
-    with suppress(OSError):
+        return True
+    try:
         if WINDOWS:
             proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", CTRL_BREAK_EVENT))
         else:
             os.killpg(proc.pid, signal.SIGTERM)
+    except (OSError, SystemError):
+        return proc.poll() is not None
+    return True
 
 
 def kill_app(proc: subprocess.Popen[bytes]) -> None:

@@ -202,7 +202,9 @@ def _supervise(
             for name, proc in procs.items():
                 if name not in codes:
                     on_event(name, "stopping")
-                    compat.ask_app_to_stop(proc)
+                    if not compat.ask_app_to_stop(proc):
+                        on_event(name, "cannot be asked to stop (no shared console): killing it")
+                        compat.kill_app(proc)
         if deadline is not None and time.monotonic() > deadline:
             for name, proc in procs.items():
                 if name not in codes and proc.poll() is None:

@@ -157,6 +157,10 @@ def test_app_processes_on_windows_get_a_group_and_ctrl_break(
     proc.poll.return_value = None
     compat.ask_app_to_stop(proc)
     proc.send_signal.assert_called_once_with(compat.CTRL_BREAK_EVENT)
+    # No console to share (seen under Wine): CPython raises SystemError; the caller kills it.
+    proc.send_signal.side_effect = SystemError("<built-in function kill> returned a result")
+    assert compat.ask_app_to_stop(proc) is False
+    proc.send_signal.side_effect = None
     with mock.patch.object(compat, "kill_tree") as kill_tree, mock.patch("psutil.Process") as ps:
         compat.kill_app(proc)
     kill_tree.assert_called_once_with(ps.return_value)
