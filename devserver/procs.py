@@ -178,6 +178,7 @@ def _supervise(
     first: str | None = None
     reason = ""
     deadline: float | None = None
+    next_check = 0.0
     while open_streams or len(codes) < len(procs):
         try:
             name, text = lines.get(timeout=0.1)
@@ -195,8 +196,10 @@ def _supervise(
                     first, reason = name, "exited"
         if not reason and interrupted.is_set():
             reason = "interrupted"
-        if not reason and stop_requested():
-            reason = "stopped"
+        if not reason and time.monotonic() >= next_check:  # a file read: not on every line
+            next_check = time.monotonic() + 0.1
+            if stop_requested():
+                reason = "stopped"
         if reason and deadline is None:
             deadline = time.monotonic() + grace
             for name, proc in procs.items():
