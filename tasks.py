@@ -753,8 +753,9 @@ def up(
         "app",
         "skipped, nothing configured (set api.command or app.processes in invoke.yaml)",
     )
+    checked = "running (not verified: --no-verify)" if no_verify else "running and verified"
     console.ok(
-        f"up: the server is running and verified at {url} "
+        f"up: the server is {checked} at {url} "
         "(`invoke env` prints it for .env files; `invoke down` stops it)"
     )
 

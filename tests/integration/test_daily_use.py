@@ -396,6 +396,7 @@ def test_up_options_port_flavor_no_fetch_no_verify(proj: Daily) -> None:
     assert "up 1/4: fetch: skipped (--no-fetch)" in result.stderr
     assert "up 3/4: verify: skipped (--no-verify)" in result.stderr
     assert f"ready on 127.0.0.1:{port}" in result.stderr
+    assert "not verified: --no-verify" in result.stderr and "and verified" not in result.stderr
     assert resp.ping("127.0.0.1", port) == "ready"
     helptext = proj.invoke("--help", "up").stdout
     for option in ("--port", "--flavor", "--no-verify", "--no-fetch", "invoke start"):
