@@ -271,6 +271,35 @@ def test_up_runs_every_process_and_the_first_to_fail_stops_the_rest(proj: Daily)
     assert not proj.app_file.exists()
 
 
+def test_a_process_that_cannot_start_fails_up_in_one_line_and_stops_the_others(
+    proj: Daily, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first.pid"
+    first = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    proj.set_yaml(
+        f"app:\n  processes:\n    first: {json.dumps(_python(first))}\n"
+        "    second: no-such-program-here --flag\n"
+    )
+    result = proj.invoke("up", "--no-verify")
+    assert result.returncode == 1
+    assert len(_one_error(result.stderr)) == 1
+    assert "cannot start the second process ('no-such-program-here --flag')" in result.stderr
+
+    def survivors() -> list[int]:  # the first process, started before the second failed
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if any(str(marker) in word for word in cmdline) and _alive(proc.pid):
+                found.append(proc.pid)
+        return found
+
+    deadline = time.monotonic() + 20
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert survivors() == []
+    assert not proj.app_file.exists()
+
+
 def test_down_from_another_shell_stops_ups_processes_then_the_server(proj: Daily) -> None:
     proj.set_yaml(f"app:\n  processes:\n    one: {json.dumps(_python(_SLEEPER))}\n")
     up = proj.up_in_background("up", "--no-verify", INVOKE_API_COMMAND=_python(_SLEEPER))
