@@ -548,7 +548,11 @@ def bench(c: Context, only: str = "") -> None:
 @task(help={"no_save": _NO_SAVE_HELP})
 def down(c: Context, no_save: bool = False) -> None:
     """Stop what `invoke up` started: the application processes (from any shell), the server."""
-    _stop_app_processes(c)
+    try:
+        _stop_app_processes(c)
+    except Exit:  # already reported; the server is stopped all the same, then exit 1
+        stop(c, no_save=no_save)
+        raise
     stop(c, no_save=no_save)
 
 
