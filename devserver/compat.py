@@ -338,6 +338,13 @@ def _terminal_delivers_to_our_group() -> bool:
         os.close(fd)
 
 
+def interrupt_signals() -> list[int]:
+    """The signals that mean "stop" for a foreground tool: Ctrl+C everywhere, Ctrl+Break on
+    Windows, SIGTERM and a terminal hang-up on POSIX."""
+    names = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
+    return [getattr(signal, name) for name in names if hasattr(signal, name)]
+
+
 @contextmanager
 def relay_interrupts(
     proc: subprocess.Popen[bytes], on_signal: Callable[[int], None]
@@ -368,9 +375,7 @@ def relay_interrupts(
         if signum == signal.SIGTERM or not _terminal_delivers_to_our_group():
             _signal_tree(proc, signum)
 
-    names: tuple[str, ...] = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
-    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
-    previous = {num: signal.signal(num, handler) for num in numbers}
+    previous = {num: signal.signal(num, handler) for num in interrupt_signals()}
     try:
         yield
     finally:

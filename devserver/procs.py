@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from . import compat
 from .errors import ConfigError, DevServerError
@@ -98,9 +99,8 @@ def process_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, 
     return env
 
 
-def _read_lines(name: str, stream: object, out: queue.Queue[tuple[str, str | None]]) -> None:
+def _read_lines(name: str, stream: IO[bytes], out: queue.Queue[tuple[str, str | None]]) -> None:
     """A reader thread: bytes decoded as UTF-8 with replacement, one queue item per line."""
-    assert hasattr(stream, "readline")
     for raw in iter(stream.readline, b""):
         out.put((name, raw.decode("utf-8", "replace").rstrip("\r\n")))
     out.put((name, None))
@@ -112,9 +112,7 @@ def _interrupts(flag: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = ("SIGINT", "SIGBREAK") if compat.WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
-    numbers = [getattr(signal, n) for n in names if hasattr(signal, n)]
-    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in numbers}
+    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in compat.interrupt_signals()}
     try:
         yield
     finally:
@@ -151,8 +149,10 @@ def run_processes(
                         f"cannot start the {name} process ({command!r}): {exc.strerror or exc}",
                         hint="check app.processes / api.command in invoke.yaml",
                     ) from None
+                stream = procs[name].stdout
+                assert stream is not None  # spawn_app pipes it
                 threading.Thread(
-                    target=_read_lines, args=(name, procs[name].stdout, lines), daemon=True
+                    target=_read_lines, args=(name, stream, lines), daemon=True
                 ).start()
                 on_event(name, f"started (pid {procs[name].pid}): {command}")
             on_started({name: proc.pid for name, proc in procs.items()})
