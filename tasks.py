@@ -993,6 +993,7 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
             console.info(
                 f"{state.flavor} {state.version} on {state.host}:{state.port}; quit to leave"
             )
+            redis_cli.enable_line_editing()
 
         def read() -> str | None:
             try:

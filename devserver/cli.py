@@ -126,3 +126,12 @@ def repl(
             raise CliError(f"the connection was lost: {exc}", hint="`invoke status`") from None
         out.write(text + "\n")
         out.flush()
+
+
+def enable_line_editing() -> None:
+    """Arrow keys and history at the interactive prompt, where the readline module exists
+    (POSIX builds; Windows consoles edit lines themselves)."""
+    try:
+        import readline  # noqa: F401 (importing it is what makes input() use it)
+    except ImportError:
+        pass

@@ -573,3 +573,38 @@ def test_example_job_queue_runs_with_up_in_one_step(proj: Daily) -> None:
     assert up.returncode == 0, err
     assert f"done {job_id}: 'hello queue'" in out
     assert "web    | api: stopped" in out and "worker | worker: stopped" in out
+
+
+def test_cli_interactive_prompt_on_a_terminal(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "cli"],
+        cwd=proj.root,
+        env=proj.env,
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    output = b""
+    try:
+        for line in (b"SET k 'a b'\n", b"GET k\n", b"LPUSH k x\n", b"quit\n"):
+            os.write(master, line)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None or not output.endswith(b"\n"):
+            assert time.monotonic() < deadline, output
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: everything was read
+                break
+            output += chunk
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    text = output.decode().replace("\r\n", "\n")
+    # the prompt (CPython's input() writes it to stderr when readline is not loaded)
+    assert f"127.0.0.1:{proj.port}> " in text + err.decode()
+    assert '"a b"' in text  # a bulk reply, quoted as redis-cli does on a terminal
+    assert b"WRONGTYPE" in err and proc.returncode == 1
+    assert b"quit to leave" in err
