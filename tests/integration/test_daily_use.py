@@ -158,6 +158,16 @@ def test_start_asking_for_another_port_or_flavor_names_the_running_server(proj: 
     assert resp.ping("127.0.0.1", other) == "ready"
 
 
+def test_up_with_another_port_stops_at_start_with_the_restart_hint(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    other = free_port()
+    result = proj.invoke("up", "--port", str(other), INVOKE_API_COMMAND="true")
+    assert result.returncode == 1
+    assert f"invoke restart --port {other}" in result.stderr
+    assert "up stopped: the start step failed" in result.stderr
+    assert "up 4/4" not in result.stderr  # the application never started
+
+
 # --- item 8: stop --no-save's help, invoke reset -------------------------------------------------
 
 
