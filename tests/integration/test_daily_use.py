@@ -281,6 +281,14 @@ def test_up_runs_every_process_and_the_first_to_fail_stops_the_rest(proj: Daily)
     assert not proj.app_file.exists()
 
 
+def test_up_reads_a_procfile_when_app_processes_is_empty(proj: Daily) -> None:
+    code = "import os, sys; print('from procfile', os.environ['REDIS_URL']); sys.exit(4)"
+    (proj.root / "Procfile").write_text(f"# the usual format\nonce: {_python(code)}\n")
+    result = proj.invoke("up", "--no-verify")
+    assert result.returncode == 4, result.stderr
+    assert f"once | from procfile redis://127.0.0.1:{proj.port}/0" in result.stdout
+
+
 def test_a_process_that_cannot_start_fails_up_in_one_line_and_stops_the_others(
     proj: Daily, tmp_path: Path
 ) -> None:
