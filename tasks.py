@@ -38,7 +38,8 @@ def _plain(value: Any) -> Any:
 def settings_from(ctx: Context, **overrides: Any) -> Settings:
     """Validated settings: invoke.yaml + environment + this task's options."""
     config = {
-        name: _plain(ctx.config.get(name) or {}) for name in ("server", "release", "verify", "api")
+        name: _plain(ctx.config.get(name) or {})
+        for name in ("server", "release", "verify", "api", "app")
     }
     return load_settings(config, ROOT).with_overrides(**overrides)
 
@@ -112,9 +113,8 @@ def start(
     if result.stale is not None:
         console.warn(f"removed a stale state file (pid {result.stale.pid} is gone or not ours)")
     if result.already_running:
-        console.ok(
-            f"{state.flavor} {state.version} is already running "
-            f"(pid {state.pid}, {state.host}:{state.port})"
+        _already_running(
+            state, {"port": port and settings.port, "flavor": flavor, "binary": binary}
         )
         return
     if not result.broke_away:
@@ -128,7 +128,30 @@ def start(
     )
 
 
-@task(help={"no_save": "skip the snapshot: a throwaway stop (SHUTDOWN NOSAVE)"})
+_NO_SAVE_HELP = (
+    "skip the final snapshot (SHUTDOWN NOSAVE). Not a wipe: what the server already wrote "
+    "(Redis's append-only file, earlier snapshots) is loaded again on the next start; "
+    "`invoke reset` empties it"
+)
+
+
+def _already_running(state: Any, asked: dict[str, Any]) -> None:
+    """Fine (exit 0) when nothing particular was asked; exit 1 naming what differs otherwise."""
+    from devserver.errors import StartError
+    from devserver.running import differences, restart_hint
+
+    where = f"(pid {state.pid}, {state.host}:{state.port})"
+    differ = differences(state, asked)
+    if differ:
+        raise StartError(
+            f"{state.flavor} {state.version} is already running {where}, "
+            f"not the one asked for: {'; '.join(differ)}",
+            hint=f"run `{restart_hint(asked)}` to replace it (or drop the option to use it)",
+        )
+    console.ok(f"{state.flavor} {state.version} is already running {where}")
+
+
+@task(help={"no_save": _NO_SAVE_HELP})
 @handled
 def stop(c: Context, no_save: bool = False) -> None:
     """Stop the server: graceful SHUTDOWN, then a forced kill of our own process only."""
@@ -609,18 +632,44 @@ def bench(c: Context, only: str = "") -> None:
 # --- One command: up / down / env / api (issue 6) -------------------------------------------
 
 
-@task(help={"no_save": "skip the snapshot: a throwaway stop (SHUTDOWN NOSAVE)"})
+@task(help={"no_save": _NO_SAVE_HELP})
 def down(c: Context, no_save: bool = False) -> None:
-    """Stop the server (the same as `invoke stop`): the counterpart of `invoke up`."""
+    """Stop what `invoke up` started: the application processes (from any shell), the server."""
+    try:
+        _stop_app_processes(c)
+    except Exit:  # already reported; the server is stopped all the same, then exit 1
+        stop(c, no_save=no_save)
+        raise
     stop(c, no_save=no_save)
+
+
+@handled
+def _stop_app_processes(c: Context) -> None:
+    from devserver import owned
+
+    settings = settings_from(c)
+    done = owned.stop_recorded(settings, settings.stop_timeout)
+    if done.stale:
+        console.warn("removed a stale record of application processes (none of them runs)")
+    elif done.stopped:
+        who = "`invoke up` stopped" if done.by_owner else "stopped"
+        console.ok(f"{who} the application processes: {', '.join(done.stopped)}")
+    if done.left:
+        raise DevServerError(
+            f"application processes still running after a kill: {', '.join(done.left)}",
+            hint="check them with your OS's process tools",
+        )
 
 
 @task(
     optional=["write"],
-    help={"write": "merge into a .env file instead of printing (default: .env in the project)"},
+    help={
+        "write": "merge into a .env file instead of printing (default: .env in the project)",
+        "shell": "print POSIX sh `export NAME='value'` lines for eval \"$(invoke env --shell)\"",
+    },
 )
 @handled
-def env(c: Context, write: Any = None) -> None:
+def env(c: Context, write: Any = None, shell: bool = False) -> None:
     """Print the application's settings (REDIS_URL, api.env) in .env format, or merge them."""
     from devserver import app, process
 
@@ -630,6 +679,12 @@ def env(c: Context, write: Any = None) -> None:
         state = None
         console.warn("the server is not running: these are the configured settings")
     values = app.connection_env(settings, state)
+    if shell:
+        from devserver.shellenv import export_lines
+
+        sys.stdout.write(export_lines(values))
+        sys.stdout.flush()
+        return
     if write is None or write is False:
         sys.stdout.write(app.format_env(values))
         sys.stdout.flush()
@@ -680,10 +735,7 @@ def api(c: Context) -> None:
     )
     result = app.run_api(settings.api.command, values, ROOT)
     if result.interrupted:
-        console.info(
-            f"the API stopped (exit code {result.code}); the server keeps running: "
-            "stop it with `invoke down`"
-        )
+        console.info(f"the API stopped (exit code {result.code}); {_server_now(settings)}")
     elif result.code != 0:
         console.warn(f"the API command exited with code {result.code}")
     if result.code != 0:
@@ -697,7 +749,7 @@ def _up_header(number: int, step: str, text: str = "") -> None:
     )
 
 
-def _binary_missing(c: Context) -> tuple[str, str]:
+def _binary_missing(c: Context, flavor: str | None = None) -> tuple[str, str]:
     """("", what is ready) when fetch's flavor is already usable, else (why fetch must run, "").
 
     Checked here rather than always calling fetch so a ready machine goes straight to start;
@@ -705,7 +757,7 @@ def _binary_missing(c: Context) -> tuple[str, str]:
     """
     from devserver import binaries, release
 
-    settings = settings_from(c)
+    settings = settings_from(c, flavor=flavor)
     name = release.target_flavor(settings)
     try:
         binary = binaries.find_binary(settings, name)
@@ -734,27 +786,52 @@ def _up_step(c: Context, number: int, step: str, run: Callable[..., None], note:
         raise Exit(code=1) from None
 
 
-@task
-def up(c: Context) -> None:
-    """Fetch (only if the binary is missing), start, verify, then the API if one is configured.
+@task(
+    help={
+        "port": "TCP port for the server (default: server.port); a running server on another "
+        "port is an error naming `invoke restart --port`",
+        "flavor": "server flavor: auto, dragonfly, redis or garnet (default: server.flavor)",
+        "no_verify": "skip the verify step (start, then straight to the application)",
+        "no_fetch": "never download: use the installed or local binary (start fails without)",
+    }
+)
+def up(
+    c: Context,
+    port: str | None = None,
+    flavor: str | None = None,
+    no_verify: bool = False,
+    no_fetch: bool = False,
+) -> None:
+    """Fetch (only if the binary is missing), start, verify, then the application's processes.
 
-    The first step that fails stops the chain: exit 1 with the step named. Already running is
-    fine. The API step passes on the API's own exit code, like `invoke api`.
+    The processes are api.command (as "api") and app.processes in invoke.yaml (or a Procfile),
+    each with REDIS_URL and api.env exported and its output prefixed with its name; the first
+    to end stops the others and gives `up` its exit code; Ctrl+C stops them all (the server
+    keeps running); `invoke down` from another shell stops them and the server. The first step
+    that fails stops the chain: exit 1 with the step named. Already running is fine.
+    Detached (`up -d` in docker compose: the server only, in the background) is `invoke start`.
     """
     from devserver import app
 
     try:
-        why, ready = _binary_missing(c)
-        if why:
-            _up_step(c, 1, "fetch", fetch, why)
+        if no_fetch:
+            _up_header(1, "fetch", "skipped (--no-fetch)")
         else:
-            _up_header(1, "fetch", f"skipped, {ready} is ready")
-        _up_step(c, 2, "start", start)
-        _up_step(c, 3, "verify", verify)
+            why, ready = _binary_missing(c, flavor)
+            if why:
+                _up_step(c, 1, "fetch", lambda c: fetch(c, flavor=flavor), why)
+            else:
+                _up_header(1, "fetch", f"skipped, {ready} is ready")
+        _up_step(c, 2, "start", lambda c: start(c, flavor=flavor, port=port))
+        if no_verify:
+            _up_header(3, "verify", "skipped (--no-verify)")
+        else:
+            _up_step(c, 3, "verify", verify)
         settings = settings_from(c)
-        if settings.api.command:
-            _up_header(4, "api")
-            api(c)  # the API's own exit code, as `invoke api` gives it
+        commands = _app_commands(settings)
+        if commands:
+            _up_header(4, "app", ", ".join(commands))
+            _up_app(settings, commands)
             return
         url = app.redact_url(
             app.connection_env(settings, app.running_server(settings))["REDIS_URL"]
@@ -764,10 +841,255 @@ def up(c: Context) -> None:
         raise Exit(code=1) from None
     _up_header(
         4,
-        "api",
-        "skipped, no api.command configured (set api.command in invoke.yaml or INVOKE_API_COMMAND)",
+        "app",
+        "skipped, nothing configured (set api.command or app.processes in invoke.yaml)",
     )
+    checked = "running (not verified: --no-verify)" if no_verify else "running and verified"
     console.ok(
-        f"up: the server is running and verified at {url} "
+        f"up: the server is {checked} at {url} "
         "(`invoke env` prints it for .env files; `invoke down` stops it)"
     )
+
+
+def _app_commands(settings: Settings) -> dict[str, str]:
+    from devserver.procs import app_processes
+
+    return app_processes(settings.api.command, settings.app.processes, ROOT / "Procfile")
+
+
+_PREFIX_COLOURS = ("cyan", "yellow", "green", "bold", "dim")
+
+
+def _up_app(settings: Settings, commands: dict[str, str]) -> None:
+    """Run the application processes until one ends; say what still runs afterwards."""
+    from devserver import app, owned, procs
+
+    other = owned.running_owner(settings)
+    if other is not None:
+        raise DevServerError(
+            f"the application processes already run under another `invoke up` (pid {other})",
+            hint="stop them with `invoke down` (or Ctrl+C in that terminal)",
+        )
+    leftover = owned.stop_recorded(settings, settings.stop_timeout)  # of an `up` that was killed
+    if leftover.stopped:
+        console.warn(
+            f"stopped what a killed `invoke up` left running: {', '.join(leftover.stopped)}"
+        )
+    state = app.running_server(settings)
+    values = app.connection_env(settings, state)
+    width = max(len(n) for n in commands)
+    colours = {n: _PREFIX_COLOURS[i % len(_PREFIX_COLOURS)] for i, n in enumerate(commands)}
+    console.info(f"REDIS_URL={app.redact_url(values['REDIS_URL'])}; cwd {ROOT}")
+
+    def on_line(name: str, text: str) -> None:
+        prefix = console.paint(f"{name:<{width}} |", colours[name], sys.stdout)
+        sys.stdout.write(f"{prefix} {text}\n")
+        sys.stdout.flush()
+
+    def on_event(name: str, text: str) -> None:
+        console.info(console.paint(f"{name:<{width}} |", colours[name]) + f" [up] {text}")
+
+    try:
+        result = procs.run_processes(
+            commands,
+            procs.process_env(os.environ, values),
+            ROOT,
+            on_line,
+            on_event,
+            on_started=lambda pids: owned.record(settings, pids),
+            stop_requested=lambda: owned.stop_was_requested(settings),
+            grace=settings.stop_timeout,
+        )
+    finally:
+        owned.clear(settings)
+    _up_app_summary(settings, result)
+    if result.code != 0:
+        raise Exit(code=result.code)
+
+
+def _up_app_summary(settings: Settings, result: Any) -> None:
+    """One line that matches what is running now (the server may have been stopped too)."""
+    if result.reason == "stopped":
+        console.ok("`invoke down` stopped the application processes (it stops the server next)")
+        return
+    what = (
+        "Ctrl+C: stopped the application processes"
+        if result.reason == "interrupted"
+        else f"{result.first} exited (code {result.code}), so the others were stopped"
+    )
+    console.info(f"{what}; {_server_now(settings)}")
+
+
+def _server_now(settings: Settings) -> str:
+    """Whether the server still runs, checked now (it may have been stopped meanwhile)."""
+    from devserver import process
+
+    try:
+        state, proc = process.current_state(settings)
+    except DevServerError:
+        state, proc = None, None
+    if state is not None and proc is not None:
+        return "the server keeps running: stop it with `invoke down`"
+    return "the server is not running any more (`invoke up` starts it)"
+
+
+# --- Daily use (issue 11): reset, run, cli ----------------------------------------------------
+
+
+@task(
+    help={
+        "flavor": "whose data: dragonfly, redis or garnet (default: the running server's, "
+        "else server.flavor)",
+        "yes": "do not ask for confirmation (needed without a terminal, e.g. in scripts)",
+    }
+)
+@handled
+def reset(c: Context, flavor: str | None = None, yes: bool = False) -> None:
+    """Stop the server, then delete this flavor's data folder (data/<flavor>/): an empty server.
+
+    Asks first (type y); without a terminal it refuses unless --yes is given. Nothing outside
+    data/<flavor>/ is touched; another flavor's running server is left alone.
+    """
+    from devserver import process
+    from devserver import reset as wipe
+    from devserver.state import project_lock
+
+    settings = settings_from(c)
+    state, proc = process.current_state(settings)
+    running = state.flavor if state is not None and proc is not None else None
+    name = wipe.pick_flavor(settings, flavor, running)
+    found = wipe.footprint(settings, name)
+    what = f"{found.path} ({found.files} files, {console.human_bytes(found.size)})"
+    if not found.exists and running != name:
+        console.ok(f"nothing to reset: {found.path} does not exist")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"reset would delete {what}, and there is no terminal to confirm it",
+                hint="pass --yes to delete it without asking",
+            )
+        stopping = f" and stop the running {name} server" if running == name else ""
+        sys.stderr.write(f"delete {what}{stopping}? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            console.info("nothing deleted")
+            return
+    if running == name:
+        stopped = process.stop(settings, save=False)  # its last snapshot is about to go anyway
+        if stopped.was_running and stopped.state is not None:
+            console.ok(f"{name} (pid {stopped.state.pid}) stopped")
+    with project_lock(settings.lock_file, wait=settings.stop_timeout):
+        again, live = process.current_state(settings)  # a start may have raced us
+        if again is not None and live is not None and again.flavor == name:
+            raise ConfigError(
+                f"{name} was started again while resetting; nothing deleted",
+                hint="stop it, then run `invoke reset` again",
+            )
+        wipe.remove(settings, name)
+    console.ok(f"deleted {what}; the next start begins empty")
+
+
+@task(name="run")
+@handled
+def run_command(c: Context) -> None:
+    """Run a one-off command with REDIS_URL and api.env exported: invoke run -- CMD ARGS.
+
+    Everything after `--` is the command, its words kept exactly as your shell passed them
+    (quotes included); its exit code is passed on. Works while the server is stopped too
+    (REDIS_URL is then the configured address, with a warning).
+    """
+    from devserver import app, process, procs
+    from devserver.shellenv import run_command as run_words
+    from devserver.shellenv import words_after_dashdash
+
+    words = words_after_dashdash(sys.argv, ("run",))
+    if not words:
+        raise ConfigError(
+            "no command given", hint="put it after `--`: invoke run -- python -m myapp.migrate"
+        )
+    settings = settings_from(c)
+    state, proc = process.current_state(settings)
+    if proc is None:
+        state = None
+        console.warn("the server is not running: REDIS_URL is the configured address")
+    values = app.connection_env(settings, state)
+    code = run_words(words, procs.process_env(os.environ, values), Path.cwd())
+    if code != 0:
+        raise Exit(code=code)
+
+
+def _cli_words() -> tuple[bool, list[str] | None]:
+    """(positional?, words after `--`): `invoke cli PING` takes one word as the command."""
+    from devserver.shellenv import words_after_dashdash
+
+    argv = sys.argv
+    after = argv[argv.index("cli") + 1 :] if "cli" in argv else []
+    positional = bool(after) and not after[0].startswith("-")
+    return positional, words_after_dashdash(argv, ("cli",))
+
+
+class _CliTask(Task[Callable[..., Any]]):
+    """``invoke cli PING``: the first word after ``cli`` is the command when one is given.
+
+    Invoke's positional arguments are required, and an optional one cannot be declared; so
+    ``command`` is made positional only when the command line has such a word (it is read
+    from sys.argv when the parser is built). More words need ``--``, as for ``invoke run``.
+    """
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        self.positional = ["command"] if _cli_words()[0] else []
+        return list(super().get_arguments(ignore_unknown_help))
+
+
+@task(
+    klass=_CliTask,
+    help={
+        "command": "the command as one word, e.g. PING or 'SET k \"v w\"' (split as "
+        'redis-cli does); or the words after --: invoke cli -- SET k "v w"',
+        "raw": "print replies as plain text (the default when stdout is not a terminal)",
+    },
+)
+@handled
+def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
+    """A Redis prompt on the managed server, AUTH done (no redis-cli needed).
+
+    `invoke cli PING` or `invoke cli -- SET k "v w"` runs one command (an error reply: exit 1);
+    `invoke cli` alone is interactive (quit or Ctrl+D leaves); commands piped on stdin run
+    one per line.
+    """
+    from devserver import app, resp
+    from devserver import cli as redis_cli
+
+    words = redis_cli.split_command(command) if command else (_cli_words()[1] or [])
+    settings = settings_from(c)
+    state = app.running_server(settings)
+    session = redis_cli.Session(resp.connect_host(state.host), state.port, settings.password)
+    plain = raw or not sys.stdout.isatty()
+    try:
+        if words:
+            try:
+                reply = session.call(words)
+            except resp.RespError as exc:
+                raise redis_cli.CliError(f"{exc}", hint=f"the server refused {words[0]}") from None
+            sys.stdout.write(redis_cli.format_reply(reply, plain) + "\n")
+            return
+        prompt = f"{state.host}:{state.port}> "
+        interactive = sys.stdin.isatty()
+        if interactive:
+            console.info(
+                f"{state.flavor} {state.version} on {state.host}:{state.port}; quit to leave"
+            )
+            redis_cli.enable_line_editing()
+
+        def read() -> str | None:
+            try:
+                return input(prompt) if interactive else (sys.stdin.readline() or None)
+            except EOFError:
+                return None
+
+        code = redis_cli.repl(session, read, sys.stdout, sys.stderr, raw=plain)
+    finally:
+        session.close()
+    if code:
+        raise Exit(code=code)

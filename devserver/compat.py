@@ -33,6 +33,7 @@ DETACHED_PROCESS = 0x00000008
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 CREATE_NO_WINDOW = 0x08000000
+CTRL_BREAK_EVENT = 1  # signal.CTRL_BREAK_EVENT, which exists only on Windows
 
 
 def os_name() -> str:
@@ -338,6 +339,13 @@ def _terminal_delivers_to_our_group() -> bool:
         os.close(fd)
 
 
+def interrupt_signals() -> list[int]:
+    """The signals that mean "stop" for a foreground tool: Ctrl+C everywhere, Ctrl+Break on
+    Windows, SIGTERM and a terminal hang-up on POSIX."""
+    names = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
+    return [getattr(signal, name) for name in names if hasattr(signal, name)]
+
+
 @contextmanager
 def relay_interrupts(
     proc: subprocess.Popen[bytes], on_signal: Callable[[int], None]
@@ -368,9 +376,7 @@ def relay_interrupts(
         if signum == signal.SIGTERM or not _terminal_delivers_to_our_group():
             _signal_tree(proc, signum)
 
-    names: tuple[str, ...] = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT", "SIGTERM", "SIGHUP")
-    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
-    previous = {num: signal.signal(num, handler) for num in numbers}
+    previous = {num: signal.signal(num, handler) for num in interrupt_signals()}
     try:
         yield
     finally:
@@ -439,3 +445,91 @@ def scripts_first(env: Mapping[str, str], scripts: str | None = None) -> dict[st
     parts = [folder] + [p for p in parts if norm(p) != norm(folder)]
     out[key] = sep.join(parts)
     return out
+
+
+# --- Application processes under ``invoke up`` (several at once, output prefixed) -----------
+
+
+def spawn_app(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start one of ``up``'s application processes with its output on a pipe we prefix.
+
+    Unlike :func:`spawn_foreground` each gets its own process group (POSIX: a new session;
+    Windows: CREATE_NEW_PROCESS_GROUP), so we decide how and when it is stopped: a terminal
+    Ctrl+C reaches ``up`` alone, which then stops every process the same way, and one
+    process's crash cannot take the terminal's group down with it. stdin is closed: several
+    processes cannot share one terminal's input. The command line is run as in
+    :func:`spawn_foreground` (direct exec when simple, else ``/bin/sh -c``; ``cmd /c`` on
+    Windows).
+    """
+    import shlex
+
+    common: dict[str, Any] = {
+        "env": dict(env),
+        "cwd": str(cwd),
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+    }
+    if WINDOWS:
+        return subprocess.Popen(
+            command, shell=True, creationflags=CREATE_NEW_PROCESS_GROUP, **common
+        )
+    if _needs_shell(command):
+        return subprocess.Popen(command, shell=True, start_new_session=True, **common)
+    return subprocess.Popen(shlex.split(command), start_new_session=True, **common)
+
+
+def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> bool:
+    """Politely stop a process started by :func:`spawn_app`; False when that was impossible.
+
+    POSIX: SIGTERM to its process group (as honcho and docker compose do). Safe against PID
+    reuse because the child is ours and not yet reaped (``poll()`` is None). Windows: a
+    CTRL_BREAK_EVENT to its process group, which works only while we have a console to share
+    with it: without one (Wine without a terminal, some IDEs) GenerateConsoleCtrlEvent fails,
+    and CPython reports that as SystemError rather than OSError. The caller then kills it.
+    """
+    if proc.poll() is not None:
+        return True
+    try:
+        if WINDOWS:
+            proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", CTRL_BREAK_EVENT))
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+    except (OSError, SystemError):
+        return proc.poll() is not None
+    return True
+
+
+def kill_app(proc: subprocess.Popen[bytes]) -> None:
+    """Force-stop a :func:`spawn_app` process and its children (after the grace period)."""
+    if proc.poll() is not None:
+        return
+    if not WINDOWS:
+        with suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+    import psutil
+
+    with suppress(psutil.Error):
+        kill_tree(psutil.Process(proc.pid))
+
+
+def stop_recorded_app(proc: Any) -> None:
+    """Stop an identity-checked psutil.Process that another ``up`` started (``invoke down``).
+
+    POSIX: SIGTERM to its group (it leads one: spawn_app made a new session) and its own
+    descendants; Windows: we do not share its console, so there is no polite signal to send
+    and the tree is killed.
+    """
+    import psutil
+
+    if WINDOWS:
+        kill_tree(proc)
+        return
+    try:
+        victims = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        victims = [proc]
+    for victim in victims:
+        with suppress(psutil.Error):
+            victim.send_signal(signal.SIGTERM)

@@ -67,6 +67,17 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """The application's processes (``app.processes``: name -> command) that ``up`` runs.
+
+    A mapping in invoke.yaml (Invoke cannot cast one from the environment, so it is not
+    overridable there: a Procfile or a user-level invoke.yaml is); validated here.
+    """
+
+    processes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the library needs to know, validated once. Paths are absolute."""
 
@@ -91,6 +102,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     # server.binary: run exactly this executable (None: the tool chooses; see discovery.py).
     binary: Path | None = None
+    app: AppSettings = field(default_factory=AppSettings)
 
     @property
     def state_file(self) -> Path:
@@ -330,5 +342,26 @@ def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
             command=_text("api.command", api.get("command"), root).strip(),
             env={str(k): _text(f"api.env.{k}", v, root) for k, v in api_env.items()},
         ),
+        app=AppSettings(processes=_processes(_section(config, "app").get("processes"))),
         **values,
     )
+
+
+_PROCESS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _processes(raw: Any) -> dict[str, str]:
+    """app.processes: names people can read in a prefix, commands that are not empty."""
+    if raw in (None, "", {}):
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _bad("app.processes", raw, "a mapping of process name to command")
+    result: dict[str, str] = {}
+    for name, command in raw.items():
+        if not _PROCESS_NAME_RE.match(str(name)):
+            raise _bad("app.processes", name, "names of letters, digits, '.', '_' or '-'")
+        text = _text(f"app.processes.{name}", command, Path()).strip()
+        if not text:
+            raise _bad(f"app.processes.{name}", command, "a command line")
+        result[str(name)] = text
+    return result

@@ -150,3 +150,15 @@ def project_lock(path: Path, wait: float = 0.0, poll: float = 0.05) -> Iterator[
                 )
             time.sleep(poll)
         yield
+
+
+def identity_of(pid: int) -> tuple[float, str] | None:
+    """(create time, executable) to record for ``pid`` now, in the form verified_process
+    compares; None when the process is gone or cannot be read."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time(), _exe_of(proc)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

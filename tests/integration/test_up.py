@@ -91,7 +91,7 @@ def test_up_runs_every_step_then_the_api_and_passes_on_its_code(proj: Project) -
     again = proj.invoke("up")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stderr
-    assert "api: skipped" in again.stderr
+    assert "app: skipped" in again.stderr
     down = proj.invoke("down")
     assert down.returncode == 0 and "stopped" in down.stderr
     assert not (proj.root / "data" / "server.json").exists()
