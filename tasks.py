@@ -7,22 +7,38 @@ task that needs them, so ``invoke --list`` and ``invoke stop`` stay fast.
 
 from __future__ import annotations
 
-import functools
-import os
-import re
 import sys
-import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import NoReturn
 
-from invoke.context import Context
-from invoke.exceptions import Exit
-from invoke.tasks import Task, task
 
-from devserver import console
-from devserver.config import Settings, load_settings, whole_number
-from devserver.errors import ConfigError, DevServerError
+def _interrupted_while_loading() -> NoReturn:
+    """Ctrl+C while this file is being loaded: one line and exit 130, not a traceback (a
+    Ctrl+C during ``import invoke`` itself happens before any code of ours runs)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+try:
+    import functools
+    import os
+    import re
+    import threading
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any, TypeVar
+
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+    from invoke.tasks import Task, task
+
+    from devserver import compat, console
+    from devserver.config import Settings, load_settings, whole_number
+    from devserver.errors import ConfigError, DevServerError
+except KeyboardInterrupt:
+    _interrupted_while_loading()
 
 ROOT = Path(__file__).resolve().parent
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +71,9 @@ def handled(func: F) -> F:
             console.error(exc.message, exc.hint)
             raise Exit(code=1) from None
         except KeyboardInterrupt:
+            # The task's own cleanup has run (start's is Ctrl+C-proof); from here on we only
+            # exit, and another Ctrl+C must not turn that into a traceback.
+            compat.ignore_interrupts()
             console.info("interrupted")
             raise Exit(code=130) from None
 
@@ -108,14 +127,20 @@ def start(
     early = launch_supervisor()  # its start-up overlaps the import and checks below
     from devserver import process
 
+    asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
     result = process.start(settings, on_line=console.log_line, on_binary=announce, supervisor=early)
+    try:
+        _report_start(result, asked)
+    except KeyboardInterrupt:  # too late to undo: say what is true
+        console.ok(f"{result.state.flavor} is running (pid {result.state.pid}); stop: invoke stop")
+
+
+def _report_start(result: Any, asked: dict[str, Any]) -> None:
     state = result.state
     if result.stale is not None:
         console.warn(f"removed a stale state file (pid {result.stale.pid} is gone or not ours)")
     if result.already_running:
-        _already_running(
-            state, {"port": port and settings.port, "flavor": flavor, "binary": binary}
-        )
+        _already_running(state, asked, result.supervised)
         return
     if not result.broke_away:
         console.warn(
@@ -135,8 +160,9 @@ _NO_SAVE_HELP = (
 )
 
 
-def _already_running(state: Any, asked: dict[str, Any]) -> None:
-    """Fine (exit 0) when nothing particular was asked; exit 1 naming what differs otherwise."""
+def _already_running(state: Any, asked: dict[str, Any], supervised: bool = True) -> None:
+    """Fine (exit 0) when nothing particular was asked; exit 1 naming what differs otherwise.
+    A server whose supervisor is gone is said to be unsupervised (its log is not captured)."""
     from devserver.errors import StartError
     from devserver.running import differences, restart_hint
 
@@ -148,6 +174,13 @@ def _already_running(state: Any, asked: dict[str, Any]) -> None:
             f"not the one asked for: {'; '.join(differ)}",
             hint=f"run `{restart_hint(asked)}` to replace it (or drop the option to use it)",
         )
+    if not supervised:
+        console.warn(
+            f"{state.flavor} {state.version} is already running {where} but UNSUPERVISED: its "
+            "supervisor is gone, so its log is not captured; run `invoke restart` to put it "
+            "under a supervisor again"
+        )
+        return
     console.ok(f"{state.flavor} {state.version} is already running {where}")
 
 
@@ -350,7 +383,16 @@ def status(c: Context, json: bool = False) -> None:
         if info["log_file"]:
             console.line(f"log: {info['log_file']}")
         raise Exit(code=STATUS_NOT_RUNNING)
-    console.line(f"running: {info['flavor']} {info['version']} (pid {info['pid']})", "green")
+    if info.get("supervised") is False:
+        console.line(
+            f"running UNSUPERVISED: {info['flavor']} {info['version']} (pid {info['pid']})",
+            "yellow",
+        )
+        console.warn(
+            "its supervisor is gone, so its log is not captured; `invoke restart` fixes that"
+        )
+    else:
+        console.line(f"running: {info['flavor']} {info['version']} (pid {info['pid']})", "green")
     rows = [
         ("address", f"{info['host']}:{info['port']}"),
         ("uptime", console.human_seconds(info["uptime_s"] or 0)),

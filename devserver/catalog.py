@@ -72,6 +72,13 @@ class Flavor:
             return ([["SAVE"]] if save else []), True
         return [list(self.shutdown_save if save else self.shutdown_nosave)], False
 
+    def exe_names(self) -> tuple[str, ...]:
+        """Every file name this flavor's server executable goes by: the catalog name, the
+        names on PATH, and the archive members (``dragonfly-x86_64``, ``redis-server.exe``).
+        The identity check refuses a state file whose binary is none of these."""
+        members = (asset.member.rsplit("/", 1)[-1] for asset in self.assets.values())
+        return (self.exe, *self.system_names, *members)
+
     # "dotnet": the archive holds one build per .NET version (net8.0/, net10.0/); fetch picks
     # the one whose runtime `dotnet --list-runtimes` reports.
     runtime: str = ""

@@ -65,6 +65,7 @@ def spawn_detached(
     cwd: str | Path,
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
+    stdout: int | IO[bytes] | None = subprocess.DEVNULL,
 ) -> tuple[subprocess.Popen[bytes], bool]:
     """Start the supervisor so it outlives this terminal; return (process, broke_away).
 
@@ -77,7 +78,7 @@ def spawn_detached(
     common: dict[str, Any] = {
         "cwd": str(cwd),
         "stdin": stdin,
-        "stdout": subprocess.DEVNULL,
+        "stdout": stdout,
         "stderr": subprocess.DEVNULL,
         "close_fds": True,
         "env": None if env is None else dict(env),
@@ -261,6 +262,247 @@ def enable_ansi(stream: IO[str]) -> None:
         import colorama
 
         colorama.just_fix_windows_console()
+
+
+# --- Process identity and lifetime (issue 9) -------------------------------------------------
+
+
+def start_ticks(pid: int) -> int | None:
+    """Linux: when the process started, in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    Why not psutil's ``create_time``: on Linux that is this tick count plus the boot time
+    from ``/proc/stat`` ``btime``, which the kernel derives from the wall clock. An NTP step,
+    a VM or WSL2 resume, or a manual date change moves it, and a live server would look like
+    a reused PID. The tick count never changes for a process and differs for a later process
+    with the same PID. None where there is no such file (Windows, macOS) or it cannot be read:
+    there psutil's create time is the identity (see ``state.same_start``).
+    """
+    if WINDOWS or MACOS:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
+        # the last ")"; what follows starts at field 3, so field 22 is index 19.
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: list[Any] = []  # libc's prctl, once looked up (importing ctypes costs milliseconds)
+
+
+def preload_parent_death() -> None:
+    """Look up prctl ahead of time: the detached supervisor does it while it waits for its
+    spec, so the import of ctypes is not on ``invoke start``'s critical path."""
+    if _prctl or WINDOWS or MACOS or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        _prctl.append(ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
+def parent_death_kwargs() -> dict[str, Any]:
+    """Popen options that make the server get SIGTERM (a graceful, saving stop) when the
+    process that spawned it dies, even by SIGKILL or the OOM killer. Linux only (prctl
+    PR_SET_PDEATHSIG); {} elsewhere, and the tool then reports such a server as running
+    *unsupervised* (see ``state.supervisor_alive``).
+
+    ``preexec_fn`` runs Python in the forked child, which is unsafe when other threads exist
+    (a lock one of them held stays locked in the child). The supervisor spawns the server
+    before it starts any thread, and so does ``start --foreground``; if another thread is
+    running anyway, this returns {} rather than risk it. The libc function is looked up here,
+    before the fork, so the child only makes the call. The signal follows the death of the
+    spawning *thread*: both callers spawn from the main thread, which lives until the end.
+    """
+    if WINDOWS or MACOS or not sys.platform.startswith("linux"):
+        return {}
+    import threading
+
+    if threading.active_count() > 1:
+        return {}
+    preload_parent_death()
+    if not _prctl:
+        return {}
+    prctl = _prctl[0]
+    parent = os.getpid()
+    term = int(signal.SIGTERM)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, term, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call: act on it now
+            os._exit(1)
+
+    return {"preexec_fn": arm}
+
+
+@contextmanager
+def interrupt_once() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl+C raises KeyboardInterrupt as usual; later ones cannot abort the cleanup.
+
+    Around ``invoke start``: the first Ctrl+C starts the cleanup of what was spawned. A
+    second one must never cut that cleanup short (it used to, leaving server, supervisor and
+    state behind); it is only remembered, and ``hurried()`` (yielded) turns True so the
+    cleanup can skip its polite wait and kill at once. Windows: Ctrl+Break the same. Only the
+    main thread can set signal handlers; elsewhere nothing changes.
+    """
+    import threading
+
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    names = ("SIGINT", "SIGBREAK") if WINDOWS else ("SIGINT",)
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {num: signal.signal(num, handler) for num in numbers}
+    try:
+        yield lambda: len(seen) > 1
+    finally:
+        for num, old in previous.items():
+            signal.signal(num, old)
+
+
+def ignore_interrupts() -> None:
+    """Ignore Ctrl+C (and Ctrl+Break) from now on: for a program that is only exiting after
+    it handled one. Main thread only; elsewhere nothing changes."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+@contextmanager
+def foreground_stop_signals() -> Iterator[None]:
+    """``start --foreground``: a closed terminal (SIGHUP) or SIGTERM means the same graceful
+    stop as Ctrl+C, so each is turned into KeyboardInterrupt, which the supervisor's wait and
+    every cleanup path already handle. Windows: the console-close event is the hook point of
+    the Windows console handler (not installed here). Main thread only.
+    """
+    import threading
+
+    if WINDOWS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    numbers = [signal.SIGTERM, signal.SIGHUP]
+    previous = {num: signal.signal(num, handler) for num in numbers}
+    try:
+        yield
+    finally:
+        for num, old in previous.items():
+            signal.signal(num, old)
+
+
+# Windows job object: the analogue of the parent-death signal. Values from the Win32 API.
+_JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x00002000
+_JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS = 9
+
+
+def _job_limit_structure() -> Any:
+    """JOBOBJECT_EXTENDED_LIMIT_INFORMATION as ctypes (built lazily: ctypes costs start-up)."""
+    import ctypes
+
+    class Basic(ctypes.Structure):
+        _fields_ = [
+            ("PerProcessUserTimeLimit", ctypes.c_int64),
+            ("PerJobUserTimeLimit", ctypes.c_int64),
+            ("LimitFlags", ctypes.c_uint32),
+            ("MinimumWorkingSetSize", ctypes.c_size_t),
+            ("MaximumWorkingSetSize", ctypes.c_size_t),
+            ("ActiveProcessLimit", ctypes.c_uint32),
+            ("Affinity", ctypes.c_size_t),
+            ("PriorityClass", ctypes.c_uint32),
+            ("SchedulingClass", ctypes.c_uint32),
+        ]
+
+    class IoCounters(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_uint64)
+            for name in (
+                "ReadOperationCount",
+                "WriteOperationCount",
+                "OtherOperationCount",
+                "ReadTransferCount",
+                "WriteTransferCount",
+                "OtherTransferCount",
+            )
+        ]
+
+    class Extended(ctypes.Structure):
+        _fields_ = [
+            ("BasicLimitInformation", Basic),
+            ("IoInfo", IoCounters),
+            ("ProcessMemoryLimit", ctypes.c_size_t),
+            ("JobMemoryLimit", ctypes.c_size_t),
+            ("PeakProcessMemoryUsed", ctypes.c_size_t),
+            ("PeakJobMemoryUsed", ctypes.c_size_t),
+        ]
+
+    return Extended
+
+
+def _kernel32() -> Any:
+    import ctypes
+
+    return ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+
+
+def bind_to_this_process(proc: subprocess.Popen[bytes]) -> object | None:
+    """Windows: tie the server's life to this process (the supervisor, or ``start
+    --foreground``) with a job object marked kill-on-close; return the job handle, which the
+    caller keeps for as long as it lives. When this process dies (TerminateProcess, a crash,
+    a closed console), Windows closes the handle and kills the server: it never runs on
+    untracked. That kill is not graceful (Windows has no polite signal for a windowless
+    process; Redis's append-only file loses at most the last second). Nested jobs need
+    Windows 8 or later. The server runs a few milliseconds before it is assigned, so a child
+    it started in that time would not be in the job (the servers here start none).
+
+    Returns None off Windows (Linux uses :func:`parent_death_kwargs`) or when Windows refuses
+    (then a server that outlives its supervisor is reported as running *unsupervised*).
+    """
+    if not WINDOWS:
+        return None
+    import ctypes
+
+    try:
+        kernel32 = _kernel32()
+        job = kernel32.CreateJobObjectW(None, None)
+    except (OSError, AttributeError):
+        return None
+    if not job:
+        return None
+    info = _job_limit_structure()()
+    info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    handle = int(getattr(proc, "_handle", 0))
+    if handle and (
+        kernel32.SetInformationJobObject(
+            job,
+            _JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS,
+            ctypes.byref(info),
+            ctypes.sizeof(info),
+        )
+        and kernel32.AssignProcessToJobObject(job, handle)
+    ):
+        held: object = job
+        return held
+    kernel32.CloseHandle(job)
+    return None
 
 
 # --- Foreground child (``invoke api``): how Ctrl+C reaches it, on each OS -------------------

@@ -1,9 +1,13 @@
 """``invoke start --foreground``: the supervisor's own code, run in this process.
 
 The console is a second sink of the same tee, and Ctrl+C asks the supervisor for the same
-graceful shutdown ``invoke stop`` would (a second Ctrl+C forces it). The state file is
+graceful shutdown ``invoke stop`` would (a second Ctrl+C forces it); a closed terminal
+(SIGHUP) and SIGTERM do the same (``compat.foreground_stop_signals``). The state file is
 written as for a background start, so ``invoke status`` and ``invoke stop`` from another
-terminal work too.
+terminal work too. It is written just after the server was spawned, so for a few
+milliseconds the server may answer PING before ``status`` knows it; a kill -9 of this
+process in that window (or later) still takes the server down on Linux, through the
+parent-death signal the server is spawned with.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from . import datadir
+from . import compat, datadir
 from .binaries import Binary
 from .config import Settings
 from .errors import StartError
@@ -31,6 +35,15 @@ def run_foreground(
     which is held until the state file exists, so a concurrent ``invoke start`` sees this
     server instead of starting a second one.
     """
+    with compat.foreground_stop_signals():
+        return _run(settings, sink, on_binary)
+
+
+def _run(
+    settings: Settings,
+    sink: Callable[[str], object],
+    on_binary: Callable[[Binary], None] | None,
+) -> int:
     lock = ExitStack()
     try:
         lock.enter_context(project_lock(settings.lock_file, wait=1.0))
@@ -47,7 +60,10 @@ def run_foreground(
             lock.close()
 
         def to_console(text: str) -> None:
-            sink(text)
+            try:
+                sink(text)
+            except (OSError, ValueError):
+                pass  # the terminal is gone (hang-up): the log file still gets every line
 
         return supervise(ready.spec, console=to_console, on_recorded=recorded)
     finally:

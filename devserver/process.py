@@ -26,7 +26,14 @@ from .config import Settings
 from .errors import StartError, StateError, StopError
 from .ports import check_port_free
 from .readiness import LineSink, LogEcho, wait_ready
-from .state import ServerState, project_lock, read_state, remove_state, server_process
+from .state import (
+    ServerState,
+    project_lock,
+    read_state,
+    remove_state,
+    server_process,
+    supervisor_alive,
+)
 from .supervisor import Spec, launch_supervisor
 
 
@@ -37,6 +44,7 @@ class StartResult:
     stale: ServerState | None = None
     broke_away: bool = True
     seconds: float = 0.0
+    supervised: bool = True  # already running, but its supervisor is gone: log not captured
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,13 @@ def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
     state = read_state(settings.state_file)
     if state is None or state.status != "running":
         return state, None
-    return state, server_process(state)
+    return state, server_process(state, also=_configured_names(settings))
+
+
+def _configured_names(settings: Settings) -> tuple[str, ...]:
+    """The file name of an explicitly configured server binary (``server.binary``), which the
+    identity check accepts beside the flavor's own executable names."""
+    return (settings.binary.name,) if settings.binary is not None else ()
 
 
 def _ensure_writable(path: Path, what: str) -> None:
@@ -131,6 +145,9 @@ def prepare(
     datadir.check_compatible(data_dir, binary.flavor, binary.version)
     check_port_free(settings.host, settings.port)
     _ensure_writable(data_dir, "data")
+    # The state file's folder too: a server whose state cannot be recorded would be
+    # untracked (the supervisor stops it if the write fails anyway, e.g. on a full disk).
+    _ensure_writable(settings.state_file.parent, "data")
     _ensure_writable(settings.log_dir, "log")
     return Prepared(spec, binary, data_dir, stale)
 
@@ -149,24 +166,51 @@ def start(
     the log's last lines in the hint. ``supervisor`` is one the caller launched early with
     :func:`launch_supervisor` (its start-up then overlaps our checks); it is told to exit,
     by closing its stdin without a spec, when nothing is to be started.
+
+    Ctrl+C before the server was handed to its supervisor undoes the start (and raises
+    KeyboardInterrupt); once handed over, a Ctrl+C is too late to matter and the start
+    returns normally: the caller is never told "interrupted" about a server left running.
     """
     began = clock()
     sup, broke_away = supervisor or launch_supervisor()
+    result: StartResult | None = None
+    try:
+        with compat.interrupt_once() as hurried:
+            result = _start(settings, sup, broke_away, on_line, on_binary, clock, began, hurried)
+    except KeyboardInterrupt:
+        if result is None:
+            raise
+    assert result is not None
+    return result
+
+
+def _start(
+    settings: Settings,
+    sup: subprocess.Popen[bytes],
+    broke_away: bool,
+    on_line: LineSink | None,
+    on_binary: Callable[[Binary], None] | None,
+    clock: Callable[[], float],
+    began: float,
+    hurried: Callable[[], bool],
+) -> StartResult:
+    """The body of :func:`start`, run where a second Ctrl+C cannot abort the cleanup."""
     assert sup.stdin is not None
-    launched = False
+    report = SupervisorReport(sup)
+    launched = handed_over = False
     try:
         with project_lock(settings.lock_file, wait=settings.startup_timeout):
             state, proc = current_state(settings)
             if state is not None and proc is not None:
                 _discard(sup)
-                return StartResult(state, already_running=True)
+                return StartResult(state, True, supervised=supervisor_alive(state))
             ready = prepare(settings, state, on_binary)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
-            sup.stdin.write(json.dumps(ready.spec).encode("utf-8"))
-            sup.stdin.close()
-            launched = True
+            launched = True  # from here on the supervisor may be running a server
+            sup.stdin.write(json.dumps(ready.spec).encode("utf-8") + b"\n")
+            sup.stdin.flush()
             try:
-                state = wait_ready(settings, sup, echo, clock, clock())
+                state = wait_ready(settings, sup, echo, clock, clock(), report.failure)
             except StartError as exc:
                 if echo.load_failure and datadir.has_data(ready.data_dir):
                     exc.hint += (
@@ -175,14 +219,70 @@ def start(
                     )
                 raise
             datadir.record_version(ready.data_dir, ready.binary.version)
-    except BaseException:  # a failed check, a failed start, or Ctrl+C while waiting
-        if launched:
-            _abandon(settings, sup)
-        else:
-            _discard(sup)
+            sup.stdin.write(b"ok\n")  # the lifeline: the supervisor keeps the server now
+            sup.stdin.close()
+            handed_over = True
+    except KeyboardInterrupt:
+        if not handed_over:  # Ctrl+C while checking or waiting: undo
+            _undo(settings, sup, launched, hurried)
+            raise
+    except BaseException:  # a failed check or a failed start
+        _undo(settings, sup, launched, hurried)
         raise
-    echo.settle()
+    try:
+        echo.settle()
+    except KeyboardInterrupt:
+        pass  # only the last log lines' echo is cut short: the server runs, tracked
+    assert state is not None  # wait_ready's, as it was handed over
     return StartResult(state, False, ready.stale, broke_away, clock() - began)
+
+
+def _undo(
+    settings: Settings, sup: subprocess.Popen[bytes], launched: bool, hurried: Callable[[], bool]
+) -> None:
+    if launched:
+        _abandon(settings, sup, hurried)
+    else:
+        _discard(sup)
+
+
+class SupervisorReport:
+    """What a detached supervisor says on its stdout before it recorded the state: at most
+    one JSON line naming a start-up failure (after it stopped the server). Read by a thread,
+    so no platform needs a non-blocking pipe; the pipe ends when the supervisor exits or
+    points its stdout at the null device (once the state is written)."""
+
+    def __init__(self, sup: subprocess.Popen[bytes]) -> None:
+        import threading
+
+        self.lines: list[bytes] = []
+        self.done = threading.Event()
+        if sup.stdout is None:
+            self.done.set()
+            return
+        threading.Thread(target=self._read, args=(sup.stdout,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            for line in stream:
+                self.lines.append(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
+            self.done.set()
+
+    def failure(self, wait: float = 1.0) -> StartError | None:
+        """The reported failure, if any (waits up to ``wait`` s for the pipe to end)."""
+        self.done.wait(wait)
+        for line in self.lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("error"):
+                return StartError(str(data["error"]), hint=str(data.get("hint") or ""))
+        return None
 
 
 def _discard(sup: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -208,20 +308,43 @@ def _kill_supervisor(sup: subprocess.Popen[bytes]) -> None:
     sup.wait()
 
 
-def _abandon(settings: Settings, sup: subprocess.Popen[bytes]) -> None:
-    """Undo a failed start: kill the server we started, let its supervisor finish (it removes
-    a password file and logs the exit), kill the supervisor only if it does not; drop the state.
+def _abandon(
+    settings: Settings,
+    sup: subprocess.Popen[bytes],
+    hurried: Callable[[], bool] = lambda: False,
+    timeout: float = 2.0,
+) -> None:
+    """Undo a failed start, completely and fast (tens of milliseconds).
+
+    Closing the supervisor's stdin without ``ok`` tells it the start was given up: it kills
+    the server (recorded or not yet), logs it, removes a password file and exits. Only if it
+    has not ended within ``timeout``, or another Ctrl+C asks to hurry (``hurried``), do we
+    kill the server by its recorded identity and the supervisor's tree ourselves. The state
+    file goes last. Runs under :func:`compat.interrupt_once`, so Ctrl+C cannot cut it short.
     """
-    try:
-        state = read_state(settings.state_file)
-    except StateError:
-        state = None
-    if state is not None:
-        proc = server_process(state)
+    if sup.stdin is not None:
+        try:
+            sup.stdin.close()
+        except OSError:
+            pass  # the supervisor is gone already
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while sup.poll() is None and time.monotonic() < deadline and not hurried():
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.02)
+    if sup.poll() is None:
+        try:
+            state = read_state(settings.state_file)
+        except StateError:
+            state = None
+        proc = server_process(state, _configured_names(settings)) if state is not None else None
         if proc is not None:
             compat.kill_tree(proc)
-    _discard(sup, timeout=5)
-    remove_state(settings.state_file)
+        _kill_supervisor(sup)
+    try:
+        remove_state(settings.state_file)
+    except OSError:
+        pass  # an unwritable data folder: the entry names a dead process, so it reads as stale
 
 
 def _ask_supervisor(state: ServerState, save: bool, timeout: float) -> bool:
@@ -316,10 +439,10 @@ def _wait_supervisor(state: ServerState, state_file: Path, timeout: float = 3.0)
     marker is written (or ends without doing so, if it was killed)."""
     import psutil
 
+    if not supervisor_alive(state):
+        return
     try:
         sup = psutil.Process(state.supervisor_pid)
-        if abs(sup.create_time() - state.supervisor_create_time) > 0.05:
-            return
     except psutil.Error:
         return
     deadline = time.monotonic() + timeout
@@ -351,6 +474,9 @@ def status(settings: Settings) -> dict[str, Any]:
         "binary": state.binary if state else None,
         "stale": state is not None and proc is None,
         "exit_status": state.exit_status if state else None,
+        # False: the server runs but its supervisor is gone, so nobody captures its log
+        # (`invoke restart` fixes it; `invoke stop` still stops it).
+        "supervised": supervisor_alive(state) if state and proc is not None else None,
     }
     if proc is not None and state is not None:
         info.update(_server_info(state, settings, proc))

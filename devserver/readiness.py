@@ -134,11 +134,13 @@ def wait_ready(
     echo: LogEcho,
     clock: Callable[[], float],
     began: float,
+    reported: Callable[[], StartError | None] | None = None,
 ) -> ServerState:
     """Poll state file, log and PING until ready; raise StartError on exit or timeout.
 
     A NOAUTH answer counts as ready (the server is up; we may lack its password), LOADING
-    does not (it is still reading its data).
+    does not (it is still reading its data). ``reported`` gives the supervisor's own account
+    of a start-up failure, once it has exited (e.g. the state file could not be written).
     """
     deadline = began + settings.startup_timeout
     host = resp.connect_host(settings.host)
@@ -154,6 +156,10 @@ def wait_ready(
                 return state
         if sup.poll() is not None:
             echo.poll()
+            said = reported() if reported is not None else None
+            if said is not None:
+                said.hint = "\n".join(filter(None, [said.hint, echo.hint()]))
+                raise said
             # The supervisor marks the state "exited" before it ends: look once more.
             raise _exited(_read(settings), echo) or StartError(
                 f"the supervisor exited before the server was ready (code {sup.returncode})",

@@ -1,14 +1,22 @@
 """The state file ``data/server.json`` and the identity check that guards every signal.
 
 PID reuse is real: a stale PID file has made tools kill unrelated system processes. So a
-state file records the server's (pid, create time, executable) and nothing is ever signalled
-unless all three still match a live, non-zombie process. A state file that fails the check
-is stale: it is reported and removed, never acted on.
+state file records the server's (pid, start time, executable, binary) and nothing is ever
+signalled unless all of them still match a live, non-zombie process that runs a binary of
+the recorded flavor, and that is not pid 0 or 1, this process or one of its ancestors (a
+forged or restored file once got pid 1 of a PID namespace, and ``invoke stop`` itself,
+killed). A state file that fails the check is stale: it is reported and removed, never
+acted on.
+
+The start time survives wall-clock steps: on Linux it is the start in clock ticks since
+boot (``compat.start_ticks``), on Windows and macOS psutil's create time (see
+:func:`same_start` for why that holds there).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +54,10 @@ class ServerState:
     control_token: str = ""
     status: str = "running"  # "running", then "exited" once the supervisor saw it end
     exit_status: str = ""
+    # Linux: start in clock ticks since boot (0 in files written before it was recorded,
+    # and on other systems): the identity that survives a wall-clock step.
+    start_ticks: int = 0
+    supervisor_start_ticks: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -108,27 +120,132 @@ def same_exe(recorded: str, actual: str) -> bool:
     return bool(recorded) and norm(recorded) == norm(actual)
 
 
-def verified_process(pid: int, create_time: float, exe: str) -> Any | None:
-    """A psutil.Process for ``pid`` only if it is still the very process we recorded:
-    alive and not a zombie, same create time, same executable name."""
+def same_start(proc: Any, create_time: float, start_ticks: int = 0) -> bool:
+    """Did ``proc`` start when the recorded process did?
+
+    Linux: the start in clock ticks since boot, exact, when the state recorded it (psutil's
+    create time there is ticks plus a wall-clock boot time that moves with every clock step).
+    Otherwise psutil's create time within a small slack: on Windows it is GetProcessTimes'
+    creation time, a wall-clock figure the kernel stores once when the process is created, so
+    a later clock step does not change it (only its rendering in local time would); on macOS
+    it is the kernel's recorded start (``p_starttime``), also stored at creation. Files
+    written before ticks were recorded fall back to the create time too.
+    """
+    if start_ticks:
+        ticks = compat.start_ticks(proc.pid)
+        if ticks is not None:
+            return ticks == start_ticks
+    return bool(abs(proc.create_time() - create_time) <= _CREATE_TIME_SLACK)
+
+
+def protected_pids() -> set[int]:
+    """PIDs never signalled whatever a state file says: 0, 1, us and our ancestors."""
     import psutil
 
+    me = psutil.Process()
+    pids = {0, 1, me.pid}
+    try:
+        pids.update(parent.pid for parent in me.parents())
+    except psutil.Error:
+        pass
+    return pids
+
+
+def _norm(name: str) -> str:
+    return os.path.normcase(os.path.realpath(name)) if name else ""
+
+
+def runs_binary(proc: Any, binary: str) -> bool:
+    """Is ``proc`` running ``binary``: as its executable (symlinks resolved: Debian's
+    redis-server is a link to redis-check-rdb), or as the script or program an interpreter or
+    ``wsl.exe`` was given (a test server written in Python, Dragonfly through WSL)? When the
+    OS hides both (access denied, Wine), the process name must match the binary's."""
+    import psutil
+
+    wanted = {_norm(binary), compat.wsl_path(binary)}
+    try:
+        if _norm(proc.exe()) in wanted:
+            return True
+        args = proc.cmdline()[1:3]
+    except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        try:
+            return same_exe(binary, proc.name())
+        except (psutil.Error, OSError):  # Wine: name() can fail as exe() did
+            return False
+    return any(_norm(arg) in wanted or arg in wanted for arg in args)
+
+
+def flavor_binary(state: ServerState, also: tuple[str, ...] = ()) -> bool:
+    """Is the recorded binary one this project's flavor runs (by its file name: the catalog's
+    names, the names discovery accepts for the flavor, or one of ``also``, the configured
+    ``server.binary``)? A file naming e.g. a shell as the server is not ours. A binary given
+    only as ``start --binary`` under a name unlike the flavor's is not recognised later unless
+    ``server.binary`` names it too."""
+    from .binaries import flavor_of_executable
+    from .catalog import FLAVORS
+
+    flavor = FLAVORS.get(state.flavor)
+    if flavor is None or not state.binary:
+        return False
+    names = {*flavor.exe_names(), *also}
+    if any(same_exe(name, state.binary) for name in names):
+        return True
+    # A renamed build (redis-server-7.2, valkey-server, dragonfly-v1.2) that discovery and
+    # ``server.binary`` accept for this flavor.
+    return flavor_of_executable(Path(state.binary.replace("\\", "/"))) == state.flavor
+
+
+def verified_process(
+    pid: int, create_time: float, exe: str, start_ticks: int = 0, binary: str = ""
+) -> Any | None:
+    """A psutil.Process for ``pid`` only if it is still the very process we recorded:
+    alive and not a zombie, same start, same executable name, running ``binary`` when given,
+    and not a process that must never be signalled (:func:`protected_pids`)."""
+    import psutil
+
+    if pid in protected_pids():
+        return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if abs(proc.create_time() - create_time) > _CREATE_TIME_SLACK:
+        if not same_start(proc, create_time, start_ticks):
             return None
         if not same_exe(exe, _exe_of(proc)):
+            return None
+        if binary and not runs_binary(proc, binary):
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     return proc
 
 
-def server_process(state: ServerState) -> Any | None:
-    """The live server described by ``state``, or None when the state is stale."""
-    return verified_process(state.pid, state.create_time, state.exe)
+def server_process(state: ServerState, also: tuple[str, ...] = ()) -> Any | None:
+    """The live server described by ``state``, or None when the state is stale (including a
+    state whose binary is not one of the flavor's: ``also`` adds configured names)."""
+    if not flavor_binary(state, also):
+        return None
+    return verified_process(
+        state.pid, state.create_time, state.exe, state.start_ticks, state.binary
+    )
+
+
+def supervisor_alive(state: ServerState) -> bool:
+    """Is the supervisor that recorded ``state`` still there to drain the server's output?
+
+    Read-only (nothing is signalled on its strength), so a pid + start check suffices.
+    """
+    import psutil
+
+    if not state.supervisor_pid:
+        return False
+    try:
+        proc = psutil.Process(state.supervisor_pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return same_start(proc, state.supervisor_create_time, state.supervisor_start_ticks)
+    except psutil.Error:
+        return False
 
 
 @contextmanager

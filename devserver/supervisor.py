@@ -8,8 +8,13 @@ password, which is never written to disk), so ``invoke stop`` asks it, through a
 loopback control socket guarded by a random token, to shut the server down gracefully, even
 when the caller's configuration changed since the start.
 
-The launch spec (argv, environment, password) arrives as JSON on stdin, so no secret is ever
-on a command line. ``--foreground`` mode runs the same :func:`supervise` in-process.
+The launch spec (argv, environment, password) arrives as one JSON line on stdin, so no secret
+is ever on a command line. stdin then stays open as ``start``'s lifeline: ``start`` writes
+``ok`` once the server answers PING; if stdin ends without it (Ctrl+C, a timeout, ``start``
+killed), nobody will use the server, so the supervisor kills it and exits. Until the state
+file is written, stdout is a pipe back to ``start``: a start-up failure (the state file cannot
+be written, say) is reported there as one JSON line, after the server was stopped. Then stdout
+goes to the null device. ``--foreground`` mode runs the same :func:`supervise` in-process.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
     ``invoke start`` calls this before it imports the rest of the library, so the new
     interpreter's start-up overlaps the start's own checks; closing stdin without a spec
     makes the supervisor exit without starting anything. ``INVOKE_*`` variables (a password
-    may be among them) are not passed on: the supervisor gets everything from its spec.
+    may be among them) are not passed on: the supervisor gets everything from its spec. Its
+    stdout is a pipe for its start-up report (see the module docstring).
     """
     env = compat.without_prefixes(os.environ, ["INVOKE_"])
     # -S skips the site module (and its .pth processing), with our own sys.path passed on
@@ -72,6 +78,7 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
         cwd=_PACKAGE_PARENT,  # so the import finds this very copy of the package
         stdin=subprocess.PIPE,
         env=env,
+        stdout=subprocess.PIPE,
     )
 
 
@@ -116,6 +123,7 @@ def spawn_server(spec: Spec, secret_path: str = "") -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         **compat.server_popen_kwargs(),
+        **compat.parent_death_kwargs(),  # before any thread of ours exists
     )
     if spec["stdin_config"] and proc.stdin is not None:
         try:
@@ -143,6 +151,9 @@ class Supervisor:
         self.console = console
         self.secret_dir = secret_dir
         self.stop_requested = threading.Event()
+        self.abandoned = False
+        # Windows: the job object that kills the server if this process dies (held open).
+        self.job = compat.bind_to_this_process(proc)
         self.token = os.urandom(16).hex()
 
     def record_state(self, control_port: int) -> None:
@@ -164,9 +175,11 @@ class Supervisor:
         state = {
             "pid": self.proc.pid,
             "create_time": create_time,
+            "start_ticks": compat.start_ticks(self.proc.pid) or 0,  # clock-step proof
             "exe": exe,
             "supervisor_pid": os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
             "supervisor_create_time": psutil.Process(os.getpid()).create_time(),
+            "supervisor_start_ticks": compat.start_ticks(os.getpid()) or 0,
             "flavor": spec["flavor"],
             "version": spec["version"],
             "host": spec["host"],
@@ -181,6 +194,33 @@ class Supervisor:
             "exit_status": "",
         }
         _save_state(spec["state_file"], state)
+
+    def abandon(self) -> None:
+        """``start`` gave up on this server (Ctrl+C, timeout, killed): nobody will use it, and
+        nothing was handed out yet, so kill it at once (and its children) rather than wait
+        for a graceful save; the state is then removed as after a requested stop."""
+        import psutil
+
+        self.abandoned = True
+        self.stop_requested.set()
+        try:
+            compat.kill_tree(psutil.Process(self.proc.pid))
+        except psutil.Error:
+            pass
+
+    def _startup_failed(self, exc: BaseException, writer: Any, reader: Any) -> None:
+        """Something between spawning the server and recording it failed: stop the server
+        (it is not tracked anywhere, so it must not outlive us) and log why."""
+        self.abandon()
+        self.proc.wait()
+        if reader is not None:
+            reader.join(timeout=2)  # its last lines first, and no write after the close
+        if writer is not None:
+            try:
+                writer.marker(f"could not record the server, so it was killed: {exc!s}")
+                writer.close()
+            except Exception:
+                pass
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, save: bool = True) -> str:
@@ -233,26 +273,49 @@ class Supervisor:
         import time
         from pathlib import Path
 
+        from .errors import StartError
         from .logs import RotatingWriter, tee
 
         spec, proc = self.spec, self.proc
         started = time.monotonic()
-        # The tee runs before the state is written: once ``start`` sees the state and a PONG,
-        # the lines the server printed until then are already on their way to the log file.
-        writer = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
-        argv = shlex.join(spec["public_argv"])
-        writer.marker(f"starting {spec['flavor']} {spec['version']} in {spec['cwd']}: {argv}")
-        writer.marker(f"server pid {proc.pid}")
-        reader = threading.Thread(target=tee, args=(proc.stdout, writer, self.console), daemon=True)
-        reader.start()
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.record_state(listener.getsockname()[1])
-        if on_recorded is not None:
-            on_recorded()
-        threading.Thread(target=self.serve_control, args=(listener,), daemon=True).start()
+        writer = reader = None
+        try:
+            # The tee runs before the state is written: once ``start`` sees the state and a
+            # PONG, the lines the server printed until then are on their way to the log file.
+            log = Path(spec["log_file"])
+            writer = RotatingWriter(log, spec["log_max_bytes"], spec["log_backups"])
+            argv = shlex.join(spec["public_argv"])
+            writer.marker(f"starting {spec['flavor']} {spec['version']} in {spec['cwd']}: {argv}")
+            writer.marker(f"server pid {proc.pid}")
+            reader = threading.Thread(
+                target=tee, args=(proc.stdout, writer, self.console), daemon=True
+            )
+            reader.start()
+            listener = socket.create_server(("127.0.0.1", 0))
+            try:
+                self.record_state(listener.getsockname()[1])
+            except OSError as exc:
+                folder = os.path.dirname(spec["state_file"])
+                raise StartError(
+                    f"could not write the state file {spec['state_file']} "
+                    f"({exc.strerror or exc}); the server was stopped",
+                    hint=f"free space in {folder} or make it writable, then start again",
+                ) from None
+        except BaseException as exc:  # untracked, so it must not outlive this (Ctrl+C too)
+            self._startup_failed(exc, writer, reader)
+            raise
+        try:
+            if on_recorded is not None:
+                on_recorded()
+            threading.Thread(target=self.serve_control, args=(listener,), daemon=True).start()
+        except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up right now
+            self._interrupted()
         code = self._wait()
         listener.close()
-        reader.join(timeout=5)
+        try:
+            reader.join(timeout=5)
+        except KeyboardInterrupt:
+            pass  # the server has exited already: finish logging and the state
         uptime = time.monotonic() - started
         writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
         writer.close()
@@ -261,20 +324,29 @@ class Supervisor:
 
     def _wait(self) -> int:
         """Wait for the server; Ctrl+C (foreground) asks for a graceful stop, twice forces it."""
-        import threading
 
         while True:
             try:
                 return compat.wait_interruptible(self.proc)
             except KeyboardInterrupt:
-                if self.console:
-                    self.console("[devserver] stopping the server (Ctrl+C again to force)\n")
-                if self.stop_requested.is_set():
-                    import psutil
+                self._interrupted()
 
-                    compat.kill_tree(psutil.Process(self.proc.pid))
-                else:
-                    threading.Thread(target=self._console_shutdown, daemon=True).start()
+    def _interrupted(self) -> None:
+        """Foreground Ctrl+C (or SIGTERM, a hang-up): the first asks for a graceful stop, in
+        a thread so the wait goes on; another one, once a stop was asked for, forces it."""
+        import threading
+
+        if self.console:
+            self.console("[devserver] stopping the server (Ctrl+C again to force)\n")
+        if self.stop_requested.is_set():
+            import psutil
+
+            try:
+                compat.kill_tree(psutil.Process(self.proc.pid))
+            except psutil.Error:
+                pass
+        else:
+            threading.Thread(target=self._console_shutdown, daemon=True).start()
 
     def _console_shutdown(self) -> None:
         """Foreground Ctrl+C: a graceful stop whose failure the person gets to see (a server
@@ -353,17 +425,71 @@ def main() -> int:
     """
     import json
 
-    text = sys.stdin.read()
-    sys.stdin.close()
-    if not text.strip():
+    compat.preload_parent_death()  # while ``start`` still runs its checks
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
         return 0
-    spec: Spec = json.loads(text)
-    return supervise(spec, setup=lambda sup: compat.install_stop_signals(sup.shutdown))
+    spec: Spec = json.loads(line)
+
+    def setup(sup: Supervisor) -> None:
+        import threading
+
+        compat.install_stop_signals(sup.shutdown)
+        threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
+
+    try:
+        return supervise(spec, setup=setup, on_recorded=_close_report)
+    except Exception as exc:  # the server is already stopped; tell ``start`` why
+        from .errors import DevServerError
+
+        if isinstance(exc, DevServerError):
+            report = {"error": exc.message, "hint": exc.hint}
+        else:
+            report = {"error": f"the supervisor failed: {type(exc).__name__}: {exc}"}
+        try:
+            sys.stdout.write(json.dumps(report) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        return 1
+
+
+def _hold_lifeline(sup: Supervisor) -> None:
+    """Wait for ``start``'s ``ok``; stdin ending without it means the start was given up."""
+    try:
+        line = sys.stdin.buffer.readline()
+    except (OSError, ValueError):
+        line = b""
+    if line.strip() != b"ok":
+        sup.abandon()
+
+
+def _close_report() -> None:
+    """Once the state is written, the pipe to ``start`` has served: point stdout at the null
+    device, so nothing written later can block on, or fail against, a reader that left."""
+    try:
+        sys.stdout.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:
-    """Console entry (``python -c "from devserver.supervisor import run; run()"``)."""
-    sys.exit(main())
+    """Console entry (``python -c "from devserver.supervisor import run; run()"``).
+
+    Ends with ``os._exit``: by then the log is closed and the state written or removed, and
+    an interpreter shutdown (daemon threads, module teardown) only delays the callers that
+    wait for this process to end (an abandoned start's cleanup, ``stop``) on a busy machine.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,9 @@ def make_settings(project: Path) -> SettingsFactory:
 def kill_recorded(state_file: Path) -> None:
     """Kill the server and supervisor a state file names, if they are still those processes.
 
-    The create-time check matters here too: a stale file's PID may belong to anything now.
+    The start check matters here too: a stale file's PID may belong to anything now. Linux
+    state files record the start in clock ticks since boot (``start_ticks``, immune to clock
+    steps), read here straight from /proc so the cleanup does not trust the code under test.
     """
     import psutil
 
@@ -144,16 +146,30 @@ def kill_recorded(state_file: Path) -> None:
         return
     if not isinstance(state, dict):
         return
-    for key, ctime_key in (("pid", "create_time"), ("supervisor_pid", "supervisor_create_time")):
-        pid = state.get(key)
-        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    for prefix in ("", "supervisor_"):
+        pid = state.get(f"{prefix}pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == os.getpid():
             continue
         try:
             proc = psutil.Process(pid)
-            if abs(proc.create_time() - float(state.get(ctime_key, 0))) < 0.05:
+            ticks = state.get(f"{prefix}start_ticks")
+            if isinstance(ticks, int) and ticks and _start_ticks(pid) is not None:
+                same = _start_ticks(pid) == ticks
+            else:
+                same = abs(proc.create_time() - float(state.get(f"{prefix}create_time", 0))) < 0.05
+            if same:
                 proc.kill()
-        except psutil.Error:
+        except (psutil.Error, TypeError, ValueError):
             pass
+
+
+def _start_ticks(pid: int) -> int | None:
+    """/proc/<pid>/stat field 22 (start in clock ticks since boot), None off Linux."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @pytest.fixture(autouse=True)

@@ -138,6 +138,23 @@ def test_unwritable_log_dir(project: Path) -> None:
     assert not (project / "data" / "server.json").exists()
 
 
+def wait_foreground_ready(
+    proc: subprocess.Popen[str], project: Path, port: int, timeout: float = 20
+) -> dict[str, object]:
+    """Wait until a `start --foreground` has its server answering PING and recorded."""
+    state_file = project / "data" / "server.json"
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        if resp.ping("127.0.0.1", port) == "ready" and state_file.exists():
+            try:
+                state: dict[str, object] = json.loads(state_file.read_text())
+                return state
+            except ValueError:
+                pass  # being written (it is replaced atomically, so rarely)
+        time.sleep(0.05)
+
+
 def test_foreground_ctrl_c_stops_gracefully(project: Path) -> None:
     port = free_port()
     env = env_for(project, port)
@@ -150,11 +167,8 @@ def test_foreground_ctrl_c_stops_gracefully(project: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while resp.ping("127.0.0.1", port) != "ready":
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        state = json.loads((project / "data" / "server.json").read_text())
+        # The server may answer PING a few ms before the foreground records it: wait for both.
+        state = wait_foreground_ready(proc, project, port)
         status = json.loads(invoke(env, "status", "--json").stdout)
         assert status["running"] is True and status["pid"] == state["pid"]
         proc.send_signal(signal.SIGINT)  # what Ctrl+C in the terminal does

@@ -63,7 +63,7 @@ def run_supervisor(spec: dict[str, Any]) -> float:
     sup = subprocess.run(
         [sys.executable, "-m", "devserver.supervisor"],
         cwd=ROOT,
-        input=json.dumps(spec).encode(),
+        input=json.dumps(spec).encode() + b"\nok\n",  # the spec line, then start's "ok"
         timeout=60,
     )
     assert sup.returncode == 0

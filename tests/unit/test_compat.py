@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -160,3 +162,152 @@ def test_windows_console_gets_colorama(windows: None) -> None:
     with mock.patch.dict("sys.modules", {"colorama": fake}):
         compat.enable_ansi(mock.Mock())
     fake.just_fix_windows_console.assert_called_once_with()
+
+
+# --- issue 9: identity, lifetime and interrupts ---------------------------------------------
+
+
+def test_start_ticks_reads_field_22_even_with_odd_process_names(tmp_path: Path) -> None:
+    me = compat.start_ticks(os.getpid())
+    if me is None:
+        pytest.skip("no /proc (not Linux)")
+    fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    assert me == int(fields[19]) and me > 0
+    fake = "123 (a) b (c) S " + " ".join(str(n) for n in range(4, 30))
+    with mock.patch("builtins.open", mock.mock_open(read_data=fake.encode())):
+        assert compat.start_ticks(123) == 22  # field 22, after the last ")"
+
+
+def test_start_ticks_is_none_on_windows(windows: None) -> None:
+    assert compat.start_ticks(os.getpid()) is None
+
+
+def test_parent_death_signal_only_on_linux_and_only_without_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    monkeypatch.setattr(compat.sys, "platform", "linux")
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    kwargs = compat.parent_death_kwargs()
+    assert callable(kwargs.get("preexec_fn"))
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # preexec_fn unsafe: not used
+    assert compat.parent_death_kwargs() == {}
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    assert compat.parent_death_kwargs() == {}
+
+
+def test_parent_death_signal_reaches_a_real_child() -> None:
+    """A child spawned with these options, asked with PR_GET_PDEATHSIG (only a process can
+    ask for itself), has SIGTERM armed. Spawned from a fresh interpreter, which has no other
+    thread (this test process may have some)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    ask = (
+        "import ctypes; v = ctypes.c_int(); "
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)"
+    )
+    spawner = (
+        "import subprocess, sys; from devserver import compat\n"
+        "kwargs = compat.parent_death_kwargs(); assert kwargs, 'not armed'\n"
+        f"subprocess.run([sys.executable, '-c', {ask!r}], **kwargs)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", spawner], capture_output=True, text=True, cwd=root, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(int(signal.SIGTERM))
+
+
+def test_interrupt_once_raises_once_then_remembers() -> None:
+    with compat.interrupt_once() as hurried:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        assert not hurried()
+        os.kill(os.getpid(), signal.SIGINT)  # must not raise: the cleanup cannot be aborted
+        for _ in range(1000):
+            pass
+        assert hurried()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_foreground_stop_signals_turn_sigterm_and_sighup_into_ctrl_c() -> None:
+    if compat.WINDOWS:
+        pytest.skip("POSIX signals")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        before = signal.getsignal(signum)
+        with compat.foreground_stop_signals(), pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):
+                pass
+        assert signal.getsignal(signum) == before
+
+
+def test_ignore_interrupts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, Any]] = []
+    monkeypatch.setattr(compat.signal, "signal", lambda num, handler: calls.append((num, handler)))
+    compat.ignore_interrupts()
+    assert (signal.SIGINT, signal.SIG_IGN) in calls
+
+
+class FakeKernel32:
+    """Records the job-object calls; ``refuse`` names a call that fails."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.flags = 0
+
+    def _call(self, name: str, *args: Any) -> int:
+        self.calls.append((name, args))
+        return 0 if name == self.refuse else 77
+
+    def CreateJobObjectW(self, *args: Any) -> int:
+        return self._call("CreateJobObjectW", *args)
+
+    def SetInformationJobObject(self, job: int, klass: int, ref: Any, size: int) -> int:
+        self.flags = ref._obj.BasicLimitInformation.LimitFlags
+        return self._call("SetInformationJobObject", job, klass, size)
+
+    def AssignProcessToJobObject(self, *args: Any) -> int:
+        return self._call("AssignProcessToJobObject", *args)
+
+    def CloseHandle(self, *args: Any) -> int:
+        return self._call("CloseHandle", *args)
+
+
+def test_windows_job_object_kills_the_server_with_its_holder(
+    windows: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = FakeKernel32()
+    monkeypatch.setattr(compat, "_kernel32", lambda: kernel)
+    proc = mock.Mock(_handle=1234)
+    assert compat.bind_to_this_process(proc) == 77
+    assert [name for name, _ in kernel.calls] == [
+        "CreateJobObjectW",
+        "SetInformationJobObject",
+        "AssignProcessToJobObject",
+    ]
+    assert kernel.calls[0][1] == (None, None)
+    assert kernel.calls[1][1] == (77, 9, 144)  # JobObjectExtendedLimitInformation, x64 size
+    assert kernel.flags == 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    assert kernel.calls[2][1] == (77, 1234)
+
+
+@pytest.mark.parametrize("refuse", ["SetInformationJobObject", "AssignProcessToJobObject"])
+def test_windows_job_object_refused_is_closed_and_none(
+    windows: None, monkeypatch: pytest.MonkeyPatch, refuse: str
+) -> None:
+    kernel = FakeKernel32(refuse)
+    monkeypatch.setattr(compat, "_kernel32", lambda: kernel)
+    assert compat.bind_to_this_process(mock.Mock(_handle=1234)) is None
+    assert kernel.calls[-1] == ("CloseHandle", (77,))
+
+
+def test_no_job_object_off_windows() -> None:
+    if compat.WINDOWS:
+        pytest.skip("POSIX")
+    assert compat.bind_to_this_process(mock.Mock(_handle=1)) is None

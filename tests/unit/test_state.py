@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from devserver import compat
 from devserver.atomic import write_atomic
 from devserver.errors import StateError
 from devserver.state import (
@@ -20,10 +24,14 @@ from devserver.state import (
     read_state,
     same_exe,
     server_process,
+    supervisor_alive,
+    verified_process,
 )
 
 
-def make_state(pid: int, create_time: float, exe: str) -> ServerState:
+def make_state(
+    pid: int, create_time: float, exe: str, binary: str = "", start_ticks: int = 0
+) -> ServerState:
     return ServerState(
         pid=pid,
         create_time=create_time,
@@ -35,7 +43,42 @@ def make_state(pid: int, create_time: float, exe: str) -> ServerState:
         port=6379,
         log_file="logs/redis.log",
         started_at=time.time(),
+        binary=binary,
+        start_ticks=start_ticks,
     )
+
+
+@pytest.fixture()
+def fake_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A live child running a Python script called redis-server (as the test servers do)."""
+    script = tmp_path / "bin" / "redis-server"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    child = subprocess.Popen([str(script)])
+    try:
+        yield child, script
+    finally:
+        child.kill()
+        child.wait()
+
+
+def state_of(child: subprocess.Popen[bytes], binary: Path, **changes: Any) -> ServerState:
+    """The state the supervisor would record for ``child`` (with ``changes`` applied)."""
+    proc = psutil.Process(child.pid)
+    deadline = time.monotonic() + 10
+    while str(binary) not in proc.cmdline():  # exec'd the interpreter on the script yet?
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    fields: dict[str, Any] = {
+        "pid": child.pid,
+        "create_time": proc.create_time(),
+        "exe": proc.exe(),
+        "binary": str(binary),
+        "start_ticks": compat.start_ticks(child.pid) or 0,
+    }
+    fields.update(changes)
+    return make_state(**fields)
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -63,31 +106,97 @@ def test_foreign_or_corrupt_state_is_a_clear_error(tmp_path: Path, text: str) ->
     assert str(path) in info.value.message and "delete" in info.value.hint
 
 
-def test_live_process_with_matching_identity_is_ours() -> None:
-    me = psutil.Process()
-    assert server_process(make_state(os.getpid(), me.create_time(), me.exe())) is not None
+def test_live_process_with_matching_identity_is_ours(fake_server: Any) -> None:
+    child, script = fake_server
+    assert server_process(state_of(child, script)) is not None
 
 
-def test_reused_pid_is_stale() -> None:
-    me = psutil.Process()
-    # Same pid, different create time: the PID was reused by another program.
-    assert server_process(make_state(os.getpid(), me.create_time() - 100, me.exe())) is None
+def test_reused_pid_is_stale(fake_server: Any) -> None:
+    child, script = fake_server
+    state = state_of(child, script)
+    # Same pid, different start: the PID was reused by another program.
+    if state.start_ticks:  # Linux: the tick count decides, the wall-clock figure does not
+        assert server_process(dataclasses.replace(state, start_ticks=state.start_ticks - 1)) is None
+    else:
+        assert server_process(dataclasses.replace(state, create_time=state.create_time - 1)) is None
+    old = dataclasses.replace(state, start_ticks=0)  # a state file from before ticks
+    assert server_process(old) is not None
+    assert server_process(dataclasses.replace(old, create_time=state.create_time - 100)) is None
     # Same pid and time, different executable.
-    assert (
-        server_process(make_state(os.getpid(), me.create_time(), "/usr/bin/redis-server")) is None
-    )
+    assert server_process(dataclasses.replace(state, exe="/usr/bin/redis-server")) is None
 
 
-def test_dead_and_zombie_processes_are_stale() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
+@pytest.mark.skipif(compat.start_ticks(os.getpid()) is None, reason="Linux /proc only")
+def test_a_clock_step_does_not_make_a_live_server_stale(fake_server: Any) -> None:
+    child, script = fake_server
+    state = state_of(child, script)
+    # What psutil reports after the wall clock jumped by 5 s (btime moves with it).
+    stepped = dataclasses.replace(state, create_time=state.create_time - 5)
+    assert server_process(stepped) is not None
+
+
+def test_forged_states_are_never_ours(fake_server: Any) -> None:
+    child, script = fake_server
+    state = state_of(child, script)
+    # The right identity, but the binary is not one the redis flavor runs.
+    assert server_process(dataclasses.replace(state, binary=sys.executable)) is None
+    assert server_process(dataclasses.replace(state, binary="")) is None
+    assert server_process(dataclasses.replace(state, flavor="nonsense")) is None
+    # A redis-server binary the process is not running.
+    assert server_process(dataclasses.replace(state, binary="/usr/bin/redis-server")) is None
+    # This process and its ancestors, pid 1: never, whatever the file says.
+    for proc in [psutil.Process(), *psutil.Process().parents()]:
+        try:
+            exe = proc.exe()
+        except psutil.AccessDenied:  # pid 1 of a container, say
+            exe = proc.name()
+        ticks = compat.start_ticks(proc.pid) or 0
+        forged = make_state(proc.pid, proc.create_time(), exe, binary=exe, start_ticks=ticks)
+        assert server_process(forged, also=(Path(exe).name,)) is None
+    init = psutil.Process(1)
+    assert verified_process(1, init.create_time(), init.name()) is None
+
+
+def test_dead_and_zombie_processes_are_stale(tmp_path: Path) -> None:
+    script = tmp_path / "redis-server"
+    script.write_text(f"#!{sys.executable}\n")
+    script.chmod(0o755)
+    child = subprocess.Popen([str(script)])
     ctime = psutil.Process(child.pid).create_time()
     deadline = time.monotonic() + 10
     while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert server_process(make_state(child.pid, ctime, sys.executable)) is None  # zombie
+    state = make_state(child.pid, ctime, sys.executable, binary=str(script))
+    assert server_process(state) is None  # zombie
     child.wait()
-    assert server_process(make_state(child.pid, ctime, sys.executable)) is None  # gone
+    assert server_process(state) is None  # gone
+
+
+def test_supervisor_liveness(fake_server: Any) -> None:
+    child, script = fake_server
+    state = state_of(child, script)
+    proc = psutil.Process(child.pid)
+    alive = dataclasses.replace(
+        state,
+        supervisor_pid=child.pid,
+        supervisor_create_time=proc.create_time(),
+        supervisor_start_ticks=compat.start_ticks(child.pid) or 0,
+    )
+    assert supervisor_alive(alive)
+    assert not supervisor_alive(dataclasses.replace(alive, supervisor_pid=0))
+    child.kill()
+    child.wait()
+    assert not supervisor_alive(alive)
+
+
+def test_flavor_exe_names_cover_archives_and_path() -> None:
+    from devserver.catalog import get_flavor
+
+    assert "dragonfly-x86_64" in get_flavor("dragonfly").exe_names()
+    assert {"redis-server", "valkey-server", "redis-server.exe"} <= set(
+        get_flavor("redis").exe_names()
+    )
 
 
 def test_same_exe_compares_file_names() -> None:
@@ -116,3 +225,19 @@ def test_project_lock_excludes_a_second_holder(tmp_path: Path) -> None:
         holder.wait()
     with project_lock(lock, wait=1.0):  # released when the holder died
         pass
+
+
+def test_runs_binary_when_the_os_hides_exe_and_cmdline() -> None:
+    """psutil under Wine raises OSError for exe() (and sometimes name()): the process name
+    decides when it is readable, and nothing is trusted when it is not."""
+    from unittest import mock
+
+    from devserver.state import runs_binary
+
+    hidden = mock.Mock()
+    hidden.exe.side_effect = OSError(22, "[WinError 87]")
+    hidden.name.return_value = "redis-server.exe"
+    assert runs_binary(hidden, "C:\\proj\\bin\\redis\\redis-server.exe")
+    assert not runs_binary(hidden, "C:\\Windows\\System32\\cmd.exe")
+    hidden.name.side_effect = OSError(22, "[WinError 87]")
+    assert not runs_binary(hidden, "C:\\proj\\bin\\redis\\redis-server.exe")
