@@ -433,7 +433,7 @@ def test_unsupervised_server_is_reported_and_stoppable(project: Path, tag: str) 
     info = json.loads(invoke(env, "status", "--json").stdout)
     assert info["running"] is True and info["supervised"] is False, info
     human = invoke(env, "status")
-    assert "UNSUPERVISED" in human.stderr and "invoke restart" in human.stderr
+    assert "running UNSUPERVISED" in human.stdout and "invoke restart" in human.stderr
     again = invoke(env, "start")
     assert again.returncode == 0
     assert "UNSUPERVISED" in again.stderr and "invoke restart" in again.stderr
