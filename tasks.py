@@ -139,6 +139,8 @@ def _report_start(result: Any, asked: dict[str, Any]) -> None:
     state = result.state
     if result.stale is not None:
         console.warn(f"removed a stale state file (pid {result.stale.pid} is gone or not ours)")
+    for warning in result.warnings:
+        console.warn(warning)
     if result.already_running:
         _already_running(state, asked, result.supervised)
         return
@@ -187,24 +189,64 @@ def _already_running(state: Any, asked: dict[str, Any], supervised: bool = True)
 @task(help={"no_save": _NO_SAVE_HELP})
 @handled
 def stop(c: Context, no_save: bool = False) -> None:
-    """Stop the server: graceful SHUTDOWN, then a forced kill of our own process only."""
+    """Stop the server: graceful SHUTDOWN, then SIGTERM, then a kill, within server.stop_timeout.
+
+    Exits 1 when data may have been lost (the server refused to save, or had to be killed).
+    """
     from devserver import process
 
-    result = process.stop(settings_from(c), save=not no_save)
-    if result.stale and result.state:
+    result = process.stop(settings_from(c), save=not no_save, on_progress=console.info)
+    _report_stop(result)
+
+
+def _report_stop(result: Any) -> None:
+    """One line on how the server ended; exit 1 when data may have been lost."""
+    left = (
+        f"; the state file could not be removed ({result.state_left}), fix the data "
+        "folder's permissions"
+        if result.state_left
+        else ""
+    )
+    if result.untrusted:
+        console.warn(f"ignored an untrusted state file, nothing was signalled: {result.untrusted}")
+    elif result.stale and result.state:
         console.warn(
             f"removed a stale state file: pid {result.state.pid} is gone or not ours "
-            "(nothing was signalled)"
+            f"(nothing was signalled){left}"
         )
-        return
-    if not result.was_running:
+    elif not result.was_running:
         console.ok("the server is not running")
+    if not result.was_running:
+        if result.state_left:
+            raise Exit(code=1)
         return
-    assert result.state is not None
-    how = "forced kill after the graceful stop timed out" if result.forced else "graceful"
-    console.ok(
-        f"{result.state.flavor} (pid {result.state.pid}) stopped ({how}) in {result.seconds:.2f}s"
-    )
+    state = result.state
+    took = f"in {result.seconds:.2f}s"
+    status = f", {result.exit_status}" if result.exit_status else ""
+    name = f"{state.flavor} (pid {state.pid})"
+    if result.method == "shutdown":
+        saved = (
+            f"; waited {result.saving_seconds:.1f}s past the budget while it saved"
+            if result.saving_seconds
+            else ""
+        )
+        console.ok(f"{name} stopped (graceful{status}{saved}) {took}{left}")
+    elif result.method == "SIGTERM" and not result.data_at_risk:
+        console.warn(f"{name} stopped by SIGTERM{status} {took}: {result.problem}{left}")
+    else:
+        how = "killed it" if result.method == "kill" else f"{result.method} ended it{status}"
+        loss = (
+            ": data written since the last successful save may be lost"
+            if result.data_at_risk
+            else " (a stop without saving, as asked)"
+        )
+        text = f"{name}: {result.problem}; {how}{loss} ({took}){left}"
+        if result.data_at_risk:
+            console.error(text, "see the server log (`invoke tail`) for why it could not save")
+            raise Exit(code=1)
+        console.warn(text)
+    if result.state_left:
+        raise Exit(code=1)
 
 
 # -- tail -----------------------------------------------------------------------------------
@@ -376,7 +418,9 @@ def status(c: Context, json: bool = False) -> None:
             raise Exit(code=STATUS_NOT_RUNNING)
         return
     if not info["running"]:
-        if info["stale"]:
+        if info.get("state_error"):
+            console.warn(f"not running ({info['state_error']}; the next start replaces it)")
+        elif info["stale"]:
             ended = info["exit_status"] or "an unknown status"
             console.warn(f"the last server ended with {ended}; its state file is stale")
         console.line("not running")

@@ -108,18 +108,20 @@ def server_popen_kwargs() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def terminate(proc: Any) -> None:
-    """Ask a process (a psutil.Process already identity-checked) to exit.
+def terminate(proc: Any) -> str:
+    """Ask a process (a psutil.Process already identity-checked) to exit; say how: "SIGTERM"
+    or "kill".
 
     POSIX: SIGTERM, which Redis and Dragonfly handle as a graceful shutdown. Windows has no
     such signal for a windowless process (psutil's terminate is TerminateProcess, i.e. a
     kill), so there a polite request is the RESP SHUTDOWN the caller already sent; this is
-    then the same as :func:`kill_tree`.
+    then the same as :func:`kill_tree`, and reported as a kill.
     """
     if WINDOWS:
         kill_tree(proc)
-    else:
-        proc.send_signal(signal.SIGTERM)
+        return "kill"
+    proc.send_signal(signal.SIGTERM)
+    return "SIGTERM"
 
 
 def kill_tree(proc: Any) -> None:

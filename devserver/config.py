@@ -97,6 +97,8 @@ class Settings:
     threads: int
     maxmemory: int
     extra_args: tuple[str, ...]
+    # How long stop keeps waiting, past stop_timeout, for a server that is visibly saving.
+    save_timeout: float = 300.0
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     api: ApiSettings = field(default_factory=ApiSettings)
@@ -108,6 +110,11 @@ class Settings:
     def state_file(self) -> Path:
         """The one managed server of this project directory is described here."""
         return self.data_dir / "server.json"
+
+    @property
+    def cancel_file(self) -> Path:
+        """Touched by a ``stop`` that waits for a start in progress: the start gives up."""
+        return self.data_dir / "server.cancel"
 
     @property
     def lock_file(self) -> Path:
@@ -231,6 +238,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     "log_dir": _path,
     "startup_timeout": _positive_float,
     "stop_timeout": _positive_float,
+    "save_timeout": _positive_float,
     "log_max_bytes": _int_in(1024, 2**62),
     "log_backups": _int_in(0, 1000),
     "threads": _int_in(1, 1024),
@@ -252,6 +260,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "log_dir": "logs",
     "startup_timeout": 30,
     "stop_timeout": 10,
+    "save_timeout": 300,
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "threads": 2,

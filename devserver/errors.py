@@ -47,6 +47,14 @@ class StateError(DevServerError):
     """The state file is unreadable, foreign or locked by another start."""
 
 
+class LockBusy(StateError):
+    """Another start or stop of this project holds the lock."""
+
+
+class UntrustedState(StateError):
+    """The state file is corrupt or was not written by this tool: stale, never acted on."""
+
+
 class FetchError(DevServerError):
     """Downloading, verifying or installing a release failed."""
 

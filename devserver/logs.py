@@ -111,6 +111,8 @@ class RotatingWriter:
         self._dirty_since: float | None = None
         self._rotate_after = 0.0
         self._check_at = 0.0
+        self._opened = False
+        self.moved = False  # the log's folder disappeared while the file was open
 
     # -- buffering -------------------------------------------------------------------------
     def write(self, block: bytes, lines: int = 0) -> None:
@@ -183,13 +185,41 @@ class RotatingWriter:
             # Someone deleted the log (POSIX allows it while we hold it open): without this,
             # lines would go into the unlinked file, unseen, until the next rotation.
             self._check_at = self.clock() + DELETED_CHECK
-            if not self.path.exists():
-                self._close_quietly()
+            if not self.moved and not self.path.exists():
+                if self.path.parent.is_dir():
+                    self._close_quietly()  # the file alone was deleted: start a new one
+                else:
+                    self._folder_gone(self._file)
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._opened:  # only the first open may create the folder: never again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.opener(self.path)
+            self._opened = True
             self._size = self._file.seek(0, os.SEEK_END)
         return self._file
+
+    def _folder_gone(self, handle: IO[bytes]) -> None:
+        """The log's folder was moved (the project folder renamed) or deleted.
+
+        Recreating the old path would scatter the log over two places, so the writer keeps
+        writing to the file it has open (it moved along with its folder) up to max_bytes,
+        without rotation, and then stops with a marker.
+        """
+        self.moved = True
+        self._write_note(
+            handle,
+            f"the log folder {self.path.parent} was moved or deleted: logging continues in "
+            "this file without rotation up to log_max_bytes, then stops (restart the server "
+            "from the project's new place)",
+        )
+
+    def _write_note(self, handle: IO[bytes], text: str) -> None:
+        note = f"{self.stamp()}[devserver] {text}\n".encode()
+        try:
+            handle.write(note)
+            self._size += len(note)
+        except OSError:
+            pass
 
     def _close_quietly(self) -> None:
         handle, self._file = self._file, None
@@ -256,6 +286,11 @@ class RotatingWriter:
 
     def rotate(self) -> None:
         """Shift the backups up by one and start an empty current file."""
+        if self.moved:
+            if self._file is not None:
+                self._write_note(self._file, "log full and its folder was moved: logging stops")
+            self._close_quietly()
+            raise FileNotFoundError(f"the log folder {self.path.parent} was moved or deleted")
         self._close_quietly()
         if self.backups <= 0:
             with open(self.path, "wb"):

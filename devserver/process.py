@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from .atomic import check_writable
 from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
 from .config import Settings
-from .errors import StartError, StateError, StopError
+from .errors import StartError, StateError, UntrustedState
 from .ports import check_port_free
 from .readiness import LineSink, LogEcho, wait_ready
 from .state import (
@@ -34,7 +33,10 @@ from .state import (
     server_process,
     supervisor_alive,
 )
+from .stopping import StopResult, stop
 from .supervisor import Spec, launch_supervisor
+
+__all__ = ["StartResult", "StopResult", "current_state", "start", "status", "stop"]
 
 
 @dataclass(frozen=True)
@@ -44,21 +46,20 @@ class StartResult:
     stale: ServerState | None = None
     broke_away: bool = True
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # e.g. the log file cannot be written (the server runs)
     supervised: bool = True  # already running, but its supervisor is gone: log not captured
 
 
-@dataclass(frozen=True)
-class StopResult:
-    state: ServerState | None
-    was_running: bool
-    forced: bool = False
-    stale: bool = False
-    seconds: float = 0.0
-
-
 def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
-    """(state, live psutil process) of our server; process None when stopped or stale."""
-    state = read_state(settings.state_file)
+    """(state, live psutil process) of our server; process None when stopped or stale.
+
+    A state file that cannot be trusted (corrupt, wrong types) counts as no state: it is
+    never acted on, and the next start replaces it (``prepare`` says so).
+    """
+    try:
+        state = read_state(settings.state_file)
+    except UntrustedState:
+        return None, None
     if state is None or state.status != "running":
         return state, None
     return state, server_process(state, also=_configured_names(settings))
@@ -68,6 +69,17 @@ def _configured_names(settings: Settings) -> tuple[str, ...]:
     """The file name of an explicitly configured server binary (``server.binary``), which the
     identity check accepts beside the flavor's own executable names."""
     return (settings.binary.name,) if settings.binary is not None else ()
+
+
+def untrusted_state(settings: Settings) -> str:
+    """Why the state file cannot be trusted, or "" (absent, readable, or fine)."""
+    try:
+        read_state(settings.state_file)
+    except UntrustedState as exc:
+        return exc.message
+    except StateError:
+        return ""
+    return ""
 
 
 def _ensure_writable(path: Path, what: str) -> None:
@@ -121,6 +133,7 @@ class Prepared:
     binary: Binary
     data_dir: Path
     stale: ServerState | None
+    warnings: tuple[str, ...] = ()
 
 
 def prepare(
@@ -135,8 +148,18 @@ def prepare(
     removes the stale state, chooses the binary, refuses data written by a newer version, a
     taken port, unwritable folders.
     """
-    if stale is not None:
-        remove_state(settings.state_file)
+    warnings = []
+    untrusted = untrusted_state(settings) if stale is None else ""
+    if stale is not None or untrusted:
+        try:
+            remove_state(settings.state_file)
+        except OSError as exc:
+            raise StartError(
+                f"cannot remove the stale state file {settings.state_file} ({exc.strerror})",
+                hint=f"fix the permissions of {settings.data_dir} (an immutable folder?)",
+            ) from None
+    if untrusted:
+        warnings.append(f"replaced an untrusted state file: {untrusted}")
     binary = choose_binary(settings)
     if on_binary:
         on_binary(binary)
@@ -149,7 +172,22 @@ def prepare(
     # untracked (the supervisor stops it if the write fails anyway, e.g. on a full disk).
     _ensure_writable(settings.state_file.parent, "data")
     _ensure_writable(settings.log_dir, "log")
-    return Prepared(spec, binary, data_dir, stale)
+    warnings.extend(_log_warnings(Path(spec["log_file"])))
+    return Prepared(spec, binary, data_dir, stale, tuple(warnings))
+
+
+def _log_warnings(log_file: Path) -> list[str]:
+    """A log file we cannot append to is not fatal (the server runs; its lines are dropped
+    and counted), but the person must know: nothing they see later comes from it."""
+    try:
+        with open(log_file, "ab"):
+            pass
+    except OSError as exc:
+        return [
+            f"the log file {log_file} cannot be written ({exc.strerror}): the server runs, "
+            "but its output is lost until that is fixed"
+        ]
+    return []
 
 
 def start(
@@ -234,7 +272,7 @@ def _start(
     except KeyboardInterrupt:
         pass  # only the last log lines' echo is cut short: the server runs, tracked
     assert state is not None  # wait_ready's, as it was handed over
-    return StartResult(state, False, ready.stale, broke_away, clock() - began)
+    return StartResult(state, False, ready.stale, broke_away, clock() - began, ready.warnings)
 
 
 def _undo(
@@ -347,119 +385,10 @@ def _abandon(
         pass  # an unwritable data folder: the entry names a dead process, so it reads as stale
 
 
-def _ask_supervisor(state: ServerState, save: bool, timeout: float) -> bool:
-    """Ask our supervisor to shut the server down; False when it cannot be reached.
-
-    The supervisor answers once the server accepted SHUTDOWN, which can take a while when it
-    saves a large dataset: no answer within ``timeout`` still means the request is under way.
-    """
-    if not state.control_port:
-        return False
-    try:
-        with socket.create_connection(("127.0.0.1", state.control_port), timeout=2) as conn:
-            mode = "save" if save else "nosave"
-            conn.sendall(f"{state.control_token} stop {mode}\n".encode())
-            conn.settimeout(timeout)
-            try:
-                answer = conn.recv(256).decode("utf-8", "replace").strip()
-            except TimeoutError:
-                return True
-    except OSError:
-        return False
-    return answer == "ok"
-
-
-def _wait_gone(proc: Any, timeout: float) -> bool:
-    """Wait until the process has exited; a zombie counts as gone.
-
-    Polled rather than psutil's ``wait``: for a process that is not our child (the detached
-    supervisor, reparented to init) psutil keeps waiting on a zombie until it is reaped.
-    """
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-
-
-def stop(settings: Settings, save: bool = True) -> StopResult:
-    """Stop our server: graceful SHUTDOWN, then escalate on the server only; drop the state."""
-    began = time.monotonic()
-    with project_lock(settings.lock_file, wait=settings.stop_timeout):
-        state, proc = current_state(settings)
-        if state is None:
-            return StopResult(None, was_running=False)
-        if proc is None:
-            remove_state(settings.state_file)
-            return StopResult(state, was_running=False, stale=True)
-        flavor = get_flavor(state.flavor)
-        asked = _ask_supervisor(state, save, settings.stop_timeout)
-        if not asked:  # no supervisor to ask: send the flavor's stop commands ourselves
-            commands, terminate = flavor.stop_plan(save)
-            try:
-                if commands:
-                    resp.call(
-                        resp.connect_host(state.host),
-                        state.port,
-                        commands,
-                        timeout=settings.stop_timeout,
-                        password=settings.password,
-                    )
-            except (OSError, resp.RespError, resp.ConnectionClosed):
-                pass
-            if terminate:
-                compat.terminate(proc)
-        forced = False
-        if not _wait_gone(proc, settings.stop_timeout):
-            forced = True
-            compat.terminate(proc)
-            if not _wait_gone(proc, 3):
-                compat.kill_tree(proc)
-                if not _wait_gone(proc, 5):
-                    raise StopError(
-                        f"{state.flavor} (pid {state.pid}) did not exit even after a kill",
-                        hint="check it with your OS's process tools",
-                    )
-        _wait_supervisor(state, settings.state_file)
-        remove_state(settings.state_file)
-        return StopResult(state, True, forced, False, time.monotonic() - began)
-
-
-def _wait_supervisor(state: ServerState, state_file: Path, timeout: float = 3.0) -> None:
-    """Let the supervisor log the exit before we go: it removes the state file once the exit
-    marker is written (or ends without doing so, if it was killed)."""
-    import psutil
-
-    if not supervisor_alive(state):
-        return
-    try:
-        sup = psutil.Process(state.supervisor_pid)
-    except psutil.Error:
-        return
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while state_file.exists() and time.monotonic() < deadline:
-        try:
-            if sup.status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-
-
 def status(settings: Settings) -> dict[str, Any]:
     """The status object (``invoke status --json``): running or not, and what we know."""
     state, proc = current_state(settings)
+    untrusted = "" if state is not None else untrusted_state(settings)
     flavor = state.flavor if state else (settings.flavor if settings.flavor != "auto" else "")
     info: dict[str, Any] = {
         "running": proc is not None,
@@ -472,12 +401,14 @@ def status(settings: Settings) -> dict[str, Any]:
         "log_file": state.log_file if state else _log_for(settings, flavor),
         "uptime_s": round(time.time() - state.create_time, 1) if state and proc else None,
         "binary": state.binary if state else None,
-        "stale": state is not None and proc is None,
+        "stale": (state is not None and proc is None) or bool(untrusted),
         "exit_status": state.exit_status if state else None,
         # False: the server runs but its supervisor is gone, so nobody captures its log
         # (`invoke restart` fixes it; `invoke stop` still stops it).
         "supervised": supervisor_alive(state) if state and proc is not None else None,
     }
+    if untrusted:
+        info["state_error"] = untrusted
     if proc is not None and state is not None:
         info.update(_server_info(state, settings, proc))
     return info

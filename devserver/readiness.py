@@ -128,6 +128,14 @@ def _read(settings: Settings) -> ServerState | None:
         return None  # being replaced right now: look again
 
 
+def _cancelled(settings: Settings, since: float) -> bool:
+    """A ``stop`` waiting for this start touches the cancel file (an old one is ignored)."""
+    try:
+        return settings.cancel_file.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 def wait_ready(
     settings: Settings,
     sup: subprocess.Popen[bytes],
@@ -144,8 +152,14 @@ def wait_ready(
     """
     deadline = began + settings.startup_timeout
     host = resp.connect_host(settings.host)
+    since = time.time()
     while True:
         echo.poll()
+        if _cancelled(settings, since):
+            raise StartError(
+                "the start was cancelled by `invoke stop`",
+                hint="what it had started is stopped; run `invoke start` again when wanted",
+            )
         state = _read(settings)
         failure = _exited(state, echo)
         if failure:

@@ -16,17 +16,18 @@ boot (``compat.start_ticks``), on Windows and macOS psutil's create time (see
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import compat
 from .atomic import PRIVATE_MODE, write_atomic
-from .errors import StateError
+from .errors import LockBusy, StateError, UntrustedState
 
 # psutil's create_time is a float derived from boot time and clock ticks; the same process
 # yields the same value, but allow for rounding across psutil versions.
@@ -68,31 +69,83 @@ class ServerState:
 
     @classmethod
     def from_mapping(cls, data: Any) -> ServerState:
+        """Check every field's type (a file nobody should trust must never reach a signal)."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        state = cls(**known)
-        if not isinstance(state.pid, int) or state.pid <= 0:
-            raise ValueError("pid is not a positive integer")
-        return state
+        for name, spec in cls.__dataclass_fields__.items():
+            if name not in data:
+                if spec.default is MISSING and spec.default_factory is MISSING:
+                    raise ValueError(f"{name} is missing")
+                continue
+            check, expected = _FIELD_TYPES[str(spec.type)]
+            value = data[name]
+            if not check(value) or not _FIELD_RULES.get(name, _any)(value):
+                raise ValueError(f"{name} is {value!r}, expected {_RULE_TEXT.get(name, expected)}")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+# By annotation: a field added to ServerState is checked by its type without more code.
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "a whole number"),
+    "float": (_is_number, "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "list[str]": (
+        lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
+        "a list of strings",
+    ),
+}
+# Beyond the type: ranges that make a value usable at all.
+_FIELD_RULES: dict[str, Callable[[Any], bool]] = {
+    "pid": lambda v: v > 0,
+    "supervisor_pid": lambda v: v >= 0,
+    "port": lambda v: 0 < v < 65536,
+    "control_port": lambda v: 0 <= v < 65536,
+    "flavor": bool,
+}
+_RULE_TEXT = {
+    "pid": "a positive whole number",
+    "supervisor_pid": "a whole number >= 0",
+    "port": "a TCP port",
+    "control_port": "a TCP port or 0",
+    "flavor": "a flavor name",
+}
 
 
 def read_state(path: Path) -> ServerState | None:
-    """The recorded state, None when there is none; StateError when it is not ours."""
+    """The recorded state, None when there is none.
+
+    UntrustedState when the content is not a state file this tool wrote (corrupt, foreign,
+    wrong types): callers treat it as stale. StateError when the file cannot be read at all.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise StateError(
             f"cannot read {path}: {exc.strerror}", hint="check its permissions"
         ) from None
     try:
-        return ServerState.from_mapping(json.loads(text))
-    except (ValueError, TypeError) as exc:
-        raise StateError(
-            f"{path} is not a state file this tool wrote ({exc})",
-            hint=f"if no server of ours runs, delete {path}",
+        return ServerState.from_mapping(json.loads(raw.decode("utf-8")))
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        raise UntrustedState(
+            f"{path} is not a state file this tool wrote ({reason[:200]})",
+            hint="it is ignored: nothing is signalled, and the next start replaces it",
         ) from None
 
 
@@ -256,12 +309,19 @@ def project_lock(path: Path, wait: float = 0.0, poll: float = 0.05) -> Iterator[
     running and says so) rather than failing. The lock is an OS file lock, released if the
     holder dies, not the file's existence, so a crash never leaves the project locked.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise StateError(
+            f"cannot use the data directory {path.parent}: {exc.strerror or exc}",
+            hint="set server.data_dir (INVOKE_SERVER_DATA_DIR) to a folder you can write",
+        ) from None
+    with handle:
         deadline = time.monotonic() + wait
         while not compat.try_lock(handle):
             if time.monotonic() >= deadline:
-                raise StateError(
+                raise LockBusy(
                     "another start or stop of this project is in progress",
                     hint="wait for it to finish, then try again",
                 )

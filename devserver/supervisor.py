@@ -31,6 +31,11 @@ from . import compat
 # first, and the rest (psutil, sockets, the log writer) is imported while it boots, which
 # keeps ``invoke start`` close to the bare server's own start-up time.
 
+# The control socket: at most this many clients at once, each with a short read deadline
+# (the request is one line a local process sends at once).
+CONTROL_CLIENTS = 32
+CONTROL_READ_TIMEOUT = 1.0
+
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -154,6 +159,9 @@ class Supervisor:
         self.abandoned = False
         # Windows: the job object that kills the server if this process dies (held open).
         self.job = compat.bind_to_this_process(proc)
+        self.exited = threading.Event()  # set with exit_status once the server has ended
+        self.exit_status = ""
+        self.replying: list[threading.Thread] = []  # control clients owed an answer
         self.token = os.urandom(16).hex()
 
     def record_state(self, control_port: int) -> None:
@@ -224,7 +232,11 @@ class Supervisor:
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, save: bool = True) -> str:
-        """Ask the server to exit gracefully; return "ok" or the reason it failed."""
+        """Ask the server to exit gracefully: "ok", "refused <its error>" or "failed <why>".
+
+        "refused" is the server's own error reply (Redis answers ``-ERR`` when it cannot save
+        and so will not exit); ``invoke stop`` shows it and decides how to escalate.
+        """
         from . import resp
 
         self.stop_requested.set()
@@ -236,33 +248,64 @@ class Supervisor:
                 resp.call(host, spec["port"], commands, timeout=30, password=spec["password"])
         except resp.ConnectionClosed:
             pass  # Redis closes the connection when SHUTDOWN succeeds
-        except (OSError, resp.RespError) as exc:
-            return f"graceful shutdown failed: {exc}"
+        except resp.RespError as exc:
+            return f"refused {exc}"
+        except OSError as exc:
+            if self.proc.poll() is not None:
+                return "ok"  # it exited while we asked
+            return f"failed {exc}"
         if spec["terminate_after_stop"]:
             self.proc.terminate()
         return "ok"
 
     def serve_control(self, listener: Any) -> None:
-        """Answer ``<token> stop save|nosave`` lines from ``invoke stop``; ignore anything else."""
-        import hmac
+        """Accept control connections; each gets its own short-lived thread.
 
-        token = self.token.encode()
+        Why a thread each: an idle or slow local client must not hold up a real stop request
+        behind it. Beyond ``CONTROL_CLIENTS`` open connections new ones are closed at once.
+        """
+        import threading
+
+        active = threading.BoundedSemaphore(CONTROL_CLIENTS)
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return  # the listener was closed: the server has exited
+            if not active.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._control_client, args=(conn, active), daemon=True).start()
+
+    def _control_client(self, conn: Any, active: Any) -> None:
+        """``<token> stop save|nosave``: answer the shutdown's outcome, then, on the same
+        connection, ``exited <status>`` once the server is gone. Anything else is denied."""
+        import hmac
+        import threading
+
+        try:
             with conn:
-                try:
-                    conn.settimeout(5)
-                    words = conn.recv(256).split()
-                    if len(words) == 3 and hmac.compare_digest(words[0], token):
-                        answer = self.shutdown(save=words[2] != b"nosave")
-                    else:
-                        answer = "denied"
-                    conn.sendall(answer.encode("utf-8") + b"\n")
-                except Exception:
-                    continue
+                conn.settimeout(CONTROL_READ_TIMEOUT)
+                data = b""
+                while b"\n" not in data and len(data) < 256:
+                    chunk = conn.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+                words = data.split()
+                if len(words) != 3 or not hmac.compare_digest(words[0], self.token.encode()):
+                    conn.sendall(b"denied\n")
+                    return
+                self.replying.append(threading.current_thread())
+                answer = self.shutdown(save=words[2] != b"nosave")
+                conn.sendall(answer.encode("utf-8", "replace") + b"\n")
+                conn.settimeout(None)
+                self.exited.wait()
+                conn.sendall(f"exited {self.exit_status}\n".encode())
+        except Exception:
+            pass  # a client that went away, or garbage: nothing to do
+        finally:
+            active.release()
 
     # -- run -------------------------------------------------------------------------------
     def run(self, on_recorded: Callable[[], object] | None = None) -> int:
@@ -311,6 +354,8 @@ class Supervisor:
         except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up right now
             self._interrupted()
         code = self._wait()
+        self.exit_status = compat.describe_exit(code)
+        self.exited.set()
         listener.close()
         try:
             reader.join(timeout=5)
@@ -320,6 +365,9 @@ class Supervisor:
         writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
         writer.close()
         self._finish_state(code)
+        deadline = time.monotonic() + 1.0  # let ``invoke stop`` hear how the server ended
+        for client in list(self.replying):
+            client.join(max(0.0, deadline - time.monotonic()))
         return code
 
     def _wait(self) -> int:
@@ -353,7 +401,10 @@ class Supervisor:
         that cannot save refuses to exit; the next Ctrl+C forces it)."""
         answer = self.shutdown()
         if answer != "ok" and self.console:
-            self.console(f"[devserver] {answer}; press Ctrl+C again to force it\n")
+            what, _, why = answer.partition(" ")
+            self.console(
+                f"[devserver] graceful shutdown {what}: {why}; press Ctrl+C again to force it\n"
+            )
 
     def _finish_state(self, code: int) -> None:
         """A requested stop removes the state (``stop`` returns as soon as it is gone); after a
