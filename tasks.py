@@ -34,7 +34,7 @@ try:
     from invoke.exceptions import Exit
     from invoke.tasks import Task, task
 
-    from devserver import compat, console
+    from devserver import cliguard, compat, console
     from devserver.config import Settings, load_settings, whole_number
     from devserver.errors import ConfigError, DevServerError
 except KeyboardInterrupt:
@@ -42,6 +42,9 @@ except KeyboardInterrupt:
 
 ROOT = Path(__file__).resolve().parent
 F = TypeVar("F", bound=Callable[..., Any])
+# Invoke merges invoke.yaml and the environment after importing this file: a bad shape
+# there would be Invoke's traceback; this makes it one line (see devserver/cliguard.py).
+cliguard.install(console.error)
 
 
 def _plain(value: Any) -> Any:

@@ -56,6 +56,7 @@ class SoakReport:
     rss_max_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_samples: int = 0
+    rss_per_minute_mb: list[float] = field(default_factory=list)
     stop_method: str = ""
     stop_exit_status: str = ""
     stop_seconds: float = 0.0
@@ -219,6 +220,8 @@ def run(minutes: float, rss_slack_mb: float = 4.0, keep: bool = False) -> SoakRe
             time.sleep(min(5.0, total - elapsed))
             rss = supervisor.memory_info().rss / 1048576
             report.rss_samples += 1
+            if int(time.monotonic() - began) // 60 >= len(report.rss_per_minute_mb):
+                report.rss_per_minute_mb.append(round(rss, 2))
             if not baseline and time.monotonic() - began >= baseline_at:
                 baseline = report.rss_baseline_mb = rss
             if baseline:

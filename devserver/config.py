@@ -302,6 +302,13 @@ def _thresholds(raw: Any) -> dict[str, float]:
     return merged
 
 
+def _given(section: Mapping[str, Any], key: str, default: Any) -> Any:
+    """The configured value, or ``default`` when absent or empty: one rule for YAML and the
+    environment (a 0 is a value to check, not "unset")."""
+    raw = section.get(key)
+    return default if raw is None or raw == "" else raw
+
+
 def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
     """Build Settings from Invoke's merged config (any Mapping), validating every key.
 
@@ -343,7 +350,7 @@ def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
         ),
         verify=VerifySettings(
             iterations=_int_in(1, 1_000_000)(
-                "verify.iterations", verify.get("iterations") or VerifySettings.iterations, root
+                "verify.iterations", _given(verify, "iterations", VerifySettings.iterations), root
             ),
             thresholds_ms=_thresholds(verify.get("thresholds_ms")),
         ),

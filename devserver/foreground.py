@@ -54,6 +54,8 @@ def _run(
                 hint="stop it first with `invoke stop`, or use `invoke tail -f` to watch it",
             )
         ready = prepare(settings, state, on_binary)
+        for warning in ready.warnings:
+            sink(f"[devserver] warning: {warning}\n")
 
         def recorded() -> None:
             datadir.record_version(ready.data_dir, ready.binary.version)

@@ -78,13 +78,22 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
     # milliseconds on ``invoke start``'s critical path.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     code = "from devserver.supervisor import run; run()"
-    return compat.spawn_detached(
-        [compat.python_for_background(), "-S", "-c", code],
-        cwd=_PACKAGE_PARENT,  # so the import finds this very copy of the package
-        stdin=subprocess.PIPE,
-        env=env,
-        stdout=subprocess.PIPE,
-    )
+    python = compat.python_for_background()
+    try:
+        return compat.spawn_detached(
+            [python, "-S", "-c", code],
+            cwd=_PACKAGE_PARENT,  # so the import finds this very copy of the package
+            stdin=subprocess.PIPE,
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+    except OSError as exc:
+        from .errors import StartError
+
+        raise StartError(
+            f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
+            hint="check that this user can run that interpreter (and the folders above it)",
+        ) from None
 
 
 def _save_state(path: str, state: dict[str, Any]) -> None:
