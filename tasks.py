@@ -233,7 +233,8 @@ def _report_stop(result: Any) -> None:
             if result.saving_seconds
             else ""
         )
-        console.ok(f"{name} stopped (graceful{status}{saved}) {took}{left}")
+        code = f" (exit {result.exit_status})" if result.exit_status else ""
+        console.ok(f"{name} stopped (graceful) {took}{code}{saved}{left}")
     elif result.method == "SIGTERM" and not result.data_at_risk:
         console.warn(f"{name} stopped by SIGTERM{status} {took}: {result.problem}{left}")
     else:

@@ -145,7 +145,8 @@ def read_state(path: Path) -> ServerState | None:
             reason = "nested too deeply"
         raise UntrustedState(
             f"{path} is not a state file this tool wrote ({reason[:200]})",
-            hint="it is ignored: nothing is signalled, and the next start replaces it",
+            hint=f"it is ignored (nothing is signalled); the next start replaces it, or delete "
+            f"{path}",
         ) from None
 
 

@@ -342,10 +342,13 @@ def _end(
         elif due and method == "shutdown":
             problem = problem or _why(request, refused, budget)
             method = compat.terminate(proc)
+            # SIGTERM's share of the budget, also when a save ran past the budget first
+            kill_at = max(kill_at, now + budget * (1 - GRACEFUL_SHARE))
             if method == "kill":
                 kill_deadline = now + KILL_WAIT
         elif due and method == "SIGTERM":
             compat.kill_tree(proc)
+            problem += "; SIGTERM did not end it either"
             method, kill_deadline = "kill", now + KILL_WAIT
         elif method == "kill" and now >= kill_deadline:
             raise StopError(

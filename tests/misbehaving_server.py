@@ -9,6 +9,8 @@ answers PING (start succeeds), and on SHUTDOWN does what ``behaviours`` says:
 - ``refuse``: answers -ERR like Redis when it cannot save
 - ``slow_save``: logs a save like Redis, writes ``dump.rdb`` slowly (``SAVE_SECONDS``),
   then exits 0
+- ``ok_then_save``: like Dragonfly, answers +OK first, then writes its snapshot slowly
+  without a word in the log, then exits 0
 - ``ignore_term``: SIGTERM is ignored (default: SIGTERM "saves" and exits 0)
 - ``noisy``: prints a line every few milliseconds (log load for the rotation tests)
 """
@@ -29,9 +31,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _slow_save() -> None:
-    _say("User requested shutdown...")
-    _say("Saving the final RDB snapshot before exiting.")
+def _slow_save(quiet: bool = False) -> None:
+    if not quiet:
+        _say("User requested shutdown...")
+        _say("Saving the final RDB snapshot before exiting.")
     with open("temp-save.rdb", "wb") as out:
         steps = 30
         for _ in range(steps):
@@ -39,7 +42,8 @@ def _slow_save() -> None:
             out.flush()
             time.sleep(SAVE_SECONDS / steps)
     os.replace("temp-save.rdb", "dump.rdb")
-    _say("DB saved on disk")
+    if not quiet:
+        _say("DB saved on disk")
     os._exit(0)
 
 
@@ -63,6 +67,9 @@ def _serve(conn: socket.socket, behaviours: set[str]) -> None:
                 if "ok_stays" in behaviours:
                     conn.sendall(b"+OK\r\n")
                     continue
+                if "ok_then_save" in behaviours:
+                    conn.sendall(b"+OK\r\n")
+                    _slow_save(quiet=True)
                 if "slow_save" in behaviours:
                     _slow_save()
                 os._exit(0)

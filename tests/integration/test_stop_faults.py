@@ -106,10 +106,12 @@ def test_stop_escalates_within_one_budget_and_says_how(
     assert not settings.state_file.exists()
 
 
+@pytest.mark.parametrize("behaviour", ["slow_save", "ok_then_save"])
 def test_a_visible_save_is_waited_for_past_the_budget(
-    make_settings: SettingsFactory, project: Path
+    make_settings: SettingsFactory, project: Path, behaviour: str
 ) -> None:
-    misbehaving_server.install(project / "bin", "slow_save")
+    """Redis logs its save; Dragonfly answers +OK, then its snapshot files grow."""
+    misbehaving_server.install(project / "bin", behaviour)
     settings = make_settings(stop_timeout="1", save_timeout="60")
     state = process.start(settings).state
     progress: list[str] = []

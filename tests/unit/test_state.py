@@ -17,7 +17,7 @@ import pytest
 
 from devserver import compat
 from devserver.atomic import write_atomic
-from devserver.errors import StateError
+from devserver.errors import StateError, UntrustedState
 from devserver.state import (
     ServerState,
     project_lock,
@@ -104,6 +104,50 @@ def test_foreign_or_corrupt_state_is_a_clear_error(tmp_path: Path, text: str) ->
     with pytest.raises(StateError) as info:
         read_state(path)
     assert str(path) in info.value.message and "delete" in info.value.hint
+
+
+GOOD = json.loads(make_state(1234, 1.0, "redis-server").to_json())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pid", True),
+        ("pid", "12"),
+        ("pid", 0),
+        ("create_time", "yesterday"),
+        ("create_time", None),
+        ("create_time", float("nan")),
+        ("exe", 5),
+        ("supervisor_pid", 1.5),
+        ("port", 70000),
+        ("argv", "redis-server --port 1"),
+        ("argv", [1, 2]),
+        ("control_token", None),
+        ("flavor", ""),
+    ],
+)
+def test_every_field_is_type_checked(tmp_path: Path, field: str, value: object) -> None:
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({**GOOD, field: value}))
+    with pytest.raises(UntrustedState) as info:
+        read_state(path)
+    assert field in info.value.message
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{}", b"[" * 100_000])
+def test_undecodable_or_deep_state_is_untrusted(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "server.json"
+    path.write_bytes(raw)
+    with pytest.raises(UntrustedState):
+        read_state(path)
+
+
+def test_a_missing_required_field_is_untrusted(tmp_path: Path) -> None:
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({k: v for k, v in GOOD.items() if k != "exe"}))
+    with pytest.raises(UntrustedState, match="exe is missing"):
+        read_state(path)
 
 
 def test_live_process_with_matching_identity_is_ours(fake_server: Any) -> None:
