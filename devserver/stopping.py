@@ -30,7 +30,7 @@ from . import compat, resp
 from .catalog import get_flavor
 from .config import Settings
 from .errors import LockBusy, StopError, UntrustedState
-from .state import ServerState, project_lock, read_state, server_process
+from .state import ServerState, project_lock, read_state
 
 Progress = Callable[[str], None]
 
@@ -282,15 +282,19 @@ def stop(
 ) -> StopResult:
     """Stop our server within ``stop_timeout`` (longer only while it saves); drop the state."""
     began = clock()
+    if not settings.data_dir.is_dir():  # no data folder (or a file there): nothing runs
+        return StopResult(None, was_running=False)
     with _stop_lock(settings, on_progress):
         try:
-            state = read_state(settings.state_file)
+            read_state(settings.state_file)
         except UntrustedState as exc:
             left = _remove(settings.state_file)
             return StopResult(None, False, stale=True, untrusted=exc.message, state_left=left)
+        from .process import current_state  # the one identity check (process imports us)
+
+        state, proc = current_state(settings)
         if state is None:
             return StopResult(None, was_running=False)
-        proc = server_process(state) if state.status == "running" else None
         if proc is None:
             left = _remove(settings.state_file)
             return StopResult(state, was_running=False, stale=True, state_left=left)
