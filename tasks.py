@@ -246,7 +246,7 @@ def _report_stop(result: Any) -> None:
         )
         text = f"{name}: {result.problem}; {how}{loss} ({took}){left}"
         if result.data_at_risk:
-            console.error(text, "see the server log (`invoke tail`) for why it could not save")
+            console.error(text, "the server log (`invoke tail`) may say why it did not stop")
             raise Exit(code=1)
         console.warn(text)
     if result.state_left:
