@@ -108,10 +108,12 @@ class _Request(threading.Thread):
                 conn.settimeout(self.patience)
                 reader = conn.makefile("rb")
                 first = reader.readline().decode("utf-8", "replace").strip()
+            except TimeoutError:
+                return True  # no answer yet: the request is under way
             except OSError:
                 first = ""
             if first in ("", "denied"):
-                return first == ""  # no answer: under way; denied: not our supervisor
+                return False  # closed unanswered (too many clients?) or not our supervisor
             if first.startswith("graceful shutdown failed: "):  # an older supervisor
                 first = "failed " + first.split(": ", 1)[1]
             self.answer = first
