@@ -423,7 +423,7 @@ def status(c: Context, json: bool = False) -> None:
         return
     if not info["running"]:
         if info.get("state_error"):
-            console.warn(f"not running ({info['state_error']}; the next start replaces it)")
+            console.warn(f"{info['state_error']}: ignored, the next start replaces it")
         elif info["stale"]:
             ended = info["exit_status"] or "an unknown status"
             console.warn(f"the last server ended with {ended}; its state file is stale")
