@@ -30,7 +30,7 @@ from . import compat, resp
 from .catalog import get_flavor
 from .config import Settings
 from .errors import LockBusy, StopError, UntrustedState
-from .state import ServerState, project_lock, read_state
+from .state import ServerState, project_lock, read_state, supervisor_alive
 
 Progress = Callable[[str], None]
 
@@ -413,10 +413,10 @@ def _wait_supervisor(state: ServerState, state_file: Path, timeout: float) -> No
     marker is written (or ends without doing so, if it was killed)."""
     import psutil
 
+    if not supervisor_alive(state):  # the same clock-step-proof check as status uses
+        return
     try:
         sup = psutil.Process(state.supervisor_pid)
-        if abs(sup.create_time() - state.supervisor_create_time) > 0.05:
-            return
     except psutil.Error:
         return
     deadline = time.monotonic() + min(timeout, 3.0)
