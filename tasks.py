@@ -1081,7 +1081,36 @@ class _CliTask(Task[Callable[..., Any]]):
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
         self.positional = ["command"] if _cli_words()[0] else []
+        _refuse_stray_cli_words()
         return list(super().get_arguments(ignore_unknown_help))
+
+
+def _refuse_stray_cli_words() -> None:
+    """``invoke cli GET k``: say how to pass several words instead of "No idea what 'k' is!".
+
+    Raised as Invoke's ParseError while the parser is built, so Invoke prints it as its own
+    parse failure (one line + hint, exit 1) before it would trip over ``k``.
+    """
+    from invoke.exceptions import ParseError
+
+    from devserver.cli import stray_word
+
+    argv = sys.argv[1:]
+    if "--" in argv:
+        argv = argv[: argv.index("--")]  # words after `--` belong to the task before it
+    if "cli" not in argv:
+        return
+    after = argv[argv.index("cli") + 1 :]
+    tasks = {t.name for t in globals().values() if isinstance(t, Task)}
+    word = stray_word(after, sorted(tasks))
+    if word is not None:
+        words = " ".join(w for w in after if not w.startswith("-"))
+        raise ParseError(
+            f"error: `invoke cli` takes the command as one word (Invoke would run {word!r} as "
+            "the next task)\n"
+            f"hint: put several words after --: invoke cli -- {words}   "
+            f"(or quote them: invoke cli '{words}')"
+        )
 
 
 @task(
@@ -1105,7 +1134,7 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
 
     words = redis_cli.split_command(command) if command else (_cli_words()[1] or [])
     settings = settings_from(c)
-    state = app.running_server(settings)
+    state = app.running_server(settings, needed_by="`invoke cli`")
     session = redis_cli.Session(resp.connect_host(state.host), state.port, settings.password)
     plain = raw or not sys.stdout.isatty()
     try:

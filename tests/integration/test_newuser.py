@@ -1,0 +1,43 @@
+"""Traps a new user hit following the README on a fresh clone (after issue 11 landed).
+
+Each test reproduces one: the command as the user typed it, and what they should have seen.
+"""
+
+from __future__ import annotations
+
+from tests.integration.test_up import Project, proj  # noqa: F401  (the fixture)
+
+
+def test_cli_with_several_words_says_how_to_pass_them(proj: Project) -> None:  # noqa: F811
+    # `invoke cli GET k` is what a redis-cli user types; Invoke used to answer only
+    # "No idea what 'k' is!" (it parses k as the next task), with no hint.
+    for words in (("GET", "k"), ("SET", "k", "v"), ("--raw", "GET", "k")):
+        result = proj.invoke("cli", *words)
+        assert result.returncode == 1
+        assert "No idea" not in result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith("error: `invoke cli` takes the command as one word")
+        command = " ".join(w for w in words if not w.startswith("-"))
+        assert lines[1] == (
+            f"hint: put several words after --: invoke cli -- {command}   "
+            f"(or quote them: invoke cli '{command}')"
+        )
+        assert result.stdout == ""
+
+
+def test_cli_words_after_dashdash_of_another_task_are_not_checked(proj: Project) -> None:  # noqa: F811
+    # `invoke run -- echo cli GET k`: those words are run's command, not cli's.
+    result = proj.invoke("run", "--", "echo", "cli", "GET", "k")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "cli GET k\n"
+
+
+def test_cli_without_a_server_does_not_talk_about_the_api(proj: Project) -> None:  # noqa: F811
+    # It said "the server is not running, so the API would have nothing to connect to".
+    result = proj.invoke("cli", "PING")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: the server is not running, so `invoke cli` would have nothing to connect to",
+        "hint: start it with `invoke start` (or run everything with `invoke up`)",
+    ]
