@@ -76,8 +76,22 @@ def handled(func: F) -> F:
             compat.ignore_interrupts()
             console.info("interrupted")
             raise Exit(code=130) from None
+        except BrokenPipeError:  # `invoke verify | head -1`: the reader left before the end
+            _reader_left()
+            raise Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _reader_left() -> None:
+    """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
+
+    stdout is pointed at the null device, so Python's flush at exit does not fail again.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 _SOURCES = {
@@ -324,9 +338,7 @@ def tail(
     except KeyboardInterrupt:
         stop_event.set()
     except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_left()
 
 
 @task(
@@ -370,6 +382,15 @@ def status(c: Context, json: bool = False) -> None:
     from devserver import process
 
     info = process.status(settings_from(c))
+    try:
+        _status_report(info, json)
+    except BrokenPipeError:  # `invoke status | grep -q running`: the exit code still tells
+        _reader_left()
+        raise Exit(code=0 if info["running"] else STATUS_NOT_RUNNING) from None
+
+
+def _status_report(info: dict[str, Any], json: bool) -> None:
+    """status's report on stdout; Exit(3) when the server is not running."""
     if json:
         console.print_json(info)
         if not info["running"]:

@@ -5,6 +5,10 @@ Each test reproduces one: the command as the user typed it, and what they should
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from tests.integration.test_up import Project, proj  # noqa: F401  (the fixture)
 
 
@@ -41,3 +45,44 @@ def test_cli_without_a_server_does_not_talk_about_the_api(proj: Project) -> None
         "error: the server is not running, so `invoke cli` would have nothing to connect to",
         "hint: start it with `invoke start` (or run everything with `invoke up`)",
     ]
+
+
+def _into_closed_pipe(proj: Project, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    """Run a task whose stdout reader is already gone, as in `invoke status | grep -q x`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=proj.root,
+            env=proj.env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_report_into_a_closed_pipe_is_no_traceback(proj: Project) -> None:  # noqa: F811
+    # `invoke status | head -1` printed a BrokenPipeError traceback (only tail handled it).
+    assert proj.invoke("start").returncode == 0
+    for args, code in (
+        (("status",), 0),  # the LSB code survives: running
+        (("status", "--json"), 0),
+        (("verify", "--iterations", "5"), 1),
+        (("env",), 1),
+        (("env", "--shell"), 1),
+        (("fetch", "--list"), 1),
+        (("cli", "PING"), 1),
+        (("tail",), 0),
+    ):
+        result = _into_closed_pipe(proj, *args)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "BrokenPipe" not in result.stderr, (args, result.stderr)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+    assert proj.invoke("stop").returncode == 0
+    stopped = _into_closed_pipe(proj, "status")
+    assert (stopped.returncode, stopped.stderr) == (3, "")  # not running: still 3
