@@ -83,6 +83,27 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _echo_while_read() -> Callable[[str], None]:
+    """start's echo of the log: it stops (the server does not) when stdout's reader leaves.
+
+    ``invoke start | head -3`` must still start the server; a BrokenPipeError out of the
+    echo would abort the start and clean up the server it had just launched.
+    """
+    gone = False
+
+    def echo(line: str) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            console.log_line(line)
+        except BrokenPipeError:
+            gone = True
+            _reader_left()
+
+    return echo
+
+
 def _reader_left() -> None:
     """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
 
@@ -142,7 +163,8 @@ def start(
     from devserver import process
 
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
-    result = process.start(settings, on_line=console.log_line, on_binary=announce, supervisor=early)
+    echo = _echo_while_read()
+    result = process.start(settings, on_line=echo, on_binary=announce, supervisor=early)
     try:
         _report_start(result, asked)
     except KeyboardInterrupt:  # too late to undo: say what is true

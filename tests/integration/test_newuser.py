@@ -66,6 +66,16 @@ def _into_closed_pipe(proj: Project, *args: str) -> subprocess.CompletedProcess[
         os.close(write_end)
 
 
+def test_start_into_a_closed_pipe_still_starts_the_server(proj: Project) -> None:  # noqa: F811
+    # `invoke start | head -3`: the log echo hit BrokenPipeError, which aborted the start
+    # (a traceback, exit 1, and the new server cleaned up again).
+    started = _into_closed_pipe(proj, "start")
+    assert "Traceback" not in started.stderr
+    assert started.returncode == 0, started.stderr
+    assert "ready on 127.0.0.1" in started.stderr
+    assert proj.invoke("status").returncode == 0
+
+
 def test_a_report_into_a_closed_pipe_is_no_traceback(proj: Project) -> None:  # noqa: F811
     # `invoke status | head -1` printed a BrokenPipeError traceback (only tail handled it).
     assert proj.invoke("start").returncode == 0
