@@ -641,7 +641,8 @@ def _print_verify_report(report: Any) -> None:
     help={
         "url": "check this server instead of the configured one: "
         "redis://[user:password@]host:port/db, or rediss://... for TLS",
-        "json": "print one JSON object (ok, url, checks, latency_ms) and nothing else on stdout",
+        "json": "print one JSON object (ok, url, checks, latency_ms, warnings) and nothing else "
+        "on stdout",
         "iterations": "timed runs per operation for the latency figures "
         "(default: verify.iterations)",
     }
