@@ -104,6 +104,20 @@ def _echo_while_read() -> Callable[[str], None]:
     return echo
 
 
+def _note_other_port(settings: Settings, state: Any) -> None:
+    """env, run and cli follow the running server; say so when the port asked for differs.
+
+    ``INVOKE_SERVER_PORT=6380 invoke env`` printed the running server's 6379 without a word
+    (verify names the difference the same way, on stderr, so stdout stays clean).
+    """
+    if state is not None and state.port != settings.port:
+        how = "INVOKE_SERVER_PORT" if "INVOKE_SERVER_PORT" in os.environ else "server.port"
+        console.warn(
+            f"the running server is on {state.port}; {how} says {settings.port}: using the "
+            f"running server (`invoke restart --port {settings.port}` moves it)"
+        )
+
+
 def _reader_left() -> None:
     """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
 
@@ -764,6 +778,7 @@ def env(c: Context, write: Any = None, shell: bool = False) -> None:
     if proc is None:
         state = None
         console.warn("the server is not running: these are the configured settings")
+    _note_other_port(settings, state)
     values = app.connection_env(settings, state)
     if shell:
         from devserver.shellenv import export_lines
@@ -1099,6 +1114,7 @@ def run_command(c: Context) -> None:
     if proc is None:
         state = None
         console.warn("the server is not running: REDIS_URL is the configured address")
+    _note_other_port(settings, state)
     values = app.connection_env(settings, state)
     code = run_words(words, procs.process_env(os.environ, values), Path.cwd())
     if code != 0:
@@ -1179,6 +1195,7 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
     words = redis_cli.split_command(command) if command else (_cli_words()[1] or [])
     settings = settings_from(c)
     state = app.running_server(settings, needed_by="`invoke cli`")
+    _note_other_port(settings, state)
     session = redis_cli.Session(resp.connect_host(state.host), state.port, settings.password)
     plain = raw or not sys.stdout.isatty()
     try:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from tests.conftest import free_port
 from tests.integration.test_up import Project, proj  # noqa: F401  (the fixture)
 
 
@@ -96,3 +97,25 @@ def test_a_report_into_a_closed_pipe_is_no_traceback(proj: Project) -> None:  # 
     assert proj.invoke("stop").returncode == 0
     stopped = _into_closed_pipe(proj, "status")
     assert (stopped.returncode, stopped.stderr) == (3, "")  # not running: still 3
+
+
+def test_env_cli_run_name_a_port_that_differs_from_the_running_server(proj: Project) -> None:  # noqa: F811
+    # INVOKE_SERVER_PORT=<other> invoke env printed the running server's URL without a word.
+    assert proj.invoke("start").returncode == 0
+    other = str(free_port())
+    note = (
+        f"warning: the running server is on {proj.port}; INVOKE_SERVER_PORT says {other}: "
+        f"using the running server (`invoke restart --port {other}` moves it)"
+    )
+    env = proj.invoke("env", INVOKE_SERVER_PORT=other)
+    assert env.returncode == 0
+    assert env.stdout == f"REDIS_URL=redis://127.0.0.1:{proj.port}/0\n"
+    assert note in env.stderr.splitlines()
+    ping = proj.invoke("cli", "PING", INVOKE_SERVER_PORT=other)
+    assert (ping.returncode, ping.stdout) == (0, "PONG\n")
+    assert note in ping.stderr.splitlines()
+    ran = proj.invoke("run", "--", "printenv", "REDIS_URL", INVOKE_SERVER_PORT=other)
+    assert ran.stdout == f"redis://127.0.0.1:{proj.port}/0\n"
+    assert note in ran.stderr.splitlines()
+    same = proj.invoke("env")  # the port asked for is the running one: nothing to say
+    assert same.stderr == ""
