@@ -1164,12 +1164,15 @@ def _refuse_stray_cli_words() -> None:
     tasks = {t.name for t in globals().values() if isinstance(t, Task)}
     word = stray_word(after, sorted(tasks))
     if word is not None:
-        words = " ".join(w for w in after if not w.startswith("-"))
+        import shlex
+
+        words = [w for w in after if not w.startswith("-")]
+        plain = all(re.fullmatch(r"[\w.:*@%+=,/-]+", w) for w in words)
+        quoted = f"   (or quote them: invoke cli '{' '.join(words)}')" if plain else ""
         raise ParseError(
             f"error: `invoke cli` takes the command as one word (Invoke would run {word!r} as "
             "the next task)\n"
-            f"hint: put several words after --: invoke cli -- {words}   "
-            f"(or quote them: invoke cli '{words}')"
+            f"hint: put several words after --: invoke cli -- {shlex.join(words)}{quoted}"
         )
 
 

@@ -29,6 +29,11 @@ def test_cli_with_several_words_says_how_to_pass_them(proj: Project) -> None:  #
             f"(or quote them: invoke cli '{command}')"
         )
         assert result.stdout == ""
+    spaced = proj.invoke("cli", "SET", "k", "v w")  # the hint keeps the quoting it needs
+    assert (
+        spaced.stderr.splitlines()[1]
+        == "hint: put several words after --: invoke cli -- SET k 'v w'"
+    )
 
 
 def test_cli_words_after_dashdash_of_another_task_are_not_checked(proj: Project) -> None:  # noqa: F811
