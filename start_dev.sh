@@ -13,6 +13,7 @@
 set -u
 
 # Work from the script's own folder (the path may contain spaces).
+caller=$PWD
 here=$(dirname -- "$0")
 cd -- "$here" || { echo "error: cannot change to the script's folder $here" >&2; exit 1; }
 
@@ -80,11 +81,16 @@ for step in fetch start verify; do
 done
 
 # `invoke` is not on PATH unless the venv is activated: say how to reach it from here on.
+# Invoke finds tasks.py from the current folder, so a caller elsewhere must cd here first.
+go=
+if [ "$PWD" != "$caller" ]; then
+    go="cd '$(printf '%s' "$PWD" | sed "s/'/'\\\\''/g")' && "
+fi
 if [ -n "${DEV_PYTHON:-}" ]; then
-    printf '\nThe server is running. Run the tasks yourself with: %s -m invoke status (or tail -f, stop)\n' "$PY"
+    printf '\nThe server is running. Run the tasks yourself with: %s%s -m invoke status (or tail -f, stop)\n' "$go" "$PY"
 else
-    printf '\nThe server is running. To use invoke yourself: . .venv/bin/activate, then invoke status\n'
-    printf '(or without activating: .venv/bin/invoke status; invoke tail -f, invoke down, invoke --list)\n'
+    printf '\nThe server is running. To use invoke yourself: %s. .venv/bin/activate, then invoke status\n' "$go"
+    printf '(or without activating: %s.venv/bin/invoke status, and the same for tail -f, down, --list)\n' "$go"
 fi
 
 printf '\n==> invoke api (Ctrl+C stops the API; the server keeps running: invoke down stops it)\n'

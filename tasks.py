@@ -79,8 +79,57 @@ def handled(func: F) -> F:
             compat.ignore_interrupts()
             console.info("interrupted")
             raise Exit(code=130) from None
+        except BrokenPipeError:  # `invoke verify | head -1`: the reader left before the end
+            _reader_left()
+            raise Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _echo_while_read() -> Callable[[str], None]:
+    """start's echo of the log: it stops (the server does not) when stdout's reader leaves.
+
+    ``invoke start | head -3`` must still start the server; a BrokenPipeError out of the
+    echo would abort the start and clean up the server it had just launched.
+    """
+    gone = False
+
+    def echo(line: str) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            console.log_line(line)
+        except BrokenPipeError:
+            gone = True
+            _reader_left()
+
+    return echo
+
+
+def _note_other_port(settings: Settings, state: Any) -> None:
+    """env, run and cli follow the running server; say so when the port asked for differs.
+
+    ``INVOKE_SERVER_PORT=6380 invoke env`` printed the running server's 6379 without a word
+    (verify names the difference the same way, on stderr, so stdout stays clean).
+    """
+    if state is not None and state.port != settings.port:
+        how = "INVOKE_SERVER_PORT" if "INVOKE_SERVER_PORT" in os.environ else "server.port"
+        console.warn(
+            f"the running server is on {state.port}; {how} says {settings.port}: using the "
+            f"running server (`invoke restart --port {settings.port}` moves it)"
+        )
+
+
+def _reader_left() -> None:
+    """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
+
+    stdout is pointed at the null device, so Python's flush at exit does not fail again.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 _SOURCES = {
@@ -131,7 +180,8 @@ def start(
     from devserver import process
 
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
-    result = process.start(settings, on_line=console.log_line, on_binary=announce, supervisor=early)
+    echo = _echo_while_read()
+    result = process.start(settings, on_line=echo, on_binary=announce, supervisor=early)
     try:
         _report_start(result, asked)
     except KeyboardInterrupt:  # too late to undo: say what is true
@@ -370,9 +420,7 @@ def tail(
     except KeyboardInterrupt:
         stop_event.set()
     except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_left()
 
 
 @task(
@@ -416,6 +464,15 @@ def status(c: Context, json: bool = False) -> None:
     from devserver import process
 
     info = process.status(settings_from(c))
+    try:
+        _status_report(info, json)
+    except BrokenPipeError:  # `invoke status | grep -q running`: the exit code still tells
+        _reader_left()
+        raise Exit(code=0 if info["running"] else STATUS_NOT_RUNNING) from None
+
+
+def _status_report(info: dict[str, Any], json: bool) -> None:
+    """status's report on stdout; Exit(3) when the server is not running."""
     if json:
         console.print_json(info)
         if not info["running"]:
@@ -646,7 +703,8 @@ def _print_verify_report(report: Any) -> None:
     help={
         "url": "check this server instead of the configured one: "
         "redis://[user:password@]host:port/db, or rediss://... for TLS",
-        "json": "print one JSON object (ok, url, checks, latency_ms) and nothing else on stdout",
+        "json": "print one JSON object (ok, url, checks, latency_ms, warnings) and nothing else "
+        "on stdout",
         "iterations": "timed runs per operation for the latency figures "
         "(default: verify.iterations)",
     }
@@ -768,6 +826,7 @@ def env(c: Context, write: Any = None, shell: bool = False) -> None:
     if proc is None:
         state = None
         console.warn("the server is not running: these are the configured settings")
+    _note_other_port(settings, state)
     values = app.connection_env(settings, state)
     if shell:
         from devserver.shellenv import export_lines
@@ -1103,6 +1162,7 @@ def run_command(c: Context) -> None:
     if proc is None:
         state = None
         console.warn("the server is not running: REDIS_URL is the configured address")
+    _note_other_port(settings, state)
     values = app.connection_env(settings, state)
     code = run_words(words, procs.process_env(os.environ, values), Path.cwd())
     if code != 0:
@@ -1129,7 +1189,39 @@ class _CliTask(Task[Callable[..., Any]]):
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
         self.positional = ["command"] if _cli_words()[0] else []
+        _refuse_stray_cli_words()
         return list(super().get_arguments(ignore_unknown_help))
+
+
+def _refuse_stray_cli_words() -> None:
+    """``invoke cli GET k``: say how to pass several words instead of "No idea what 'k' is!".
+
+    Raised as Invoke's ParseError while the parser is built, so Invoke prints it as its own
+    parse failure (one line + hint, exit 1) before it would trip over ``k``.
+    """
+    from invoke.exceptions import ParseError
+
+    from devserver.cli import stray_word
+
+    argv = sys.argv[1:]
+    if "--" in argv:
+        argv = argv[: argv.index("--")]  # words after `--` belong to the task before it
+    if "cli" not in argv:
+        return
+    after = argv[argv.index("cli") + 1 :]
+    tasks = {t.name for t in globals().values() if isinstance(t, Task)}
+    word = stray_word(after, sorted(tasks))
+    if word is not None:
+        import shlex
+
+        words = [w for w in after if not w.startswith("-")]
+        plain = all(re.fullmatch(r"[\w.:*@%+=,/-]+", w) for w in words)
+        quoted = f"   (or quote them: invoke cli '{' '.join(words)}')" if plain else ""
+        raise ParseError(
+            f"error: `invoke cli` takes the command as one word (Invoke would run {word!r} as "
+            "the next task)\n"
+            f"hint: put several words after --: invoke cli -- {shlex.join(words)}{quoted}"
+        )
 
 
 @task(
@@ -1153,7 +1245,8 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
 
     words = redis_cli.split_command(command) if command else (_cli_words()[1] or [])
     settings = settings_from(c)
-    state = app.running_server(settings)
+    state = app.running_server(settings, needed_by="`invoke cli`")
+    _note_other_port(settings, state)
     session = redis_cli.Session(resp.connect_host(state.host), state.port, settings.password)
     plain = raw or not sys.stdout.isatty()
     try:

@@ -69,14 +69,17 @@ def redact_url(url: str) -> str:
     return re.sub(r"^(\w+://[^:@/]*:)[^@/]*@", r"\1***@", url)
 
 
-def running_server(settings: Settings) -> ServerState:
-    """The state of our running server, or ServerNotRunning with how to start it."""
+def running_server(settings: Settings, needed_by: str = "the API") -> ServerState:
+    """The state of our running server, or ServerNotRunning with how to start it.
+
+    ``needed_by`` names who wanted it in the message (``invoke cli`` is not the API).
+    """
     from .process import current_state
 
     state, proc = current_state(settings)
     if state is None or proc is None:
         raise ServerNotRunning(
-            "the server is not running, so the API would have nothing to connect to",
+            f"the server is not running, so {needed_by} would have nothing to connect to",
             hint="start it with `invoke start` (or run everything with `invoke up`)",
         )
     return state

@@ -64,6 +64,35 @@ def split_command(line: str) -> list[str]:
         ) from None
 
 
+def stray_word(after_cli: Sequence[str], task_names: Sequence[str]) -> str | None:
+    """The first word after ``invoke cli``'s command that Invoke would take for a task name.
+
+    ``invoke cli GET k`` reads naturally, but Invoke gives ``cli`` one positional word and
+    parses ``k`` as the next task ("No idea what 'k' is!"). Returns that word (None when the
+    line is fine: one command word, ``--`` words, or a real task chained after it) so the
+    task can say how to pass several words. Only ``cli``'s own options are skipped.
+    """
+    words: list[str] = []
+    skip_value = False
+    for word in after_cli:
+        if skip_value:
+            skip_value = False
+        elif word == "--":
+            break
+        elif word in ("-c", "--command"):
+            skip_value = True
+            words.append("")  # the command comes as this option's value
+        elif word.startswith("--command="):
+            words.append("")
+        elif word.startswith("-"):
+            continue
+        else:
+            words.append(word)
+    if len(words) < 2 or words[1] in task_names:
+        return None
+    return words[1]
+
+
 def _quoted(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'

@@ -66,7 +66,21 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
     after = _checkout_snapshot()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"the tests touched this checkout's own files: {changed}"
+    assert not changed, checkout_changed_message(changed)
+
+
+def checkout_changed_message(changed: list[str]) -> str:
+    """Why the session failed; the developer's own server may be the one that changed them.
+
+    The check cannot tell who wrote: using this checkout's server while the suite runs
+    (``invoke restart``, ``invoke stop``) rewrites data/server.json too, and blaming the
+    tests for that sends the developer hunting for a bug that is not there.
+    """
+    return (
+        f"this checkout's own files changed during the test session: {changed}; either a test "
+        "wrote outside its own project folder, or this checkout's server was started, stopped "
+        "or restarted meanwhile (leave it alone while the suite runs, then run it again)"
+    )
 
 
 def free_port() -> int:

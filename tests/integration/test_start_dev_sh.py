@@ -278,3 +278,23 @@ def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, s
     assert (project / "data" / "server.json").exists()  # the server keeps running after the API
     headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
     assert [h.split()[2] for h in headers] == [*STEPS, "api"]
+
+
+def test_the_end_says_to_cd_to_the_project_when_run_from_elsewhere(
+    tmp_path: Path, stub_env: dict[str, str]
+) -> None:
+    """Run from another folder, `. .venv/bin/activate` (and `invoke`, which finds tasks.py
+    from the current folder) would miss the project: the hint starts with a cd that works."""
+    project = _project(tmp_path / "it's a proj")
+    venv = _run(project / "start_dev.sh", tmp_path, _venv_env(tmp_path, stub_env))
+    assert venv.returncode == 0, venv.stderr
+    lines = [line for line in venv.stdout.splitlines() if "activate" in line]
+    assert len(lines) == 1, venv.stdout
+    cd = lines[0].split("To use invoke yourself: ", 1)[1].split(" && ", 1)[0]
+    moved = subprocess.run(["/bin/sh", "-c", f"{cd} && pwd"], capture_output=True, text=True)
+    assert moved.stdout.strip() == str(project), moved.stderr
+    assert f"{cd} && .venv/bin/invoke status" in venv.stdout
+    as_is = _run(project / "start_dev.sh", tmp_path, stub_env)
+    assert f"{cd} && {stub_env['DEV_PYTHON']} -m invoke status" in as_is.stdout
+    here = _run(project / "start_dev.sh", project, _venv_env(tmp_path, stub_env))
+    assert "yourself: . .venv/bin/activate" in here.stdout  # from the project: no cd

@@ -1,0 +1,38 @@
+"""`invoke --help TASK` documents every option of every task (a new user's first stop)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+from invoke.tasks import Task
+
+import tasks
+
+
+def _tasks() -> dict[str, Task]:  # type: ignore[type-arg]
+    """Fresh task objects: Invoke's get_arguments() consumes a task's help mapping."""
+    module = importlib.reload(tasks)
+    return {t.name: t for t in vars(module).values() if isinstance(t, Task)}
+
+
+def test_every_option_of_every_task_has_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["invoke", "--help"])
+    found = _tasks()
+    assert {"start", "stop", "status", "verify", "up", "down", "cli", "run", "reset"} <= set(found)
+    missing = [
+        f"{name} --{arg.name}"
+        for name, t in sorted(found.items())
+        for arg in t.get_arguments()
+        if not (arg.help or "").strip()
+    ]
+    assert missing == []
+
+
+def test_verify_json_help_names_every_key_of_the_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The help listed (ok, url, checks, latency_ms) while the object also has warnings.
+    monkeypatch.setattr(sys, "argv", ["invoke", "--help", "verify"])
+    (json_arg,) = [a for a in _tasks()["verify"].get_arguments() if a.name == "json"]
+    for key in ("ok", "url", "checks", "latency_ms", "warnings"):
+        assert key in json_arg.help
