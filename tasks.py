@@ -766,15 +766,36 @@ def test(c: Context, args: str = "") -> None:
     c.run(f"{sys.executable} -m pytest {args}", pty=False)
 
 
-@task(help={"only": "run one benchmark: lifecycle, tee, tail or fetch"})
-def bench(c: Context, only: str = "") -> None:
-    """Run the benchmarks in benchmarks/ and print their figures."""
-    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
-    for script in scripts:
-        if only and only not in script.stem:
-            continue
-        console.info(f"== {script.stem}")
-        c.run(f"{sys.executable} {script}", pty=False)
+@task(
+    help={
+        "quick": "every row with fewer rounds (a few minutes on 2 cores)",
+        "json": 'print {"machine": {...}, "results": [rows]} and nothing else on stdout',
+        "markdown": "print the README's performance table",
+        "only": "rows to run, comma-separated names or prefixes (e.g. tail, start)",
+        "from_json": "render a saved --json result instead of measuring",
+    }
+)
+def bench(
+    c: Context,
+    quick: bool = False,
+    json: bool = False,
+    markdown: bool = False,
+    only: str = "",
+    from_json: str = "",
+) -> None:
+    """Benchmarks: each row ours vs a baseline measured in the same run, against its goal."""
+    import subprocess
+
+    from benchmarks.run import bench_python
+
+    flags = [f"--{n}" for n, on in (("quick", quick), ("json", json), ("markdown", markdown)) if on]
+    flags += [
+        *(["--only", only] if only else []),
+        *(["--from-json", from_json] if from_json else []),
+    ]
+    code = subprocess.call([bench_python(), "-m", "benchmarks", *flags], cwd=ROOT)
+    if code:
+        raise Exit(code=code)
 
 
 # --- One command: up / down / env / api (issue 6) -------------------------------------------

@@ -1,24 +1,19 @@
-"""Benchmark `invoke fetch` on a 200 MB release asset served from 127.0.0.1.
+"""``fetch`` of a 200 MiB release asset served from 127.0.0.1, against the same job done
+with the public tools one after another (``curl -o``, ``sha256sum``, ``tar -x``).
 
-Three figures, each against the target in issue 3:
-1. wall time of a fetch (download + sha256 + verify + safe unpack + install) versus
-   `curl -o`, `sha256sum`, `tar -x` run one after another: hashing while streaming should
-   make fetch no slower;
-2. the fetch process's peak RSS (from os.wait4's rusage of that one child): under 120 MB,
-   proving the archive is streamed, never held in memory;
-3. `invoke fetch` with the binary installed versus the `invoke --list` floor (start Python,
-   import invoke, load tasks.py): at most 100 ms more, proving the fast path stays offline
-   and imports nothing heavy.
-
-Run: python benchmarks/bench_fetch.py [--size-mb 200] [--rounds 3]. Exit 1 if a target fails.
+Rows: ``fetch`` (wall time of download + sha256 + verify + safe unpack + install vs the
+pipeline; goal <= 1.0: hashing while streaming should make fetch no slower) and
+``fetch.rss`` (the fetch process's peak RSS from os.wait4's rusage; goal <= 120 MiB, which
+proves the archive is streamed, never held in memory; the pipeline's peak is the baseline
+shown). A missing curl, sha256sum or tar makes both rows "skipped".
+Run alone: ``python benchmarks/bench_fetch.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,11 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devserver import compat  # noqa: E402
-from tests.fakegithub import FakeGitHub  # noqa: E402
+from benchmarks.harness import ROOT, Goal, Options, Row
+from devserver import compat
+
+NAMES = ("fetch", "fetch.rss")
 
 FETCH_CHILD = """
 import sys
@@ -71,19 +67,18 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[fl
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         assert proc.stderr is not None
-        raise SystemExit(f"{argv[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
+        raise RuntimeError(f"{argv[:3]} failed: {proc.stderr.read().decode()[-300:]}")
     return wall, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def baseline(url: str, work: Path, n: int) -> float:
+def baseline(url: str, work: Path, n: int) -> tuple[float, float]:
     out = work / f"curl-{n}"
     out.mkdir()
     script = (
         f"curl -sSf -o {out}/a.tar.gz {url} && sha256sum {out}/a.tar.gz >/dev/null "
         f"&& tar -xzf {out}/a.tar.gz -C {out}"
     )
-    wall, _ = run_measured(["sh", "-c", script])
-    return wall
+    return run_measured(["sh", "-c", script])
 
 
 def fetch_once(url: str, sha: str, work: Path, n: int) -> tuple[float, float, Path]:
@@ -96,77 +91,47 @@ def fetch_once(url: str, sha: str, work: Path, n: int) -> tuple[float, float, Pa
     return wall, rss, project
 
 
-def median_wall(argv: list[str], env: dict[str, str], rounds: int) -> float:
-    return statistics.median(run_measured(argv, env)[0] for _ in range(rounds))
+def rows(opts: Options, wanted: set[str]) -> list[Row]:
+    timing = Row(
+        "fetch",
+        "fetch of 200 MiB from a local HTTP server vs curl + sha256sum + tar -x",
+        "s",
+        Goal("ratio", "<=", 1.0),
+    )
+    rss = Row(
+        "fetch.rss",
+        "peak RSS of that fetch (baseline: the pipeline's)",
+        "MiB",
+        Goal("ours", "<=", 120),
+    )
+    out = [r for r in (timing, rss) if r.name in wanted]
+    missing = [tool for tool in ("curl", "sha256sum", "tar") if not shutil.which(tool)]
+    if missing:
+        for row in out:
+            row.skipped = f"no {', '.join(missing)} on PATH"
+        return out
+    from tests.fakegithub import FakeGitHub
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
         work = Path(tmp)
-        began = time.perf_counter()
-        archive, sha = make_asset(work, args.size_mb)
-        size = archive.stat().st_size
-        print(
-            f"asset: {archive.name}, {size / 2**20:.0f} MiB "
-            f"(built in {time.perf_counter() - began:.1f}s)"
-        )
+        archive, sha = make_asset(work, 200)
         with FakeGitHub() as gh:
             url = gh.asset(archive.name, archive)
-            curl_times, fetch_times, rss = [], [], []
-            project = work
-            for n in range(args.rounds):  # alternate, so both see the same page cache
-                curl_times.append(baseline(url, work, n))
+            for n in range(1 + opts.scaled(5, 2)):  # alternate: both see the same page cache
+                curl_wall, curl_rss = baseline(url, work, n)
                 wall, peak, project = fetch_once(url, sha, work, n)
-                fetch_times.append(wall)
-                rss.append(peak)
-                for sub in (work / f"curl-{n}",):
-                    subprocess.run(["rm", "-rf", str(sub)], check=True)
-        curl_s, fetch_s, peak_mb = (
-            statistics.median(curl_times),
-            statistics.median(fetch_times),
-            max(rss),
-        )
-        print(f"curl + sha256sum + tar -x : median {curl_s:.2f}s  {fmt(curl_times)}")
-        print(
-            f"fetch (python, all steps) : median {fetch_s:.2f}s  {fmt(fetch_times)}  "
-            f"{size / 2**20 / fetch_s:.0f} MiB/s"
-        )
-        print(f"fetch peak RSS            : {peak_mb:.1f} MiB (target < 120)")
-
-        env = {
-            **os.environ,
-            "INVOKE_SERVER_BIN_DIR": str(project / "bin"),
-            "INVOKE_SERVER_FLAVOR": "dragonfly",
-            "INVOKE_RELEASE_GITHUB_API": "http://127.0.0.1:9",
-        }
-        invoke = [sys.executable, "-m", "invoke", "-r", str(ROOT)]
-        rounds = max(5, args.rounds)
-        median_wall([*invoke, "--list"], env, 1)  # warm the bytecode caches
-        floor = median_wall([*invoke, "--list"], env, rounds)
-        installed = median_wall([*invoke, "fetch"], env, rounds)
-        print(f"invoke --list (floor)     : median {floor * 1000:.0f} ms")
-        print(
-            f"invoke fetch (installed)  : median {installed * 1000:.0f} ms "
-            f"(+{(installed - floor) * 1000:.0f} ms, target <= +100 ms)"
-        )
-
-    checks = {
-        "fetch no slower than curl+sha256sum+tar": fetch_s <= curl_s,
-        "peak RSS under 120 MiB": peak_mb < 120,
-        "installed fetch within floor + 100 ms": installed <= floor + 0.100,
-    }
-    for name, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {name}")
-    return 0 if all(checks.values()) else 1
-
-
-def fmt(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+                shutil.rmtree(work / f"curl-{n}", ignore_errors=True)
+                shutil.rmtree(project, ignore_errors=True)
+                if n == 0:
+                    continue  # warm-up round
+                timing.ours.append(wall)
+                timing.baseline.append(curl_wall)
+                rss.ours.append(peak)
+                rss.baseline.append(curl_rss)
+    return out
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from benchmarks.run import standalone
+
+    standalone(NAMES)

@@ -1,29 +1,29 @@
 """``invoke tail -n 50`` on a 1 GiB log vs a 1 MiB log: the cost must not grow with the size.
 
-Target: the 1 GiB time within 1.2x of the 1 MiB time. Both logs end in the same 1 MiB of
+Rows: ``tail`` (the whole CLI as a user runs it, dominated by Python and Invoke start-up) and
+``tail.library`` (the ``last_lines`` call alone); goal: the 1 GiB time within 1.2x of the
+1 MiB time. Both logs end in the same 1 MiB of
 real log lines; the 1 GiB one is made sparse in front of it (instant to create, no disk
 used), which is fair because tail reads from the end and never touches the front. Measured
-twice: the library call (median of many) and the whole CLI as a user runs it (median of a
-few; dominated by Python and Invoke start-up). The files live under /tmp and are deleted.
+interleaved, 1 MiB and 1 GiB in turn. The files live in a temp folder and are deleted.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devserver.tail import last_lines  # noqa: E402
+from benchmarks.harness import ROOT, Goal, Options, Row, interleave, run_quiet, timed
+from devserver.tail import last_lines
 
-TARGET = 1.2
+NAMES = ("tail", "tail.library")
 GIB, MIB = 1 << 30, 1 << 20
 
 
@@ -44,58 +44,57 @@ def make_logs(base: Path) -> dict[str, Path]:
     return paths
 
 
-def library_seconds(path: Path, runs: int = 300) -> float:
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
+def library_seconds(path: Path, calls: int = 50) -> float:
+    """One sample: the mean of ``calls`` back-to-back calls (one call is ~0.1 ms)."""
+    began = time.perf_counter()
+    for _ in range(calls):
         lines = last_lines(path, 50)
-        times.append(time.perf_counter() - began)
-        assert len(lines) == 50
-    return statistics.median(times)
+    assert len(lines) == 50
+    return (time.perf_counter() - began) / calls
 
 
-def cli_seconds(path: Path, runs: int = 7) -> float:
-    env = dict(
-        os.environ,
+def cli_seconds(path: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env.update(
         NO_COLOR="1",
         INVOKE_SERVER_FLAVOR="redis",
         INVOKE_SERVER_LOG_DIR=str(path.parent),
         INVOKE_SERVER_DATA_DIR=str(path.parent.parent / "data"),
     )
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-m", "invoke", "tail", "-n", "50"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            check=True,
-        ).stdout
-        times.append(time.perf_counter() - began)
-        assert out.count(b"\n") == 50
-    return statistics.median(times)
+    out: list[bytes] = []
+    argv = [sys.executable, "-m", "invoke", "tail", "-n", "50"]
+    seconds = timed(lambda: out.append(run_quiet(argv, cwd=ROOT, env=env).stdout))
+    printed = out[0].count(b"\n")
+    if printed != 50:
+        raise RuntimeError(f"invoke tail -n 50 printed {printed} lines")
+    return seconds
 
 
-def main() -> int:
-    base = Path(tempfile.mkdtemp(prefix="bench_tail_", dir="/tmp"))
+def rows(opts: Options, wanted: set[str]) -> list[Row]:
+    out = []
+    base = Path(tempfile.mkdtemp(prefix="bench_tail_"))
     try:
         paths = make_logs(base)
-        lib = {name: library_seconds(path) for name, path in paths.items()}
-        cli = {name: cli_seconds(path) for name, path in paths.items()}
+        for name, measure, runs in (
+            ("tail", cli_seconds, opts.scaled(9, 3)),
+            ("tail.library", library_seconds, opts.scaled(31, 11)),
+        ):
+            if name not in wanted:
+                continue
+            what = "`invoke tail -n 50` on a 1 GiB log vs a 1 MiB log"
+            if name == "tail.library":
+                what = "last_lines(50) on a 1 GiB log vs a 1 MiB log"
+            row = Row(name, what, "s", Goal("ratio", "<=", 1.2))
+            series = {size: functools.partial(measure, path) for size, path in paths.items()}
+            got = interleave(series, runs)
+            row.ours, row.baseline = got["1 GiB"], got["1 MiB"]
+            out.append(row)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    ok = True
-    for label, figures in (("library last_lines(50)", lib), ("invoke tail -n 50 (CLI)", cli)):
-        ratio = figures["1 GiB"] / figures["1 MiB"]
-        ok &= ratio <= TARGET
-        print(
-            f"{label:26} 1 MiB: {figures['1 MiB'] * 1000:8.3f} ms   "
-            f"1 GiB: {figures['1 GiB'] * 1000:8.3f} ms   ratio {ratio:.2f} "
-            f"(target <= {TARGET}) {'ok' if ratio <= TARGET else 'MISSED'}"
-        )
-    return 0 if ok else 1
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks.run import standalone
+
+    standalone(NAMES)

@@ -1,20 +1,19 @@
 """The log tee's throughput: lines/s into the log through the real supervisor.
 
-Target: at least 500,000 lines/s, and a stalled console or follower must not lower it.
-Compared with the same producer redirected straight to a file (the ceiling: no pipe, no
-timestamps, no rotation). The producer is a small Python "server" printing numbered lines
-as fast as it can; every rate is wall time from spawn to exit, start-up included.
-
-Runs:
-  direct      producer > file
-  supervisor  python -m devserver.supervisor (JSON spec on stdin, as ``invoke start``)
-  + follower  the same while ``invoke tail -f`` runs with its stdout never read (stalled)
-  + console   the tee in-process with a console sink that blocks forever (foreground mode
-              with a frozen terminal); producer -> pipe -> tee, as the supervisor runs it
+Rows (lines/s, ours vs the producer redirected straight to a file, the ceiling: no pipe, no
+timestamps, no rotation; goal >= 0.5 of it):
+  tee                  python -m devserver.supervisor (JSON spec on stdin, as ``invoke start``)
+  tee.stalled-tail     the same while ``invoke tail -f`` runs with its stdout never read
+  tee.stalled-console  the tee in-process with a console sink that blocks forever (foreground
+                       mode with a frozen terminal); producer -> pipe -> tee
+The producer is a small Python "server" printing numbered lines as fast as it can; every
+rate is wall time from spawn to exit, start-up included. Run alone:
+``python benchmarks/bench_tee.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -23,15 +22,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devserver.logs import RotatingWriter, tee  # noqa: E402
+from benchmarks.harness import ROOT, Goal, Options, Row, interleave
+from devserver.logs import RotatingWriter, tee
 
-TARGET = 500_000
+NAMES = ("tee", "tee.stalled-tail", "tee.stalled-console")
 LINES = 2_000_000
 PRODUCER = """
 import sys
@@ -134,10 +134,12 @@ def with_stalled_console(base: Path, script: Path) -> float:
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(script), str(LINES)], stdout=subprocess.PIPE)
     counted: list[int] = []
+
+    def frozen_console(text: str) -> None:
+        frozen.wait()
+
     thread = threading.Thread(
-        target=lambda: counted.append(
-            tee(proc.stdout, writer, console=lambda text: frozen.wait() and None)
-        )
+        target=lambda: counted.append(tee(proc.stdout, writer, console=frozen_console))
     )
     thread.start()
     proc.wait()
@@ -149,29 +151,37 @@ def with_stalled_console(base: Path, script: Path) -> float:
     return seconds
 
 
-def main() -> int:
-    base = Path(tempfile.mkdtemp(prefix="bench_tee_", dir="/tmp"))
+def rows(opts: Options, wanted: set[str]) -> list[Row]:
+    global LINES
+    LINES = opts.scaled(2_000_000, 1_000_000)
+    what = {
+        "tee": "lines/s into the log through the supervisor vs producer > file",
+        "tee.stalled-tail": "the same with a stalled `invoke tail -f` vs producer > file",
+        "tee.stalled-console": "in-process tee with a frozen console sink vs producer > file",
+    }
+    out = [Row(n, what[n], "lines/s", Goal("ratio", ">=", 0.5)) for n in NAMES if n in wanted]
+    base = Path(tempfile.mkdtemp(prefix="bench_tee_"))
     script = base / "producer.py"
     script.write_text(PRODUCER)
+    runners = {
+        "tee": supervisor,
+        "tee.stalled-tail": with_stalled_follower,
+        "tee.stalled-console": with_stalled_console,
+    }
     try:
-        runs = [
-            ("producer > file (ceiling)", direct(base, script)),
-            ("through the supervisor", supervisor(base, script)),
-            ("  + stalled tail -f", with_stalled_follower(base, script)),
-            ("  + stalled console (tee)", with_stalled_console(base, script)),
-        ]
+        series: dict[str, Callable[[], float]] = {"direct": lambda: LINES / direct(base, script)}
+        for row in out:
+            run = runners[row.name]
+            series[row.name] = functools.partial(lambda r: LINES / r(base, script), run)
+        got = interleave(series, opts.scaled(5, 3))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{LINES:,} lines; target >= {TARGET:,} lines/s through the tee")
-    ok = True
-    for label, seconds in runs:
-        rate = LINES / seconds
-        judged = label != runs[0][0]
-        ok &= rate >= TARGET or not judged
-        verdict = ("ok" if rate >= TARGET else "MISSED") if judged else ""
-        print(f"{label:28} {seconds:6.2f} s {rate:12,.0f} lines/s {verdict}")
-    return 0 if ok else 1
+    for row in out:
+        row.ours, row.baseline = got[row.name], got["direct"]
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks.run import standalone
+
+    standalone(NAMES)
