@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,17 +57,38 @@ def make_asset(work: Path, size_mb: int) -> tuple[Path, str]:
     return archive, digest.hexdigest()
 
 
+# A small launcher between us and the measured child: a child spawned straight from this
+# (large) process would inherit its resident size as the floor of its own peak (vfork), so
+# wait4's figure would be ours, not the child's.
+LAUNCHER = """
+import os, sys, time
+began = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - began
+code = os.waitstatus_to_exitcode(status)
+sys.stderr.write("\\nbench-rusage %d %f %d\\n" % (code, wall, usage.ru_maxrss))
+"""
+
+
 def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one child process, via wait4's per-child rusage."""
-    began = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - began
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        assert proc.stderr is not None
-        raise RuntimeError(f"{argv[:3]} failed: {proc.stderr.read().decode()[-300:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", LAUNCHER, *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    if not lines or not lines[-1].startswith("bench-rusage "):
+        raise RuntimeError(f"{argv[:3]} failed: {' / '.join(lines[-3:])}")
+    code, wall, maxrss = lines[-1].split()[1:]
+    if int(code) != 0:
+        raise RuntimeError(f"{argv[:3]} failed: {' / '.join(lines[-4:-1])}")
+    return float(wall), int(maxrss) / 1024  # Linux reports KiB
 
 
 def baseline(url: str, work: Path, n: int) -> tuple[float, float]:

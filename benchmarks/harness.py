@@ -207,13 +207,21 @@ def machine(bytecode: str, argv: Sequence[str]) -> dict[str, Any]:
         "cpu": cpu,
         "python": platform.python_version(),
         "python_executable": sys.executable,
-        "redis_server": tool_version([server, "--version"]) if server else "",
+        "redis_server": _short_version(tool_version([server, "--version"])) if server else "",
         "load_average_at_start": [round(x, 2) for x in load] if load else None,
         "bytecode": bytecode,
         "commit": commit,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "command": "invoke bench " + " ".join(argv),
     }
+
+
+def _short_version(text: str) -> str:
+    """Shorten `Redis server v=7.0.15 sha=...` to `Redis server 7.0.15`."""
+    import re
+
+    match = re.search(r"v=(\S+)", text)
+    return f"{text.split(' v=')[0]} {match.group(1)}" if match else text
 
 
 # -- output -------------------------------------------------------------------------------
@@ -262,7 +270,8 @@ def markdown_lines(result: dict[str, Any]) -> list[str]:
         f"Measured {m['date_utc']} UTC with `{m['command']}` (commit {m['commit'] or '?'}) on "
         f"{m['platform']}, {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
         f"{m['redis_server'] or 'no redis-server'}; load average at start "
-        f"{m['load_average_at_start']}. Bytecode: {m['bytecode']}.",
+        f"{m['load_average_at_start']}, at the end {m.get('load_average_at_end')}. "
+        f"Bytecode: {m['bytecode']}.",
         "",
         "| row | what | ours | baseline | ratio | goal | result |",
         "|---|---|---|---|---|---|---|",
