@@ -137,10 +137,11 @@ def run_invoke(env: dict[str, str], *args: str) -> float:
     return timed(lambda: run_quiet([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env))
 
 
-def library_settings(project: Path, port: int) -> Any:
+def library_settings(project: Path, port: int, binary: str = "") -> Any:
     from devserver.config import load_settings
 
     server = {
+        "binary": binary,
         "flavor": "redis",
         "port": port,
         "data_dir": str(project / "data"),

