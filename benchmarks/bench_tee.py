@@ -153,7 +153,7 @@ def with_stalled_console(base: Path, script: Path) -> float:
 
 def rows(opts: Options, wanted: set[str]) -> list[Row]:
     global LINES
-    LINES = opts.scaled(2_000_000, 1_000_000)
+    LINES = opts.scaled(2_000_000, 500_000)
     what = {
         "tee": "lines/s into the log through the supervisor vs producer > file",
         "tee.stalled-tail": "the same with a stalled `invoke tail -f` vs producer > file",
