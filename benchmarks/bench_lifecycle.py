@@ -284,7 +284,7 @@ def _throughput_row(opts: Options, exe: str, work: Path, row: Row) -> None:
         finally:
             run_invoke(env, "stop", "--no-save")
 
-    got = interleave({"bare": bare, "ours": managed}, opts.scaled(5, 3), warmup=0)
+    got = interleave({"bare": bare, "ours": managed}, opts.scaled(5, 2), warmup=0)
     row.ours, row.baseline = got["ours"], got["bare"]
 
 

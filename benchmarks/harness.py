@@ -247,7 +247,7 @@ def table_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
                 _num(row["ours"]),
                 _num(row["baseline"]),
                 row["unit"],
-                "-" if row["ratio"] is None else f"{row['ratio']:.2f}",
+                "-" if row["ratio"] is None else f"{row['ratio']:.3f}",
                 row["goal"],
                 verdict,
             ]
@@ -285,7 +285,7 @@ def markdown_lines(result: dict[str, Any]) -> list[str]:
             verdict = "**not met**"
         ours = "-" if row["ours"] is None else f"{_num(row['ours'])} {unit}"
         base = "-" if row["baseline"] is None else f"{_num(row['baseline'])} {unit}"
-        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
         lines.append(
             f"| {row['name']} | {row['what']} | {ours} | {base} | {ratio} | {row['goal']} "
             f"| {verdict} |"
