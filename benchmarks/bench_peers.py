@@ -139,7 +139,11 @@ def rows(opts: Options, wanted: set[str]) -> list[Row]:
             for row in mine:
                 row.skipped = reason
             continue
-        _measure(opts, peer, start, stop)
+        try:
+            _measure(opts, peer, start, stop)
+        except Exception as exc:  # one peer failing must not hide the others' rows
+            for row in mine:
+                row.error = f"{type(exc).__name__}: {exc}"[:300]
     return out
 
 
