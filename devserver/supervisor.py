@@ -181,21 +181,26 @@ class Supervisor:
         """
         import time
 
-        import psutil
-
         spec = self.spec
-        try:
-            child = psutil.Process(self.proc.pid)
-            create_time, exe = child.create_time(), child.exe()
-        except psutil.Error:
-            create_time, exe = 0.0, spec["binary"]
+        server = compat.proc_identity(self.proc.pid)
+        me = compat.proc_identity(os.getpid())
+        if server is None or me is None:  # not Linux, or no /proc: psutil (imported only here)
+            import psutil
+
+            try:
+                child = psutil.Process(self.proc.pid)
+                server = (child.create_time(), child.exe())
+            except psutil.Error:
+                server = (0.0, spec["binary"])
+            me = (psutil.Process(os.getpid()).create_time(), "")
+        create_time, exe = server
         state = {
             "pid": self.proc.pid,
             "create_time": create_time,
             "start_ticks": compat.start_ticks(self.proc.pid) or 0,  # clock-step proof
             "exe": exe,
             "supervisor_pid": os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
-            "supervisor_create_time": psutil.Process(os.getpid()).create_time(),
+            "supervisor_create_time": me[0],
             "supervisor_start_ticks": compat.start_ticks(os.getpid()) or 0,
             "flavor": spec["flavor"],
             "version": spec["version"],

@@ -178,6 +178,26 @@ def test_start_ticks_reads_field_22_even_with_odd_process_names(tmp_path: Path) 
         assert compat.start_ticks(123) == 22  # field 22, after the last ")"
 
 
+def test_proc_identity_matches_psutil_for_a_real_child() -> None:
+    """The supervisor records create time and exe from /proc; stop and status check them
+    with psutil: both must agree, or a live server would look like a reused PID."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        facts = compat.proc_identity(child.pid)
+        if facts is None:
+            pytest.skip("no /proc (not Linux)")
+        proc = psutil.Process(child.pid)
+        assert abs(facts[0] - proc.create_time()) < 0.01
+        assert facts[1] == proc.exe()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_proc_identity_is_none_on_windows(windows: None) -> None:
+    assert compat.proc_identity(os.getpid()) is None
+
+
 def test_start_ticks_is_none_on_windows(windows: None) -> None:
     assert compat.start_ticks(os.getpid()) is None
 
