@@ -4,7 +4,9 @@ A real redis-server stand-in that never answers PING keeps ``start`` waiting; on
 file exists, SIGINT goes to start's process group (as a terminal's Ctrl+C does), once or
 twice. Measured: SIGINT -> ``invoke start`` exited (its cleanup done: server, supervisor and
 state file gone, which is checked). Medians of BENCH_RUNS runs. Not a unit test.
-Run: ``invoke bench --only interrupt`` (or ``python benchmarks/bench_interrupt.py``).
+Run: ``invoke bench --only interrupt`` (rows ``interrupt.once`` and ``interrupt.twice``, an
+absolute goal of 1 s: there is no public tool to compare with) or
+``python benchmarks/bench_interrupt.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -95,6 +98,34 @@ def main() -> None:
                 f"median {statistics.median(times) * 1000:.0f} ms, "
                 f"max {max(times) * 1000:.0f} ms ({RUNS} runs)"
             )
+
+
+NAMES = ("interrupt.once", "interrupt.twice")
+
+
+def rows(opts: Any, wanted: set[str]) -> list[Any]:
+    """The harness's rows (benchmarks/run.py): Ctrl+C once / twice -> start exited, clean."""
+    from benchmarks.harness import Goal, Row
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        exe = project / "bin" / "redis-server"
+        exe.parent.mkdir()
+        exe.write_text(f"#!{sys.executable}\n{SLOW_SERVER}")
+        exe.chmod(0o755)
+        for presses, name in ((1, "interrupt.once"), (2, "interrupt.twice")):
+            if name not in wanted:
+                continue
+            row = Row(
+                name,
+                f"Ctrl+C x{presses} while start waits for PING -> start exited, nothing left",
+                "s",
+                Goal("ours", "<=", 1.0),
+            )
+            row.ours = [one_run(project, presses) for _ in range(opts.scaled(RUNS, 3))]
+            out.append(row)
+    return out
 
 
 if __name__ == "__main__":

@@ -80,17 +80,19 @@ class Row:
         for key, values in (("ours", self.ours), ("baseline", self.baseline)):
             out[f"{key}_min"] = min(values) if values else None
             out[f"{key}_max"] = max(values) if values else None
-        if out["status"] or not self.ours or not self.baseline:
+        absolute = self.goal.of == "ours" and not self.baseline  # e.g. "ours <= 1 s"
+        if out["status"] or not self.ours or not (self.baseline or absolute):
             if not out["status"]:
                 out.update(status="error", reason="no measurement")
             return out
-        ours, base = statistics.median(self.ours), statistics.median(self.baseline)
-        ratio = ours / base if base else float("inf")
-        met = self.goal.met(ours, ratio) and all(ok for _, ok in self.extra)
+        ours = statistics.median(self.ours)
+        base = statistics.median(self.baseline) if self.baseline else None
+        ratio = ours / base if base else None
+        met = self.goal.met(ours, ratio or 0.0) and all(ok for _, ok in self.extra)
         out.update(
             ours=_round(ours),
-            baseline=_round(base),
-            ratio=round(ratio, 3),
+            baseline=None if base is None else _round(base),
+            ratio=None if ratio is None else round(ratio, 3),
             meets_goal=met,
             status="met" if met else "not met",
         )

@@ -34,6 +34,7 @@ MODULES = (
     "benchmarks.bench_fetch",
     "benchmarks.bench_verify",
     "benchmarks.bench_memory",
+    "benchmarks.bench_interrupt",
 )
 
 

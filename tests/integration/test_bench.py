@@ -65,3 +65,5 @@ def test_a_row_without_its_baseline_is_skipped_never_met() -> None:
     assert unmeasured["status"] == "error" and unmeasured["meets_goal"] is None
     slow = Row("z", "what", "s", Goal("ratio", "<=", 1.3), ours=[2.0], baseline=[1.0]).as_json()
     assert (slow["ratio"], slow["meets_goal"], slow["status"]) == (2.0, False, "not met")
+    absolute = Row("a", "what", "s", Goal("ours", "<=", 1.0), ours=[0.2, 0.3, 1.5]).as_json()
+    assert (absolute["ours"], absolute["ratio"], absolute["status"]) == (0.3, None, "met")
