@@ -78,7 +78,7 @@ def one_run(base: Path) -> tuple[float, float]:
     )
     assert proc.stdin is not None
     try:
-        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.write(json.dumps(spec).encode() + bench_tee.HANDOVER)
         proc.stdin.close()
         log = Path(spec["log_file"])
         wait_for(log, "phase 1 done", proc)

@@ -32,6 +32,9 @@ from benchmarks.harness import ROOT, Goal, Options, Row, interleave
 from devserver.logs import RotatingWriter, tee
 
 NAMES = ("tee", "tee.stalled-tail", "tee.stalled-console")
+# After the spec line, ``start`` hands the server over with "ok" (the supervisor's stdin
+# lifeline: stdin ending without it means the start was given up, and the server is killed).
+HANDOVER = b"\nok\n"
 LINES = 2_000_000
 PRODUCER = """
 import sys
@@ -87,7 +90,7 @@ def supervisor(base: Path, script: Path) -> float:
         [sys.executable, "-m", "devserver.supervisor"],
         cwd=ROOT,
         check=True,
-        input=json.dumps(spec(base, script)).encode(),
+        input=json.dumps(spec(base, script)).encode() + HANDOVER,
     )
     seconds = time.perf_counter() - began
     count_lines(base)
