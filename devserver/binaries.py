@@ -20,8 +20,10 @@ from .atomic import write_atomic
 from .catalog import FLAVORS, Flavor, get_flavor
 from .config import Settings
 from .errors import BinaryNotFound, ConfigError, UnsupportedPlatform
+from .resolve import UNKNOWN_VERSION
 
 _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z]+)*)")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Dragonfly colours its --version output
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,26 @@ def installed_binary(settings: Settings, flavor: Flavor) -> Binary | None:
     candidates.append(settings.bin_dir / compat.exe_name(flavor.exe))
     for path in candidates:
         if path.is_file():
-            version = str(manifest.get("version") or "") or read_version(flavor, path)
+            version = manifest_version(manifest) or read_version(flavor, path)
             via_wsl = bool(manifest.get("via_wsl"))  # fetch records it only on Windows
             return Binary(flavor.name, path, "bin", version, via_wsl)
     return None
+
+
+def manifest_version(manifest: dict[str, object]) -> str:
+    """The version fetch recorded; an "unknown" one (an install from a file name without a
+    version, before the binary's own answer was used) falls back to what the binary said."""
+    recorded = str(manifest.get("version") or "")
+    if recorded and recorded != UNKNOWN_VERSION:
+        return recorded
+    return release_version(str(manifest.get("exe_version") or ""))
+
+
+def release_version(reported: str) -> str:
+    """The release tag a binary's own version stands for: "v1.40.1" from Dragonfly's
+    "1.40.1-<git sha>" (release tags are vX.Y.Z), "" when it reported none."""
+    match = re.match(r"v?(\d+(?:\.\d+)+)", reported.strip())
+    return f"v{match.group(1)}" if match else ""
 
 
 def bundled_redis() -> Path | None:
@@ -84,7 +102,7 @@ def read_version(flavor: Flavor, path: Path) -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return ""
-    text = (out.stdout + out.stderr).decode("utf-8", "replace")
+    text = _ANSI_RE.sub("", (out.stdout + out.stderr).decode("utf-8", "replace"))
     # "Redis server v=7.0.15 sha=..." or "dragonfly v1.24.0-..." : take the first version.
     match = re.search(r"v=(\S+)", text) or _VERSION_RE.search(text)
     return match.group(1) if match else ""

@@ -372,6 +372,11 @@ def _place(
     exe = tree.joinpath(*member.split("/"))
     exe.chmod(0o755)  # Garnet's archives may lack the exec bit
     version = "" if asset.via_wsl else binaries.read_version(flavor, exe)
+    # A direct --url/--archive of an asset whose name has no version (Dragonfly's
+    # dragonfly-x86_64.tar.gz) would be "unknown": the binary's own answer is better.
+    release = plan.version
+    if release == resolve.UNKNOWN_VERSION and binaries.release_version(version):
+        release = binaries.release_version(version)
     if asset.folder:
         folder = exe.parent
         items, rel = [(folder, flavor.name)], f"{flavor.name}/{exe.name}"
@@ -380,7 +385,7 @@ def _place(
         items = [(exe, rel)]
     manifest: dict[str, Any] = {
         "flavor": flavor.name,
-        "version": plan.version,
+        "version": release,
         "asset": plan.name,
         "url": plan.url,
         "archive_sha256": archive_sha,
@@ -393,6 +398,4 @@ def _place(
         "source": plan.source,
     }
     install(settings.bin_dir, items, f"{flavor.name}.json", manifest)
-    return FetchResult(
-        "installed", flavor.name, plan.version, settings.bin_dir / rel, manifest, "bin"
-    )
+    return FetchResult("installed", flavor.name, release, settings.bin_dir / rel, manifest, "bin")

@@ -22,6 +22,9 @@ from .catalog import Asset, Flavor
 from .config import Settings
 from .errors import ConfigError, FetchError
 
+# What a direct URL or file records when neither a pin nor its name gives a version (fetch then
+# uses what the binary itself reports, when it can run it).
+UNKNOWN_VERSION = "unknown"
 _HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _NAME_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)*)")
 _ARCHIVE_NAME = re.compile(r"\.(zip|tar\.gz|tar\.xz|tgz)\b")
@@ -91,7 +94,7 @@ def guess_version(wanted: str, file_name: str) -> str:
     if wanted != "latest":
         return wanted
     match = _NAME_VERSION.search(file_name)
-    return match.group(1) if match else "unknown"
+    return match.group(1) if match else UNKNOWN_VERSION
 
 
 def resolve_github(

@@ -1,0 +1,205 @@
+"""Dragonfly end to end, against the stand-in (tests/standins/dragonfly.py), never the network.
+
+The stand-in is packaged as the real release is (``dragonfly-<arch>.tar.gz``: the flat
+binary plus LICENSE.md, no version in the name) and served by the fake GitHub, so these tests
+run what a user runs: ``invoke fetch``, ``start``, ``verify`` (RESP2 and RESP3), ``stop``,
+``start`` again with the data back, ``tail``; with and without a password; ``stop --no-save``;
+a crash (kill -9) and the recovery; ``auto`` choosing Dragonfly on Linux once it is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from checks.latency import OPERATIONS
+from devserver import binaries, compat, process
+from devserver.catalog import DRAGONFLY
+from devserver.release import FetchOptions, fetch
+from tests.conftest import ROOT, SettingsFactory, free_port
+from tests.fakegithub import FakeGitHub
+from tests.standins import package
+
+pytestmark = pytest.mark.skipif(
+    compat.os_name() != "linux", reason="Dragonfly runs natively on Linux only"
+)
+
+TAG = "v1.40.1"
+FAST = FetchOptions(retries=1, backoff=0.01, timeout=10)
+
+
+@pytest.fixture()
+def gh() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as fake:
+        yield fake
+
+
+def publish(gh: FakeGitHub, tmp_path: Path, **config: object) -> Path:
+    archive = package.dragonfly_archive(tmp_path, **config)
+    gh.release(DRAGONFLY.repo, TAG, {archive.name: archive.read_bytes()})
+    return archive
+
+
+def invoke(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_env(project: Path, port: int, api: str, password: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOKE_", "DFLY_"))}
+    env.update(
+        INVOKE_SERVER_FLAVOR="dragonfly",
+        INVOKE_SERVER_PORT=str(port),
+        INVOKE_SERVER_BIN_DIR=str(project / "bin"),
+        INVOKE_SERVER_DATA_DIR=str(project / "data"),
+        INVOKE_SERVER_LOG_DIR=str(project / "logs"),
+        INVOKE_SERVER_STOP_TIMEOUT="10",
+        INVOKE_SERVER_THREADS="2",
+        INVOKE_SERVER_MAXMEMORY=str(512 * 1024 * 1024),
+        INVOKE_RELEASE_GITHUB_API=api,
+        INVOKE_VERIFY_ITERATIONS="20",
+        NO_COLOR="1",
+    )
+    # Latency is not what these tests are about (a shared 2-core CI machine): generous limits.
+    env.update({f"INVOKE_VERIFY_THRESHOLDS_MS_{op.upper()}": "1000" for op in OPERATIONS})
+    if password:
+        env["INVOKE_SERVER_PASSWORD"] = password
+    return env
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout + result.stderr
+
+
+def server_pid(project: Path) -> int:
+    return int(json.loads((project / "data" / "server.json").read_text())["pid"])
+
+
+@pytest.mark.parametrize("password", ["", "pw-" + os.urandom(4).hex()], ids=["open", "password"])
+def test_fetch_start_verify_stop_start_tail(
+    project: Path, gh: FakeGitHub, tmp_path: Path, password: str
+) -> None:
+    publish(gh, tmp_path)
+    port = free_port()
+    env = cli_env(project, port, gh.url, password)
+    said = ok(invoke(env, "fetch", "--allow-unverified"))
+    assert f"installed dragonfly {TAG}" in said
+
+    said = ok(invoke(env, "start"))
+    assert f"dragonfly {TAG}" in said and "unknown" not in said
+    assert "AcceptServer - listening on 127.0.0.1:" in said  # glog lines reach the console
+    pid = server_pid(project)
+    server = psutil.Process(pid)
+    if password:
+        for proc in (server, *server.parents()[:2]):  # the server and its supervisor
+            assert password not in " ".join(proc.cmdline())
+            assert password not in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+
+    for protocol in (2, 3):  # redis-py 8 speaks RESP3 when asked: HELLO 3 answers a map
+        url = f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/0"
+        result = invoke(env, "verify", "--json", "--url", f"{url}?protocol={protocol}")
+        report = json.loads(result.stdout)
+        assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
+        assert any("dragonfly df-v1.40.1" in str(c["detail"]) for c in report["checks"]), report
+
+    client = redis.Redis(port=port, password=password or None, protocol=3)
+    client.set("kept", "across restarts")
+    client.rpush("jobs", "a", "b")
+    dumped = client.dump("jobs")
+    client.close()
+
+    ok(invoke(env, "stop"))
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    data = project / "data" / "dragonfly"
+    names = sorted(p.name for p in data.iterdir() if p.suffix == ".dfs")
+    assert names == ["dump-0000.dfs", "dump-0001.dfs", "dump-summary.dfs"], names
+
+    said = ok(invoke(env, "start"))
+    assert f"Loading {data / 'dump-summary.dfs'}" in said
+    client = redis.Redis(port=port, password=password or None)
+    assert client.get("kept") == b"across restarts"
+    assert client.lrange("jobs", 0, -1) == [b"a", b"b"] and client.dump("jobs") == dumped
+    client.close()
+    status = json.loads(ok(invoke(env, "status", "--json")))
+    assert status["flavor"] == "dragonfly" and status["version"] == TAG
+
+    tail = ok(invoke(env, "tail", "-n", "200"))
+    assert "Exiting on signal" not in tail  # stopped by SHUTDOWN, not by a signal
+    assert 'Saving "' in tail and 'dump-summary.dfs" finished' in tail
+    ok(invoke(env, "stop"))
+    if password:
+        for path in [*project.joinpath("logs").rglob("*"), *data.rglob("*")]:
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
+
+
+def test_no_save_crash_recovery_and_auto(
+    make_settings: SettingsFactory, gh: FakeGitHub, tmp_path: Path
+) -> None:
+    archive = package.dragonfly_archive(tmp_path)
+    installer = make_settings(flavor="dragonfly")
+    fetch(installer, FetchOptions(archive=archive, allow_unverified=True))
+    settings = make_settings(flavor="auto", threads=2, maxmemory=512 * 1024 * 1024)
+    assert binaries.choose_binary(settings).flavor == "dragonfly"  # installed: auto takes it
+
+    def client() -> redis.Redis:
+        return redis.Redis(port=settings.port)
+
+    assert process.start(settings).state.flavor == "dragonfly"
+    client().set("saved", "1")
+    process.stop(settings)
+
+    process.start(settings)
+    assert client().get("saved") == b"1"
+    client().set("not-saved", "1")
+    process.stop(settings, save=False)
+
+    state = process.start(settings).state
+    assert client().get("saved") == b"1" and client().get("not-saved") is None
+    client().set("after-crash", "1")
+    os.kill(state.pid, signal.SIGKILL)
+    psutil.Process(state.supervisor_pid).wait(10)
+    assert process.status(settings)["running"] is False
+
+    process.start(settings)
+    assert client().get("saved") == b"1" and client().get("after-crash") is None
+    process.stop(settings)
+
+
+@pytest.mark.parametrize("source", ["archive", "url"])
+def test_installed_version_comes_from_the_binary_when_the_name_has_none(
+    make_settings: SettingsFactory, gh: FakeGitHub, tmp_path: Path, source: str
+) -> None:
+    archive = package.dragonfly_archive(tmp_path)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    settings = make_settings(flavor="dragonfly")
+    if source == "archive":
+        options = FetchOptions(archive=archive, sha256=sha)
+    else:
+        url = gh.asset(archive.name, archive.read_bytes())
+        options = FetchOptions(url=url, sha256=sha, retries=1, timeout=10)
+    result = fetch(settings, options)
+    assert result.version == TAG
+    assert result.manifest["version"] == TAG
+    assert binaries.find_binary(settings, "dragonfly").version == TAG
