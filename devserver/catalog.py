@@ -65,8 +65,8 @@ class Flavor:
     def stop_plan(self, save: bool) -> tuple[list[list[str]], bool]:
         """(RESP commands for a graceful stop, whether to terminate the process after them).
 
-        One place for the differences: Redis ``SHUTDOWN SAVE|NOSAVE``, Dragonfly plain
-        ``SHUTDOWN`` (it saves to --dbfilename), Garnet has no SHUTDOWN: SAVE, then terminate.
+        One place for the differences: Redis and Dragonfly ``SHUTDOWN SAVE|NOSAVE``, Garnet has
+        no SHUTDOWN: SAVE, then terminate.
         """
         if self.stop_method == "save_terminate":
             return ([["SAVE"]] if save else []), True
@@ -110,8 +110,10 @@ DRAGONFLY = Flavor(
     system_names=("dragonfly",),
     password_via="env",
     password_env="DFLY_requirepass",
-    # Dragonfly's SHUTDOWN saves when --dbfilename is set; it rejects the SAVE modifier.
-    shutdown_save=("SHUTDOWN",),
+    # SHUTDOWN takes SAVE|SAFE, NOSAVE, NOW and FORCE (server_family.cc, ShutdownCmd; SAVE and
+    # NOSAVE since at least v1.10). Plain SHUTDOWN saves too (save_on_shutdown_ defaults to
+    # true), but the explicit SAVE says what we want. Either way Dragonfly answers +OK first,
+    # stops listening, and only then writes its snapshot into --dir (--dbfilename non-empty).
     env_strip=("DFLY_",),
     native_on=("linux",),
     notes={
