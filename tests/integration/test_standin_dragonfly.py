@@ -25,6 +25,7 @@ import redis
 from checks.latency import OPERATIONS
 from devserver import binaries, compat, process
 from devserver.catalog import DRAGONFLY
+from devserver.errors import StartError
 from devserver.release import FetchOptions, fetch
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.fakegithub import FakeGitHub
@@ -116,7 +117,9 @@ def test_fetch_start_verify_stop_start_tail(
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
 
-    for protocol in (2, 3):  # redis-py 8 speaks RESP3 when asked: HELLO 3 answers a map
+    # redis-py 8 speaks RESP3 when asked (HELLO 3 answers a map; with a password HELLO 3
+    # AUTH): both protocols without a password, the harder RESP3 path with one.
+    for protocol in (3,) if password else (2, 3):
         url = f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/0"
         result = invoke(env, "verify", "--json", "--url", f"{url}?protocol={protocol}")
         report = json.loads(result.stdout)
@@ -144,7 +147,11 @@ def test_fetch_start_verify_stop_start_tail(
     status = json.loads(ok(invoke(env, "status", "--json")))
     assert status["flavor"] == "dragonfly" and status["version"] == TAG
 
-    tail = ok(invoke(env, "tail", "-n", "200"))
+    tail = (
+        ok(invoke(env, "tail", "-n", "200"))
+        if not password
+        else (project / "logs" / "dragonfly.log").read_text()
+    )
     assert "Exiting on signal" not in tail  # stopped by SHUTDOWN, not by a signal
     assert 'Saving "' in tail and 'dump-summary.dfs" finished' in tail
     ok(invoke(env, "stop"))
@@ -155,8 +162,12 @@ def test_fetch_start_verify_stop_start_tail(
 
 
 def test_no_save_crash_recovery_and_auto(
-    make_settings: SettingsFactory, gh: FakeGitHub, tmp_path: Path
+    make_settings: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Any DFLY_ variable that is not a flag is fatal to Dragonfly (DFLY_PASSWORD too, though
+    # its source reads it): the ones in the developer's environment must never reach it.
+    monkeypatch.setenv("DFLY_PASSWORD", "x")
+    monkeypatch.setenv("DFLY_bogus", "1")
     archive = package.dragonfly_archive(tmp_path)
     installer = make_settings(flavor="dragonfly")
     fetch(installer, FetchOptions(archive=archive, allow_unverified=True))
@@ -187,6 +198,20 @@ def test_no_save_crash_recovery_and_auto(
     process.stop(settings)
 
 
+def test_a_flag_dragonfly_rejects_shows_its_own_error(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(flavor="dragonfly", extra_args="--cli", maxmemory=512 << 20)
+    fetch(
+        settings, FetchOptions(archive=package.dragonfly_archive(tmp_path), allow_unverified=True)
+    )
+    with pytest.raises(StartError) as info:
+        process.start(settings)
+    assert "exited during startup with code 1" in info.value.message
+    assert "ERROR: Unknown command line flag 'cli'" in info.value.hint
+    assert not settings.state_file.exists()
+
+
 @pytest.mark.parametrize("source", ["archive", "url"])
 def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     make_settings: SettingsFactory, gh: FakeGitHub, tmp_path: Path, source: str
@@ -203,3 +228,26 @@ def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     assert result.version == TAG
     assert result.manifest["version"] == TAG
     assert binaries.find_binary(settings, "dragonfly").version == TAG
+
+
+def test_a_slow_save_after_the_ok_is_not_killed(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Dragonfly answers +OK to SHUTDOWN, stops listening, and only then writes its snapshot
+    (server_family.cc: ShutdownCmd, then Shutdown() -> DoSave). With a large data set that save
+    outlasts server.stop_timeout; killing it mid-write loses everything since the last
+    snapshot. The stand-in's save takes 6 s, its files growing in --dir meanwhile."""
+    archive = package.dragonfly_archive(tmp_path, save_seconds=6)
+    settings = make_settings(flavor="dragonfly", stop_timeout=1, threads=2, maxmemory=512 << 20)
+    fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
+    state = process.start(settings).state
+    client = redis.Redis(port=settings.port)
+    client.set("precious", "data")
+    client.close()
+    process.stop(settings)
+    assert not psutil.pid_exists(state.pid) or psutil.Process(state.pid).status() == "zombie"
+    data = settings.data_dir / "dragonfly"
+    assert not list(data.glob("*.tmp")), "the save was cut off: only .tmp files are left"
+    process.start(settings)
+    assert redis.Redis(port=settings.port).get("precious") == b"data"
+    process.stop(settings, save=False)
