@@ -230,6 +230,11 @@ def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     assert binaries.find_binary(settings, "dragonfly").version == TAG
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: stop kills a Dragonfly that is still writing its snapshot after +OK "
+    "(the wait while the server visibly saves is not on this branch yet)",
+)
 def test_a_slow_save_after_the_ok_is_not_killed(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
