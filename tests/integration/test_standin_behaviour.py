@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from devserver import compat
 from tests.archives import tree
+from tests.conftest import free_port
 from tests.standins import package
 
 pytestmark = pytest.mark.skipif(compat.os_name() != "linux", reason="Linux stand-ins")
@@ -88,3 +92,51 @@ def test_garnet_exits_0_when_it_cannot_start(tmp_path: Path) -> None:
     assert missing.returncode == 0 and "Unable to initialize server" in missing.stdout
     no_runtime = run([str(exe)], tmp_path, PATH="/nonexistent")
     assert no_runtime.returncode == 150 and "You must install or update .NET" in no_runtime.stderr
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_dragonfly_commands_a_job_queue_uses(
+    dragonfly: Path, tmp_path: Path, protocol: int
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(dragonfly), "--logtostderr", f"--port={port}", "--bind=127.0.0.1", "--dbfilename="],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DFLY_requirepass": "pw"},
+    )
+    try:
+        client = redis.Redis(port=port, password="pw", protocol=protocol, socket_timeout=10)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, protocol=protocol).ping()
+        assert client.info("server")["dragonfly_version"] == "df-v1.40.1"
+
+        # BLPOP really blocks until another client pushes.
+        pusher = threading.Timer(0.3, lambda: redis.Redis(port=port, password="pw").rpush("q", "j"))
+        pusher.start()
+        assert client.blpop(["q"], timeout=5) in ([b"q", b"j"], (b"q", b"j"))
+        pusher.join()
+        assert client.brpop(["q"], timeout=0.1) is None  # nothing left: times out, None
+
+        client.rpush("src", "a", "b")
+        assert client.blmove("src", "dst", 1, "RIGHT", "LEFT") == b"b"
+        assert client.lrange("dst", 0, -1) == [b"b"] and client.llen("src") == 1
+        for n in range(25):
+            client.set(f"k{n}", n)
+        assert client.expire("k0", 100) and 0 < client.ttl("k0") <= 100
+        assert client.dbsize() == 27
+        assert len(list(client.scan_iter(match="k*", count=7))) == 25
+        assert client.dump("dst") == client.dump("dst") and client.dump("nope") is None
+        assert client.delete("k1", "k2", "nope") == 2
+    finally:
+        proc.kill()
+        proc.wait()
