@@ -188,7 +188,8 @@ GARNET = Flavor(
         "{dir}",
         "--recover",
     ),
-    version_args=(),
+    # --version: CommandLineParser's AutoVersion (ServerSettingsManager leaves it on, then
+    # exits 0), so an archive without a version in its name still gets one at fetch.
     password_via="config_file",
     stop_method="save_terminate",
     native_on=("linux", "macos", "windows"),

@@ -195,8 +195,14 @@ def test_no_save_crash_recovery_and_auto(
     psutil.Process(state.supervisor_pid).wait(10)
     assert process.status(settings)["running"] is False
 
-    process.start(settings)
+    state = process.start(settings).state
     assert client().get("saved") == b"1" and client().get("after-crash") is None
+    client().set("on-sigterm", "1")  # SIGTERM (a system shutdown, say) saves like SHUTDOWN
+    os.kill(state.pid, signal.SIGTERM)
+    psutil.Process(state.supervisor_pid).wait(20)
+    process.start(settings)
+    assert client().get("on-sigterm") == b"1"
+    assert "Exiting on signal Terminated" in settings.log_file("dragonfly").read_text()
     process.stop(settings)
 
 

@@ -138,7 +138,9 @@ def test_no_save_crash_and_recovery(
     make_settings: SettingsFactory, tmp_path: Path, dotnet_path: str
 ) -> None:
     settings = make_settings(flavor="garnet")
-    fetch(settings, FetchOptions(archive=package.garnet_archive(tmp_path), allow_unverified=True))
+    archive = package.garnet_archive(tmp_path)
+    installed = fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
+    assert installed.version == TAG  # the name has none: GarnetServer --version says it
 
     def client() -> redis.Redis:
         return redis.Redis(port=settings.port)

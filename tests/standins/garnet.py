@@ -9,11 +9,12 @@ from --config-import-path as JSON), libs/host/Configuration/Options.cs (the opti
 garnet_flags.txt), libs/host/defaults.conf (the JSON keys) and CmdStrings.cs (NOAUTH and
 WRONGPASS texts). Nothing is copied.
 
-Reproduced: unknown options and a missing --config-import-path file fail start-up with exit
-code 0; the password only from the imported JSON (``AuthenticationMode: Password``); no
-SHUTDOWN command (api-compatibility.md lists it unsupported); SAVE writes a checkpoint under
---checkpointdir, which the next start reads only with --recover; nothing is saved on SIGTERM
-or a kill (no AOF unless --aof, which this stand-in does not implement).
+Reproduced: --version (CommandLineParser's AutoVersion, exit 0); unknown options and a
+missing --config-import-path file fail start-up with exit code 0; the password only from
+the imported JSON (``AuthenticationMode: Password``); no SHUTDOWN command
+(api-compatibility.md lists it unsupported); SAVE writes a checkpoint under --checkpointdir,
+which the next start reads only with --recover; nothing is saved on SIGTERM or a kill (no
+AOF unless --aof, which this stand-in does not implement).
 
 Guessed (the source does not settle it here): the checkpoint files' layout and content
 (``Store/checkpoints/cpr-checkpoints/<token>/``, JSON), that SIGTERM ends the process with
@@ -169,6 +170,11 @@ def main(argv: list[str]) -> int:
             f"Framework: 'Microsoft.NETCore.App', version '{FRAMEWORK}.0.0' (x64)\n"
         )
         return 150
+    if "--version" in argv[1:]:
+        # CommandLineParser's AutoVersion: its heading (assembly name and informational
+        # version). GUESS at the exact text: "GarnetServer <version>+<commit>", then exit 0.
+        print(f"GarnetServer {VERSION}+e508a41620f12b01a534826fa83eecfd350db7dd")
+        return 0
     values, unknown = parse(argv[1:])
     if unknown:
         print("GarnetServer\nCopyright (c) Microsoft Corporation\n\nERROR(S):")
