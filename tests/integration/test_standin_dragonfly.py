@@ -264,3 +264,20 @@ def test_a_slow_save_after_the_ok_is_not_killed(
     process.start(settings)
     assert redis.Redis(port=settings.port).get("precious") == b"data"
     process.stop(settings, save=False)
+
+
+def test_an_older_dragonfly_from_an_archive_is_refused_on_newer_data(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """With the version known (from the binary) the data-folder guard works for an archive."""
+    settings = make_settings(flavor="dragonfly", maxmemory=512 << 20)
+    new = package.dragonfly_archive(tmp_path / "new")
+    fetch(settings, FetchOptions(archive=new, allow_unverified=True))
+    process.start(settings)
+    process.stop(settings)
+    old = package.dragonfly_archive(tmp_path / "old", version="v1.30.0")
+    assert fetch(settings, FetchOptions(archive=old, allow_unverified=True)).version == "v1.30.0"
+    with pytest.raises(StartError) as info:
+        process.start(settings)
+    assert "written by dragonfly v1.40.1" in info.value.message
+    assert "dragonfly v1.30.0, which cannot load it" in info.value.message

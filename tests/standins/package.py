@@ -39,6 +39,7 @@ def launcher(stand_in: str, **config: Any) -> bytes:
 def dragonfly_archive(folder: Path, **config: Any) -> Path:
     """``dragonfly-<arch>.tar.gz`` as GitHub serves it (the name carries no version)."""
     name = f"dragonfly-{compat.cpu_arch()}"
+    folder.mkdir(parents=True, exist_ok=True)
     return build(
         folder / f"{name}.tar.gz",
         "tar.gz",
@@ -66,6 +67,7 @@ def garnet_archive(folder: Path, **config: Any) -> Path:
             ("dir", f"{top}/extensions"),
             ("file", f"{top}/extensions/GarnetJSON.dll", b"MZ stand-in"),
         ]
+    folder.mkdir(parents=True, exist_ok=True)
     return build(folder / "linux-x64-based.tar.xz", "tar.xz", members)
 
 
