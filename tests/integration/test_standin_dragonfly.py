@@ -281,3 +281,20 @@ def test_an_older_dragonfly_from_an_archive_is_refused_on_newer_data(
         process.start(settings)
     assert "written by dragonfly v1.40.1" in info.value.message
     assert "dragonfly v1.30.0, which cannot load it" in info.value.message
+
+
+def test_start_waits_while_dragonfly_loads_its_snapshot(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Dragonfly accepts connections while it loads, answering -LOADING to PING and GET (even
+    before AUTH); start must return only once it serves."""
+    archive = package.dragonfly_archive(tmp_path, load_seconds=1.5)
+    settings = make_settings(flavor="dragonfly", maxmemory=512 << 20, password="pw")
+    fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
+    process.start(settings)
+    redis.Redis(port=settings.port, password="pw").set("big", "dataset")
+    process.stop(settings)
+    process.start(settings)
+    assert redis.Redis(port=settings.port, password="pw").get("big") == b"dataset"
+    assert "Loading " in settings.log_file("dragonfly").read_text()
+    process.stop(settings)

@@ -18,10 +18,12 @@ and client connections, *then* writing the snapshot (``<name>-summary.dfs`` plus
 ``<name>-NNNN.dfs`` per shard, written as ``.dfs.tmp`` and renamed), and the same on SIGTERM.
 
 Simplified: the snapshot files' content is this stand-in's own (JSON), the load is done
-before listening (the real one loads in the background and answers LOADING meanwhile), one
+before listening unless ``load_seconds`` is set (then in the background, as the real one), one
 shard per --proactor_threads (default 2 here). ``STANDIN_CONFIG`` (set by the launcher that
-tests/standins/package.py writes) sets the reported version and a slow save
-(``save_seconds``: how long writing a snapshot takes, the files growing meanwhile).
+tests/standins/package.py writes) sets the reported version, a slow save
+(``save_seconds``: how long writing a snapshot takes, the files growing meanwhile) and a slow
+load (``load_seconds``: the snapshot loads in the background, as in the real one, while
+commands answer -LOADING).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class Dragonfly:
         self.engine.extra[b"BGSAVE"] = self.cmd_save
         self.engine.extra[b"CONFIG"] = self.cmd_config
         self.writers: set[asyncio.StreamWriter] = set()
+        self.pending = ""  # a snapshot still to load in the background
         self.stopping: asyncio.Event | None = None
 
     # -- what clients see ----------------------------------------------------------------------
@@ -262,8 +265,33 @@ class Dragonfly:
         )
         return ""
 
+    def find_snapshot(self) -> list[str]:
+        """LoadPath: the newest ``<name>*`` ending in summary.dfs or .rdb, with its shard files
+        ([] when there is none; None-like errors are logged by load)."""
+        exact = self.dir / self.dbfilename
+        if exact.is_file():
+            return [str(exact)]
+        pattern = substitute(str(exact), pattern=True)
+        if not os.path.splitext(pattern)[1]:
+            pattern += "*"
+        found = [p for p in glob.glob(pattern) if p.endswith((".rdb", "summary.dfs"))]
+        return sorted(found, key=os.path.getmtime)[-1:]
+
+    async def load_in_background(self, path: str) -> None:
+        """Dragonfly loads in a fiber while it already accepts connections; until it is done,
+        commands without the LOADING option (PING, GET, SET...) answer -LOADING, even before
+        AUTH (main_service.cc checks the global state first). A failed load exits 1."""
+        allowed = {b"AUTH", b"INFO", b"HELLO", b"SHUTDOWN", b"QUIT", b"CONFIG"}
+        loading = Error("LOADING Dragonfly is loading the dataset in memory")
+        self.engine.state_check = lambda name: None if name in allowed else loading
+        await asyncio.sleep(float(CONFIG.get("load_seconds", 0)))
+        if not self.load_files(path):
+            os._exit(1)
+        self.engine.state_check = lambda name: None
+
     def load(self) -> bool:
-        """LoadPath + Load: the newest ``<name>*`` ending in summary.dfs or .rdb; False = exit 1."""
+        """LoadFromSnapshot, done at once (False = exit 1) unless the stand-in is told that
+        loading takes a while (``load_seconds``): then run() does it in the background."""
         if not self.dbfilename:
             return True
         self.log.log(
@@ -271,20 +299,14 @@ class Dragonfly:
             "snapshot_storage.cc:327",
             f"Load snapshot: Searching for snapshot in directory: {self.dir}",
         )
-        exact = self.dir / self.dbfilename
-        candidates: list[str]
-        if exact.is_file():
-            candidates = [str(exact)]
-        else:
-            pattern = substitute(str(exact), pattern=True)
-            if not os.path.splitext(pattern)[1]:
-                pattern += "*"
-            found = [p for p in glob.glob(pattern) if p.endswith((".rdb", "summary.dfs"))]
-            candidates = sorted(found, key=os.path.getmtime)[-1:]
+        candidates = self.find_snapshot()
         if not candidates:
             self.log.log("W", "server_family.cc:1331", "Load snapshot: No snapshot found")
             return True
-        path = candidates[0]
+        self.pending = candidates[0]
+        return True if CONFIG.get("load_seconds") else self.load_files(self.pending)
+
+    def load_files(self, path: str) -> bool:
         self.log.log("I", "server_family.cc:1486", f"Loading {path}")
         files = [path]
         if path.endswith("summary.dfs"):
@@ -338,7 +360,11 @@ class Dragonfly:
             "listener_interface.cc:102",
             f"sock[{sock.fileno()}] AcceptServer - listening on {address}:{bound}",
         )
+        if self.pending and CONFIG.get("load_seconds"):
+            loader = asyncio.create_task(self.load_in_background(self.pending))
         await self.stopping.wait()
+        if self.pending and CONFIG.get("load_seconds"):
+            await loader  # Shutdown() joins the load fiber before it saves
         server.close()  # acceptor->Stop(): no new connections ...
         for writer in list(self.writers):  # ... and the open ones are closed
             writer.close()

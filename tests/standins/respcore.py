@@ -206,12 +206,18 @@ class Engine:
         self.noauth = "NOAUTH Authentication required."
         self.wrongpass = "WRONGPASS invalid username-password pair or user is disabled."
         self.unknown = "ERR unknown command '{}'"
+        # A server-wide state that refuses commands before auth is even checked (Dragonfly
+        # while it loads its snapshot): None lets the command run.
+        self.state_check: Callable[[bytes], Error | None] = lambda name: None
 
     # -- dispatch ------------------------------------------------------------------------------
     async def execute(self, client: Client, args: list[bytes]) -> Any:
         if not args:
             return None
         name = args[0].upper()
+        refused = self.state_check(name)
+        if refused is not None:
+            return refused
         if self.password and not client.authenticated and name not in self.pre_auth:
             return Error(self.noauth)
         handler = self.extra.get(name) or getattr(self, "cmd_" + name.decode("latin-1"), None)
