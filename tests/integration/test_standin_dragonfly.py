@@ -9,6 +9,7 @@ a crash (kill -9) and the recovery; ``auto`` choosing Dragonfly on Linux once it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import redis
 from checks.latency import OPERATIONS
 from devserver import binaries, compat, process
 from devserver.catalog import DRAGONFLY
+from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.release import FetchOptions, fetch
 from tests.conftest import ROOT, SettingsFactory, free_port
@@ -238,10 +240,15 @@ def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     assert binaries.find_binary(settings, "dragonfly").version == TAG
 
 
+# Issue 9's stop keeps waiting while the server visibly saves (server.save_timeout). Until
+# that lands, the loss is real and this test is an expected failure; with it, it must pass.
+_WAITS_FOR_SAVES = "save_timeout" in {f.name for f in dataclasses.fields(Settings)}
+
+
 @pytest.mark.xfail(
+    not _WAITS_FOR_SAVES,
     strict=True,
-    reason="issue 9: stop kills a Dragonfly that is still writing its snapshot after +OK "
-    "(the wait while the server visibly saves is not on this branch yet)",
+    reason="issue 9: stop kills a Dragonfly still writing its snapshot after +OK",
 )
 def test_a_slow_save_after_the_ok_is_not_killed(
     make_settings: SettingsFactory, tmp_path: Path
