@@ -232,6 +232,8 @@ class Engine:
             return Error(f"ERR wrong number of arguments for '{name.decode().lower()}' command")
         except ValueError:
             return NOT_INT
+        except Exception as exc:  # a stand-in bug must show, not hang the client
+            return Error(f"ERR stand-in failed on {name.decode(errors='replace')}: {exc!r}")
 
     # -- connection ----------------------------------------------------------------------------
     def cmd_PING(self, client: Client, args: list[bytes]) -> Any:
