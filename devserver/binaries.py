@@ -20,9 +20,11 @@ from .atomic import write_atomic
 from .catalog import FLAVORS, Flavor, get_flavor
 from .config import Settings
 from .errors import BinaryNotFound, ConfigError, UnsupportedPlatform
-from .resolve import UNKNOWN_VERSION
 
 _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z]+)*)")
+# What fetch records for a direct URL or file when neither a pin nor its name gives a version
+# and the binary cannot say (resolve.guess_version; release uses the binary's answer first).
+UNKNOWN_VERSION = "unknown"
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Dragonfly colours its --version output
 
 

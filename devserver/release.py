@@ -375,7 +375,7 @@ def _place(
     # A direct --url/--archive of an asset whose name has no version (Dragonfly's
     # dragonfly-x86_64.tar.gz) would be "unknown": the binary's own answer is better.
     release = plan.version
-    if release == resolve.UNKNOWN_VERSION and binaries.release_version(version):
+    if release == binaries.UNKNOWN_VERSION and binaries.release_version(version):
         release = binaries.release_version(version)
     if asset.folder:
         folder = exe.parent

@@ -18,13 +18,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import compat
+from .binaries import UNKNOWN_VERSION
 from .catalog import Asset, Flavor
 from .config import Settings
 from .errors import ConfigError, FetchError
 
-# What a direct URL or file records when neither a pin nor its name gives a version (fetch then
-# uses what the binary itself reports, when it can run it).
-UNKNOWN_VERSION = "unknown"
 _HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _NAME_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)*)")
 _ARCHIVE_NAME = re.compile(r"\.(zip|tar\.gz|tar\.xz|tgz)\b")
