@@ -9,7 +9,6 @@ a crash (kill -9) and the recovery; ``auto`` choosing Dragonfly on Linux once it
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -26,7 +25,6 @@ import redis
 from checks.latency import OPERATIONS
 from devserver import binaries, compat, process
 from devserver.catalog import DRAGONFLY
-from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.release import FetchOptions, fetch
 from tests.conftest import ROOT, SettingsFactory, free_port
@@ -240,23 +238,14 @@ def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     assert binaries.find_binary(settings, "dragonfly").version == TAG
 
 
-# Issue 9's stop keeps waiting while the server visibly saves (server.save_timeout). Until
-# that lands, the loss is real and this test is an expected failure; with it, it must pass.
-_WAITS_FOR_SAVES = "save_timeout" in {f.name for f in dataclasses.fields(Settings)}
-
-
-@pytest.mark.xfail(
-    not _WAITS_FOR_SAVES,
-    strict=True,
-    reason="issue 9: stop kills a Dragonfly still writing its snapshot after +OK",
-)
 def test_a_slow_save_after_the_ok_is_not_killed(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
     """Dragonfly answers +OK to SHUTDOWN, stops listening, and only then writes its snapshot
     (server_family.cc: ShutdownCmd, then Shutdown() -> DoSave). With a large data set that save
     outlasts server.stop_timeout; killing it mid-write loses everything since the last
-    snapshot. The stand-in's save takes 6 s, its files growing in --dir meanwhile."""
+    snapshot. The stand-in's save takes 6 s, its files growing in --dir meanwhile: stop must
+    keep waiting while they grow (server.save_timeout), not kill it after stop_timeout."""
     archive = package.dragonfly_archive(tmp_path, save_seconds=6)
     settings = make_settings(flavor="dragonfly", stop_timeout=1, threads=2, maxmemory=512 << 20)
     fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
