@@ -153,6 +153,26 @@ def kill_tree(proc: Any) -> None:
             )
 
 
+def process_exe(proc: Any) -> str | None:
+    """A process's executable path, else its name, else None: unknown, never a crash.
+
+    Windows refuses both for protected processes (AccessDenied); under Wine, psutil's
+    ``exe()`` and ``name()`` of another process raise a bare OSError (WinError 87, from
+    NtQuerySystemInformation). Unknown is not a mismatch: the caller then relies on what it
+    could read (pid + create time), and signals nothing it could not check.
+    """
+    import psutil
+
+    for read in (proc.exe, proc.name):
+        try:
+            value = read()
+        except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if value:
+            return str(value)
+    return None
+
+
 def describe_exit(returncode: int | None) -> str:
     """Human text for an exit status: 'code 1', or 'signal SIGKILL' for a POSIX signal death."""
     if returncode is None:

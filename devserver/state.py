@@ -154,14 +154,10 @@ def remove_state(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _exe_of(proc: Any) -> str:
-    """The process's executable path, or its name when the OS will not tell (access denied)."""
-    import psutil
-
-    try:
-        return str(proc.exe())
-    except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-        return str(proc.name())
+def _exe_of(proc: Any) -> str | None:
+    """The process's executable path or name; None when the OS tells neither (see
+    :func:`compat.process_exe`: access denied on Windows, OSError under Wine)."""
+    return compat.process_exe(proc)
 
 
 def same_exe(recorded: str, actual: str) -> bool:
@@ -213,7 +209,8 @@ def runs_binary(proc: Any, binary: str) -> bool:
     """Is ``proc`` running ``binary``: as its executable (symlinks resolved: Debian's
     redis-server is a link to redis-check-rdb), or as the script or program an interpreter or
     ``wsl.exe`` was given (a test server written in Python, Dragonfly through WSL)? When the
-    OS hides both (access denied, Wine), the process name must match the binary's."""
+    OS hides both (access denied), the process name must match the binary's; when it hides
+    the name too (Wine), the command line's program must be the binary."""
     import psutil
 
     wanted = {_norm(binary), compat.wsl_path(binary)}
@@ -222,9 +219,12 @@ def runs_binary(proc: Any, binary: str) -> bool:
             return True
         args = proc.cmdline()[1:3]
     except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-        try:
-            return same_exe(binary, proc.name())
-        except (psutil.Error, OSError):  # Wine: name() can fail as exe() did
+        name = compat.process_exe(proc)  # the name, or None when it is hidden too
+        if name is not None:
+            return same_exe(binary, name)
+        try:  # Wine: exe() and name() fail, but the command line names the program
+            args = proc.cmdline()[:3]
+        except (psutil.Error, OSError):
             return False
     return any(_norm(arg) in wanted or arg in wanted for arg in args)
 
@@ -265,8 +265,9 @@ def verified_process(
             return None
         if not same_start(proc, create_time, start_ticks):
             return None
-        if not same_exe(exe, _exe_of(proc)):
-            return None
+        actual = _exe_of(proc)
+        if actual is not None and not same_exe(exe, actual):
+            return None  # an unreadable exe is unknown: the start above decides
         if binary and not runs_binary(proc, binary):
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -339,6 +340,6 @@ def identity_of(pid: int) -> tuple[float, str] | None:
 
     try:
         proc = psutil.Process(pid)
-        return proc.create_time(), _exe_of(proc)
+        return proc.create_time(), _exe_of(proc) or ""  # "": unreadable (see _exe_of)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None

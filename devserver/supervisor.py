@@ -189,7 +189,9 @@ class Supervisor:
 
             try:
                 child = psutil.Process(self.proc.pid)
-                server = (child.create_time(), child.exe())
+                # exe() may be unreadable (Windows: access denied; Wine: OSError WinError 87):
+                # then record the binary we launched rather than die with the server orphaned.
+                server = (child.create_time(), compat.process_exe(child) or spec["binary"])
             except psutil.Error:
                 server = (0.0, spec["binary"])
             me = (psutil.Process(os.getpid()).create_time(), "")

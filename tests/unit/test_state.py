@@ -243,6 +243,60 @@ def test_flavor_exe_names_cover_archives_and_path() -> None:
     )
 
 
+def _unreadable_exe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psutil as under Wine: exe() and name() of a process raise OSError (WinError 87)."""
+
+    def refuse(self: psutil.Process) -> str:
+        raise OSError(22, "The parameter is incorrect", None, 87)
+
+    monkeypatch.setattr(psutil.Process, "exe", refuse)
+    monkeypatch.setattr(psutil.Process, "name", refuse)
+
+
+def test_unreadable_exe_is_unknown_and_the_create_time_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devserver.state import verified_process
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ctime = psutil.Process(child.pid).create_time()
+        _unreadable_exe(monkeypatch)
+        assert verified_process(child.pid, ctime, "redis-server.exe") is not None
+        # What can be read still decides: a reused pid (other create time) is never ours.
+        assert verified_process(child.pid, ctime - 100, "redis-server.exe") is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_supervisor_records_the_launched_binary_when_the_exe_is_unreadable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from devserver.supervisor import Supervisor
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        spec: dict[str, object] = {
+            **{k: "" for k in ("flavor", "version", "host", "log_file")},
+            "port": 1,
+            "public_argv": [],
+            "binary": "C:\\proj\\bin\\redis-server.exe",
+            "state_file": str(tmp_path / "server.json"),
+        }
+        _unreadable_exe(monkeypatch)
+        from devserver import compat
+
+        monkeypatch.setattr(compat, "proc_identity", lambda pid: None)  # as on Windows: psutil
+        Supervisor(spec, child).record_state(0)  # type: ignore[arg-type]
+        state = read_state(tmp_path / "server.json")
+        assert state is not None and state.exe == spec["binary"]
+        assert state.create_time == psutil.Process(child.pid).create_time()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_same_exe_compares_file_names() -> None:
     assert same_exe("/usr/bin/redis-server", "/opt/x/redis-server")
     assert same_exe("C:\\bin\\redis-server.exe", "redis-server.EXE")
@@ -284,4 +338,9 @@ def test_runs_binary_when_the_os_hides_exe_and_cmdline() -> None:
     assert runs_binary(hidden, "C:\\proj\\bin\\redis\\redis-server.exe")
     assert not runs_binary(hidden, "C:\\Windows\\System32\\cmd.exe")
     hidden.name.side_effect = OSError(22, "[WinError 87]")
+    # Wine hides the name too but not the command line: its program must be the binary.
+    hidden.cmdline.return_value = ["C:\\proj\\bin\\redis\\redis-server.exe", "--port", "1"]
+    assert runs_binary(hidden, "C:\\proj\\bin\\redis\\redis-server.exe")
+    assert not runs_binary(hidden, "C:\\Windows\\System32\\cmd.exe")
+    hidden.cmdline.side_effect = OSError(22, "[WinError 87]")  # nothing readable: not ours
     assert not runs_binary(hidden, "C:\\proj\\bin\\redis\\redis-server.exe")
