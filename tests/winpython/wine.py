@@ -99,7 +99,10 @@ def windows_requirements() -> str:
     return "\n".join(kept) + "\n"
 
 
-def _key(text: str) -> str:
+def _key(requirements: str) -> str:
+    """The cache key of a requirements text: its requirement lines (comments do not count)."""
+    lines = [x.strip() for x in requirements.splitlines()]
+    text = "\n".join(x for x in lines if x and not x.startswith("#"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
