@@ -11,8 +11,9 @@ Where Wine differs from Windows (so what these tests do not show):
 - psutil: ``exe()``/``name()`` of another process raise OSError (WinError 87) under Wine,
   where Windows answers (or raises AccessDenied for protected processes). So identity here
   rests on pid + create time, and the tool's "unreadable exe" path is what runs.
-- Job objects: Wine implements them, but not the console host that puts a terminal's
-  processes into one on Windows 10/11.
+- Job objects: a launcher's kill-on-close job (CI agents, IDEs) and CREATE_BREAKAWAY_FROM_JOB
+  are only read: closing such a job crashed Wine 8's wineserver in a manual try, so the
+  breakaway and its fallback are not run here.
 """
 
 from __future__ import annotations
