@@ -278,7 +278,10 @@ def test_supervisor_records_the_launched_binary_when_the_exe_is_unreadable(
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         spec: dict[str, object] = {
-            **{k: "" for k in ("flavor", "version", "host", "log_file")},
+            "flavor": "redis",
+            "version": "7.2.99",
+            "host": "127.0.0.1",
+            "log_file": str(tmp_path / "redis.log"),
             "port": 1,
             "public_argv": [],
             "binary": "C:\\proj\\bin\\redis-server.exe",

@@ -55,13 +55,17 @@ class Missing(RuntimeError):
     """A prerequisite of the layer is not there (no wine64, no mingw, no network)."""
 
 
+# Resolved at import, before the suite's hermetic fixture points HOME at a temp folder: the
+# cache is the machine's (filled by .ci/run), not one test session's.
+_CACHE_BASE = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+
+
 def cache_dir() -> Path:
     """``$DEVSERVER_WINPY_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/devserver-ci/winpython``."""
     explicit = os.environ.get("DEVSERVER_WINPY_CACHE")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "devserver-ci" / "winpython"
+    return Path(_CACHE_BASE) / "devserver-ci" / "winpython"
 
 
 def z_path(path: Path | str) -> str:
