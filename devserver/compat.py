@@ -256,7 +256,9 @@ def try_lock(handle: IO[Any]) -> bool:
 
 
 def wsl_path(path: Path | str) -> str:
-    """Map a Windows path to the path WSL sees: ``C:\\x\\y`` -> ``/mnt/c/x/y``."""
+    """``C:\\x\\y`` -> ``/mnt/c/x/y``: the default automount rule, only wsl.py's fallback when
+    WSL's own ``wslpath`` cannot be asked (a custom automount root, network drives and UNC
+    paths map differently)."""
     from pathlib import PurePosixPath, PureWindowsPath
 
     win = PureWindowsPath(path)
@@ -264,11 +266,6 @@ def wsl_path(path: Path | str) -> str:
     if not drive:
         return PurePosixPath(*win.parts).as_posix()
     return PurePosixPath("/mnt", drive, *win.parts[1:]).as_posix()
-
-
-def wsl_argv(argv: Sequence[str]) -> list[str]:
-    """Run a Linux executable through WSL2: Dragonfly on Windows has no native build."""
-    return ["wsl.exe", "-e", wsl_path(argv[0]), *argv[1:]]
 
 
 def python_for_background() -> str:

@@ -108,17 +108,11 @@ def test_posix_exit_descriptions() -> None:
     assert compat.describe_exit(3) == "code 3"
 
 
-def test_wsl_paths() -> None:
+def test_wsl_fallback_paths() -> None:
     assert (
         compat.wsl_path("C:\\Users\\me\\proj\\bin\\dragonfly")
         == "/mnt/c/Users/me/proj/bin/dragonfly"
     )
-    assert compat.wsl_argv(["D:\\b\\dragonfly", "--port=1"]) == [
-        "wsl.exe",
-        "-e",
-        "/mnt/d/b/dragonfly",
-        "--port=1",
-    ]
 
 
 def test_windows_lock_uses_msvcrt(windows: None, tmp_path: Path) -> None:
