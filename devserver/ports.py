@@ -107,6 +107,4 @@ def check_port_free(
             "WSL's localhost relay still forwards this port: a server inside WSL listens on "
             "it (check with `wsl.exe -e ss -ltnp`), or choose another port (--port)"
         )
-    raise PortInUse(
-        f"port {port} is already in use" + (f" by {owner}" if owner else ""), hint=hint
-    )
+    raise PortInUse(f"port {port} is already in use" + (f" by {owner}" if owner else ""), hint=hint)
