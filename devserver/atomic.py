@@ -34,6 +34,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(tmp, mode)  # os.open's mode is masked by the umask
+        if mode == PRIVATE_MODE:
+            compat.restrict_to_owner(tmp)  # Windows ignores the mode: an owner-only ACL
         # Windows refuses the rename while a reader has ``path`` open: retried briefly.
         compat.retry_sharing(lambda: os.replace(tmp, path))
     except BaseException:

@@ -232,6 +232,65 @@ def retry_sharing(action: Callable[[], object], timeout: float = 1.0) -> None:
             delay = min(delay * 2, 0.1)
 
 
+# A protected DACL (no inherited entries) granting full access to the file's owner and to
+# SYSTEM only: what POSIX mode 0600 means, in Windows terms.
+OWNER_ONLY_SDDL = "D:P(A;;FA;;;OW)(A;;FA;;;SY)"
+SE_FILE_OBJECT = 1
+DACL_SECURITY_INFORMATION = 0x00000004
+PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
+
+
+def restrict_to_owner(path: Path | str) -> bool:
+    """Windows: make a file readable by its owner (and SYSTEM) only; True when done.
+
+    POSIX modes mean nothing on Windows: a file inherits its folder's ACL, and a project
+    folder outside the user profile (C:\\dev\\...) usually lets every local user read it. The
+    state file holds the supervisor's control token, so it gets a protected DACL
+    (SetNamedSecurityInfoW with OWNER_ONLY_SDDL, which a later rename keeps). Best effort:
+    False when Windows refuses (e.g. a FAT32 or network drive without ACLs). POSIX: False
+    (the caller's chmod does the job there).
+    """
+    if not WINDOWS:
+        return False
+    try:
+        return _set_owner_only_dacl(str(path))
+    except (OSError, AttributeError, ValueError):  # no advapi32 (or no such entry point)
+        return False
+
+
+def _set_owner_only_dacl(path: str) -> bool:
+    import ctypes
+    from ctypes import wintypes
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    advapi32.SetNamedSecurityInfoW.argtypes = [
+        wintypes.LPCWSTR,
+        ctypes.c_int,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    descriptor = ctypes.c_void_p()
+    if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+        OWNER_ONLY_SDDL, 1, ctypes.byref(descriptor), None
+    ):
+        return False
+    try:
+        present, defaulted, dacl = wintypes.BOOL(), wintypes.BOOL(), ctypes.c_void_p()
+        if not advapi32.GetSecurityDescriptorDacl(
+            descriptor, ctypes.byref(present), ctypes.byref(dacl), ctypes.byref(defaulted)
+        ):
+            return False
+        flags = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION
+        status = advapi32.SetNamedSecurityInfoW(path, SE_FILE_OBJECT, flags, None, None, dacl, None)
+        return bool(status == 0)
+    finally:
+        kernel32.LocalFree(descriptor)
+
+
 def try_lock(handle: IO[Any]) -> bool:
     """Take an exclusive, non-blocking lock on an open file; False when someone holds it.
 

@@ -168,3 +168,62 @@ def test_console_close_handler_survives_a_failing_stop_and_a_refusal(
 
 def test_posix_sets_no_console_handler() -> None:
     assert compat.on_console_close(mock.Mock()) is False
+
+
+# ---- 9. the state file's 0600 in Windows terms: an owner-only protected DACL ----------------
+
+
+class FakeAdvapi:
+    """advapi32 as far as restrict_to_owner uses it; records the calls."""
+
+    def __init__(self, set_status: int = 0) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.set_status = set_status
+        self.SetNamedSecurityInfoW = mock.Mock(side_effect=self._set)
+
+    def ConvertStringSecurityDescriptorToSecurityDescriptorW(self, *args: Any) -> int:
+        self.calls.append(("convert", args))
+        return 1
+
+    def GetSecurityDescriptorDacl(self, *args: Any) -> int:
+        self.calls.append(("dacl", args))
+        return 1
+
+    def _set(self, *args: Any) -> int:
+        self.calls.append(("set", args))
+        return self.set_status
+
+
+def test_private_files_get_an_owner_only_protected_acl_on_windows(
+    windows: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import ctypes
+
+    advapi, kernel32 = FakeAdvapi(), mock.Mock()
+    dlls = {"advapi32": advapi, "kernel32": kernel32}
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: dlls[name], raising=False)
+    assert compat.restrict_to_owner(tmp_path / "f") is True
+    (_, convert), (_, _dacl), (_, set_args) = advapi.calls
+    assert convert[0] == "D:P(A;;FA;;;OW)(A;;FA;;;SY)" and convert[1] == 1  # SDDL revision 1
+    assert set_args[:3] == (str(tmp_path / "f"), 1, 0x80000004)  # file, DACL, protected
+    kernel32.LocalFree.assert_called_once()  # the descriptor is freed
+    advapi.set_status = 5  # ERROR_ACCESS_DENIED (or a drive without ACLs): best effort
+    assert compat.restrict_to_owner(tmp_path / "f") is False
+
+
+def test_write_atomic_restricts_private_files_only(
+    windows: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    restricted: list[str] = []
+    monkeypatch.setattr(compat, "restrict_to_owner", lambda p: restricted.append(Path(p).name))
+    atomic.write_atomic(tmp_path / "server.json", "{}", mode=atomic.PRIVATE_MODE)
+    atomic.write_atomic(tmp_path / ".env", "X=1")
+    assert restricted == [f".server.json.{os.getpid()}.tmp"]  # before the rename, which keeps it
+
+
+def test_posix_leaves_acls_to_the_mode() -> None:
+    assert compat.restrict_to_owner("/nonexistent") is False
+
+
+def test_a_windows_without_the_api_is_best_effort(windows: None) -> None:
+    assert compat.restrict_to_owner("/nonexistent") is False  # here: no ctypes.WinDLL at all
