@@ -3,6 +3,7 @@ which asset each flavor maps to on ARM64 Windows."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,13 @@ MSOPENTECH = "Redis server v=3.0.504 sha=00000000:0 malloc=jemalloc-3.6.0 bits=6
 
 
 def fake_redis(folder: Path, says: str) -> Path:
-    """A redis-server on PATH that answers --version like the real one."""
+    """A redis-server on PATH that answers --version like the real one (a .cmd on Windows,
+    which PATHEXT finds as ``redis-server``)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        exe = folder / "redis-server.cmd"
+        exe.write_text(f"@echo {says}\r\n")
+        return exe
     exe = folder / "redis-server"
     exe.write_text(f"#!/bin/sh\necho '{says}'\n")
     exe.chmod(0o755)
