@@ -227,3 +227,15 @@ def test_posix_leaves_acls_to_the_mode() -> None:
 
 def test_a_windows_without_the_api_is_best_effort(windows: None) -> None:
     assert compat.restrict_to_owner("/nonexistent") is False  # here: no ctypes.WinDLL at all
+
+
+def test_a_supervisor_killed_by_ctrl_c_is_reported_by_name(windows: None, tmp_path: Path) -> None:
+    from devserver.config import load_settings
+    from devserver.errors import StartError
+    from devserver.readiness import LogEcho, wait_ready
+
+    settings = load_settings({"server": {"flavor": "redis"}}, tmp_path)
+    sup = mock.Mock(returncode=3221225786)
+    sup.poll.return_value = 3221225786
+    with pytest.raises(StartError, match=r"\(code 0xC000013A \(STATUS_CONTROL_C_EXIT\)\)"):
+        wait_ready(settings, sup, LogEcho(tmp_path / "x.log", None), lambda: 0.0, 0.0)
