@@ -166,7 +166,7 @@ def prepare(
     if binary.via_wsl:
         wsl.check_default_distro()  # before anything else costs time: a hint, not a crash
         # Dragonfly rewrites it at start; an old one must never name the new server.
-        (settings.flavor_data_dir(binary.flavor) / wsl.PIDFILE).unlink(missing_ok=True)
+        wsl.pidfile(settings, binary.flavor).unlink(missing_ok=True)
     spec = build_spec(settings, binary)
     data_dir = settings.flavor_data_dir(binary.flavor)
     datadir.check_compatible(data_dir, binary.flavor, binary.version)
@@ -391,10 +391,7 @@ def _abandon(
 
 def _kill_server(settings: Settings, state: ServerState, proc: Any) -> None:
     """Kill a server at once (a failed start); under WSL the Linux process first."""
-    if wsl.is_wsl_server(state.exe, state.argv):
-        pid = wsl.read_pid(settings.flavor_data_dir(state.flavor) / wsl.PIDFILE)
-        if pid is not None and wsl.is_dragonfly(pid):
-            wsl.run([wsl.WSL, "-e", "kill", "-KILL", str(pid)], 30)
+    wsl.kill_now(settings, state)
     compat.kill_tree(proc)
 
 

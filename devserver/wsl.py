@@ -26,10 +26,14 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import compat
 from .errors import StartError, StopError, UnsupportedPlatform
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .state import ServerState
 
 WSL = "wsl.exe"
 # Written by Dragonfly in its working directory, the flavor's data dir (as ``--dir=.``).
@@ -196,3 +200,46 @@ def stop_escalation(
                     hint=f"check it with `wsl.exe -e ps -p {pid}`, or `wsl --shutdown`",
                 )
     compat.kill_tree(wsl_proc)
+
+
+# --- what process.start / process.stop call for a recorded server ---------------------------
+
+
+def pidfile(settings: Settings, flavor: str) -> Path:
+    """Where Dragonfly writes its Linux pid: its data dir, which is its working directory."""
+    return settings.flavor_data_dir(flavor) / PIDFILE
+
+
+def _ours(state: ServerState) -> bool:
+    return is_wsl_server(state.exe, state.argv)
+
+
+def stop_timeout(settings: Settings, state: ServerState) -> float:
+    """The graceful stop's timeout: longer under WSL (a snapshot through /mnt/c is slow)."""
+    return settings.stop_timeout * (STOP_FACTOR if _ours(state) else 1)
+
+
+def left_running(settings: Settings, state: ServerState) -> bool:
+    """wsl.exe is gone, but is Dragonfly gone inside WSL too? (wsl.exe may have been killed)"""
+    if not _ours(state):
+        return False
+    pid = read_pid(pidfile(settings, state.flavor))
+    return pid is not None and is_dragonfly(pid)
+
+
+def escalate(settings: Settings, state: ServerState, proc: Any) -> bool:
+    """The forced stop of a server run through WSL (:func:`stop_escalation`); False, doing
+    nothing, for any other server."""
+    if not _ours(state):
+        return False
+    stop_escalation(pidfile(settings, state.flavor), proc)
+    return True
+
+
+def kill_now(settings: Settings, state: ServerState) -> None:
+    """A failed start: SIGKILL the Linux Dragonfly at once (the caller then kills wsl.exe)."""
+    if not _ours(state):
+        return
+    pid = read_pid(pidfile(settings, state.flavor))
+    if pid is not None and is_dragonfly(pid):
+        run([WSL, "-e", "kill", "-KILL", str(pid)], 30)

@@ -239,7 +239,7 @@ def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
 ) -> None:
     settings = _settings(tmp_path, stop_timeout=10)
     state = _wsl_state(tmp_path)
-    assert process._stop_timeout(settings, state) == 30
+    assert wsl.stop_timeout(settings, state) == 30
     escalate = mock.Mock()
     monkeypatch.setattr(wsl, "stop_escalation", escalate)
     terminate = mock.Mock()
@@ -263,8 +263,26 @@ def test_wsl_exe_gone_but_dragonfly_alive_counts_as_not_stopped(
     fake = FakeWSL({4242: "dragonfly-x86_6"})
     monkeypatch.setattr(wsl, "run", fake)
     state = _wsl_state(tmp_path)
-    assert process._wsl_server_left(settings, state) is True
+    assert wsl.left_running(settings, state) is True
     del fake.procs[4242]
-    assert process._wsl_server_left(settings, state) is False
+    assert wsl.left_running(settings, state) is False
     native = ServerState(**{**state.__dict__, "exe": "/usr/bin/redis-server", "argv": ["r"]})
-    assert process._stop_timeout(settings, native) == 10
+    assert wsl.stop_timeout(settings, native) == 10
+
+
+def test_a_failed_start_kills_the_linux_dragonfly_before_wsl_exe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path)
+    pidfile = wsl.pidfile(settings, "dragonfly")
+    pidfile.parent.mkdir(parents=True)
+    pidfile.write_text("4242")
+    fake = FakeWSL({4242: "dragonfly-x86_6", 17: "bash"})
+    monkeypatch.setattr(wsl, "run", fake)
+    order: list[str] = []
+    monkeypatch.setattr(
+        compat, "kill_tree", lambda proc: order.append(f"wsl.exe after {fake.kills()}")
+    )
+    process._kill_server(settings, _wsl_state(tmp_path), mock.Mock())
+    assert order == ["wsl.exe after [['kill', '-KILL', '4242']]"]
+    assert 4242 not in fake.procs and 17 in fake.procs
