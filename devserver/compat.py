@@ -44,15 +44,49 @@ def os_name() -> str:
 
 
 def cpu_arch() -> str:
-    """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'."""
+    """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'.
+
+    On Windows the machine Windows runs on, not the one Python was built for: an x64 Python
+    on ARM64 Windows runs emulated and ``platform.machine()`` says AMD64 there, but WSL2 runs
+    an aarch64 Linux and Garnet has a native win-arm64 build.
+    """
     import platform
 
     machine = platform.machine().lower()
+    if WINDOWS:
+        machine = windows_native_machine() or machine
     if machine in ("amd64", "x64", "x86_64"):
         return "x86_64"
     if machine in ("arm64", "aarch64", "armv8l"):
         return "aarch64"
     return machine
+
+
+# IMAGE_FILE_MACHINE_* values (winnt.h) that IsWow64Process2 reports.
+_NATIVE_MACHINES = {0xAA64: "arm64", 0x8664: "amd64", 0x014C: "x86"}
+
+
+def windows_native_machine() -> str:
+    """'arm64', 'amd64' or 'x86' from IsWow64Process2 (Windows 10 1709+); '' when unknown."""
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        kernel32.IsWow64Process2.argtypes = [
+            wintypes.HANDLE,
+            ctypes.POINTER(wintypes.USHORT),
+            ctypes.POINTER(wintypes.USHORT),
+        ]
+        process, native = wintypes.USHORT(), wintypes.USHORT()
+        if not kernel32.IsWow64Process2(
+            kernel32.GetCurrentProcess(), ctypes.byref(process), ctypes.byref(native)
+        ):
+            return ""
+    except (AttributeError, OSError):  # no such function (older Windows), or not Windows
+        return ""
+    return _NATIVE_MACHINES.get(int(native.value), "")
 
 
 def exe_name(base: str) -> str:

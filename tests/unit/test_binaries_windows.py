@@ -87,3 +87,27 @@ def test_arm64_windows_mapping() -> None:
     assert DRAGONFLY.assets[arm].pattern == "dragonfly-aarch64.tar.gz"
     assert DRAGONFLY.assets[arm].via_wsl
     assert REDIS.assets[arm].pattern == REDIS.assets[("windows", "x86_64")].pattern
+
+
+def test_an_emulated_x64_python_on_arm64_windows_gets_the_arm64_assets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ctypes
+    import platform
+    from unittest import mock
+
+    kernel32 = mock.Mock()
+
+    def is_wow64_process2(handle: object, process: object, native: object) -> int:
+        native._obj.value = 0xAA64  # type: ignore[attr-defined]  # IMAGE_FILE_MACHINE_ARM64
+        return 1
+
+    kernel32.IsWow64Process2.side_effect = is_wow64_process2
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: kernel32, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "AMD64")  # what emulated Python sees
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    assert compat.cpu_arch() == "aarch64"
+    kernel32.IsWow64Process2.side_effect = lambda *a: 0  # the call failed: trust Python
+    assert compat.cpu_arch() == "x86_64"
+    monkeypatch.setattr(ctypes, "WinDLL", mock.Mock(side_effect=AttributeError), raising=False)
+    assert compat.cpu_arch() == "x86_64"  # Windows before 1709: no IsWow64Process2
