@@ -84,7 +84,7 @@ def windows_native_machine() -> str:
             kernel32.GetCurrentProcess(), ctypes.byref(process), ctypes.byref(native)
         ):
             return ""
-    except (AttributeError, OSError):  # no such function (older Windows), or not Windows
+    except Exception:  # no such function (older Windows, Wine), or not Windows
         return ""
     return _NATIVE_MACHINES.get(int(native.value), "")
 
@@ -288,7 +288,7 @@ def restrict_to_owner(path: Path | str) -> bool:
         return False
     try:
         return _set_owner_only_dacl(str(path))
-    except (OSError, AttributeError, ValueError):  # no advapi32 (or no such entry point)
+    except Exception:  # no advapi32, no such entry point, a ctypes argument error: best effort
         return False
 
 
@@ -442,8 +442,11 @@ def on_console_close(stop: Callable[[], object]) -> bool:
         return 1
 
     callback = routine(handler)
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
-    if not kernel32.SetConsoleCtrlHandler(callback, True):
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        if not kernel32.SetConsoleCtrlHandler(callback, True):
+            return False
+    except Exception:  # a foreground start must not fail over its close hook
         return False
     _console_handlers.append(callback)
     return True
