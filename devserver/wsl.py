@@ -180,26 +180,30 @@ def stop_escalation(
     wsl_proc: Any,
     runner: Runner | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
+) -> str:
     """Force Dragonfly down inside WSL, then ``wsl.exe`` (a checked psutil handle) last.
 
     Only a pid that is a Dragonfly (``is_dragonfly``) is signalled: ``kill -TERM`` (Dragonfly
     saves its snapshot on SIGTERM), confirmed with ``kill -0``; then ``kill -KILL``;
     StopError if it survives even that. Without a pidfile (Dragonfly died before writing
-    it) only wsl.exe is left to kill.
+    it) only wsl.exe is left to kill. Returns how it ended: "SIGTERM" or "kill".
     """
     runner = runner or run
     pid = read_pid(pidfile)
+    method = "kill"
     if pid is not None and is_dragonfly(pid, runner):
         runner([WSL, "-e", "kill", "-TERM", str(pid)], 30)
+        method = "SIGTERM"
         if not _wait_linux_gone(pid, TERM_WAIT, runner, sleep):
             runner([WSL, "-e", "kill", "-KILL", str(pid)], 30)
+            method = "kill"
             if not _wait_linux_gone(pid, KILL_WAIT, runner, sleep):
                 raise StopError(
                     f"dragonfly (Linux pid {pid} inside WSL) did not exit even after SIGKILL",
                     hint=f"check it with `wsl.exe -e ps -p {pid}`, or `wsl --shutdown`",
                 )
     compat.kill_tree(wsl_proc)
+    return method
 
 
 # --- what process.start / process.stop call for a recorded server ---------------------------
@@ -227,13 +231,12 @@ def left_running(settings: Settings, state: ServerState) -> bool:
     return pid is not None and is_dragonfly(pid)
 
 
-def escalate(settings: Settings, state: ServerState, proc: Any) -> bool:
-    """The forced stop of a server run through WSL (:func:`stop_escalation`); False, doing
-    nothing, for any other server."""
+def escalate(settings: Settings, state: ServerState, proc: Any) -> str:
+    """The forced stop of a server run through WSL (:func:`stop_escalation`): "SIGTERM" or
+    "kill"; "" (doing nothing) for any other server."""
     if not _ours(state):
-        return False
-    stop_escalation(pidfile(settings, state.flavor), proc)
-    return True
+        return ""
+    return stop_escalation(pidfile(settings, state.flavor), proc)
 
 
 def kill_now(settings: Settings, state: ServerState) -> None:

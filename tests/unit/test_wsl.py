@@ -228,29 +228,60 @@ def test_prepare_checks_the_distro_first_and_drops_an_old_pidfile(
         process.prepare(settings, None)
     refuse.assert_called_once_with()
     monkeypatch.setattr(wsl, "check_default_distro", lambda: "Ubuntu")
-    monkeypatch.setattr(process, "build_spec", lambda s, b: {})
+    monkeypatch.setattr(process, "build_spec", lambda s, b: {"log_file": str(tmp_path / "l.log")})
     monkeypatch.setattr(process, "check_port_free", lambda h, p: None)
     process.prepare(settings, None)
     assert not old.exists()
 
 
+class _NoAnswer:
+    """stopping's request to the supervisor, which never answers (a stuck snapshot)."""
+
+    def __init__(self, *args: object) -> None:
+        self.answer, self.exit_status, self.direct = "", "", True
+        self.done = __import__("threading").Event()
+
+    def start(self) -> None:
+        pass
+
+
 def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from devserver import stopping
+
     settings = _settings(tmp_path, stop_timeout=10)
     state = _wsl_state(tmp_path)
     assert wsl.stop_timeout(settings, state) == 30
-    escalate = mock.Mock()
-    monkeypatch.setattr(wsl, "stop_escalation", escalate)
+    monkeypatch.setattr(stopping, "_Request", _NoAnswer)
+    monkeypatch.setattr(stopping.time, "sleep", lambda s: None)
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    alive = [True]
+    polls = iter(range(1000))  # a guard: an escalation that never ends fails, not hangs
+
+    def status() -> str:
+        if next(polls) >= 999:
+            raise AssertionError("wsl.exe was never stopped")
+        return "running" if alive[0] else "zombie"
+
+    proc = mock.Mock()
+    proc.status.side_effect = status
+    proc.children.return_value = []
+    escalate = mock.Mock(side_effect=lambda *a: alive.__setitem__(0, False) or "SIGTERM")
+    monkeypatch.setattr(wsl, "escalate", escalate)
+    monkeypatch.setattr(wsl, "left_running", lambda settings, state: False)
     terminate = mock.Mock()
     monkeypatch.setattr(compat, "terminate", terminate)
-    proc = mock.Mock()
-    process._escalate(settings, state, proc)
-    escalate.assert_called_once_with(
-        settings.flavor_data_dir("dragonfly") / wsl.PIDFILE,
-        proc,
-    )
+    result = stopping._end(settings, state, proc, True, None, clock, 0.0)
+    escalate.assert_called_once_with(settings, state, proc)
     terminate.assert_not_called()  # never just kill wsl.exe
+    assert result.method == "SIGTERM" and result.forced
+    assert now[0] >= 30 * stopping.GRACEFUL_SHARE  # waited the WSL (tripled) graceful share
 
 
 def test_wsl_exe_gone_but_dragonfly_alive_counts_as_not_stopped(
