@@ -178,6 +178,7 @@ def start(
     binary: str | None = None,
 ) -> None:
     """Start the server in the background; print its log until it answers PING."""
+    console.tolerant_stdout()  # the log echo must survive a cp1252 stdout
     settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout, binary=binary)
     announce = lambda b: console.info("starting " + _describe(b))  # noqa: E731
     if foreground:

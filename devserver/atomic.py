@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import compat
+
 # Files only their owner may read: the state file holds the supervisor's control token.
 PRIVATE_MODE = 0o600
 
@@ -32,10 +34,19 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(tmp, mode)  # os.open's mode is masked by the umask
-        os.replace(tmp, path)
+        if mode == PRIVATE_MODE:
+            compat.restrict_to_owner(tmp)  # Windows ignores the mode: an owner-only ACL
+        # Windows refuses the rename while a reader has ``path`` open: retried briefly.
+        compat.retry_sharing(lambda: os.replace(tmp, path))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_file(path: Path) -> None:
+    """Delete a file if it exists, retrying briefly while another process has it open
+    (Windows refuses to delete an open file, see ``compat.retry_sharing``)."""
+    compat.retry_sharing(lambda: path.unlink(missing_ok=True))
 
 
 def check_writable(directory: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import compat
@@ -177,9 +177,15 @@ def find_binary(settings: Settings, flavor_name: str) -> Binary:
     from .discovery import candidates, pick
 
     flavor = get_flavor(flavor_name)
-    found = candidates(settings, flavor, versions=False)
+    found, too_old = _recent_enough(settings, flavor, candidates(settings, flavor, versions=False))
     if found:
         return pick(settings, found)
+    if too_old:
+        raise BinaryNotFound(
+            f"no usable {flavor.title} executable: skipped {'; '.join(too_old)}",
+            hint=f"run `invoke fetch --flavor {flavor.name}` to download a current one into "
+            f"{settings.bin_dir} (it is used before PATH)",
+        )
     platform_key = (compat.os_name(), compat.cpu_arch())
     if platform_key not in flavor.assets and compat.os_name() not in flavor.native_on:
         raise UnsupportedPlatform(
@@ -190,6 +196,41 @@ def find_binary(settings: Settings, flavor_name: str) -> Binary:
         f"no {flavor.title} executable found (looked in {settings.bin_dir} and on PATH)",
         hint=f"run `invoke fetch --flavor {flavor.name}` to download it",
     )
+
+
+def _recent_enough(
+    settings: Settings, flavor: Flavor, found: list[Binary]
+) -> tuple[list[Binary], list[str]]:
+    """Drop executables on PATH older than the flavor's ``min_version`` (e.g. the 2016
+    MSOpenTech redis-server.exe 3.0, which lacks --protected-mode); say which and why.
+
+    Only PATH ones are asked (fetch installs current builds; bundled ones are pinned), and
+    their version is cached per binary, so this costs a file read on later starts.
+    """
+    if not flavor.min_version:
+        return found, []
+    kept: list[Binary] = []
+    skipped: list[str] = []
+    for binary in found:
+        if binary.source == "path":
+            version = binary.version or cached_version(settings, flavor, binary.path)
+            if is_too_old(flavor, version):
+                skipped.append(
+                    f"{binary.path} is {flavor.title} {version}: {flavor.min_version_why}"
+                )
+                continue
+            binary = replace(binary, version=version)
+        kept.append(binary)
+    return kept, skipped
+
+
+def is_too_old(flavor: Flavor, version: str) -> bool:
+    """Older than the flavor's ``min_version``? An unknown version is given the benefit."""
+    match = re.match(r"v?(\d+(?:\.\d+)*)", version)
+    if not flavor.min_version or not match:
+        return False
+    found = tuple(int(part) for part in match.group(1).split("."))
+    return found < flavor.min_version
 
 
 def auto_order() -> tuple[str, ...]:

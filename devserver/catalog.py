@@ -82,6 +82,10 @@ class Flavor:
     # "dotnet": the archive holds one build per .NET version (net8.0/, net10.0/); fetch picks
     # the one whose runtime `dotnet --list-runtimes` reports.
     runtime: str = ""
+    # The oldest version our argv works with, and why: a binary found on PATH that is older
+    # is skipped with that reason (one whose version is unknown is tried).
+    min_version: tuple[int, ...] = ()
+    min_version_why: str = ""
 
 
 DRAGONFLY = Flavor(
@@ -94,6 +98,10 @@ DRAGONFLY = Flavor(
         ("linux", "aarch64"): Asset("dragonfly-aarch64.tar.gz", "tar.gz", "dragonfly-aarch64"),
         ("windows", "x86_64"): Asset(
             "dragonfly-x86_64.tar.gz", "tar.gz", "dragonfly-x86_64", via_wsl=True
+        ),
+        # ARM64 Windows runs an aarch64 Linux in WSL2 (no x86_64 emulation inside WSL).
+        ("windows", "aarch64"): Asset(
+            "dragonfly-aarch64.tar.gz", "tar.gz", "dragonfly-aarch64", via_wsl=True
         ),
     },
     argv=(
@@ -131,6 +139,11 @@ REDIS = Flavor(
         ("windows", "x86_64"): Asset(
             "Redis-*-Windows-x64-msys2.zip", "zip", "*/redis-server.exe", folder=True
         ),
+        # No ARM64 Windows build is published: the x64 one, which Windows 11 on ARM runs
+        # under its x64 emulation (Windows 10 on ARM emulates x86 only: it will not start).
+        ("windows", "aarch64"): Asset(
+            "Redis-*-Windows-x64-msys2.zip", "zip", "*/redis-server.exe", folder=True
+        ),
     },
     argv=(
         "--port",
@@ -155,6 +168,11 @@ REDIS = Flavor(
     ),
     system_names=("redis-server", "valkey-server"),
     password_via="stdin",
+    # --protected-mode arrived in Redis 3.2. On Windows the 2016 MSOpenTech build (3.0.504,
+    # microsoftarchive/redis) is still found on many PATHs.
+    min_version=(3, 2),
+    min_version_why="it lacks --protected-mode (Redis 3.2+); on Windows it is most likely "
+    "the 2016 MSOpenTech build",
     native_on=("linux", "macos", "windows"),
     notes={"windows": "a community build (redis-windows/redis-windows), not an official one"},
 )
@@ -167,6 +185,9 @@ GARNET = Flavor(
     assets={
         ("windows", "x86_64"): Asset(
             "win-x64-based-readytorun.zip", "zip", "*/GarnetServer.exe", folder=True
+        ),
+        ("windows", "aarch64"): Asset(
+            "win-arm64-based-readytorun.zip", "zip", "*/GarnetServer.exe", folder=True
         ),
         ("linux", "x86_64"): Asset(
             "linux-x64-based.tar.xz", "tar.xz", "*/GarnetServer", folder=True

@@ -44,15 +44,49 @@ def os_name() -> str:
 
 
 def cpu_arch() -> str:
-    """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'."""
+    """Normalised CPU name as release assets spell it: 'x86_64' or 'aarch64'.
+
+    On Windows the machine Windows runs on, not the one Python was built for: an x64 Python
+    on ARM64 Windows runs emulated and ``platform.machine()`` says AMD64 there, but WSL2 runs
+    an aarch64 Linux and Garnet has a native win-arm64 build.
+    """
     import platform
 
     machine = platform.machine().lower()
+    if WINDOWS:
+        machine = windows_native_machine() or machine
     if machine in ("amd64", "x64", "x86_64"):
         return "x86_64"
     if machine in ("arm64", "aarch64", "armv8l"):
         return "aarch64"
     return machine
+
+
+# IMAGE_FILE_MACHINE_* values (winnt.h) that IsWow64Process2 reports.
+_NATIVE_MACHINES = {0xAA64: "arm64", 0x8664: "amd64", 0x014C: "x86"}
+
+
+def windows_native_machine() -> str:
+    """'arm64', 'amd64' or 'x86' from IsWow64Process2 (Windows 10 1709+); '' when unknown."""
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        kernel32.IsWow64Process2.argtypes = [
+            wintypes.HANDLE,
+            ctypes.POINTER(wintypes.USHORT),
+            ctypes.POINTER(wintypes.USHORT),
+        ]
+        process, native = wintypes.USHORT(), wintypes.USHORT()
+        if not kernel32.IsWow64Process2(
+            kernel32.GetCurrentProcess(), ctypes.byref(process), ctypes.byref(native)
+        ):
+            return ""
+    except Exception:  # no such function (older Windows, Wine), or not Windows
+        return ""
+    return _NATIVE_MACHINES.get(int(native.value), "")
 
 
 def exe_name(base: str) -> str:
@@ -70,10 +104,19 @@ def spawn_detached(
     """Start the supervisor so it outlives this terminal; return (process, broke_away).
 
     POSIX: a new session, so the terminal's hang-up and Ctrl+C never reach it.
-    Windows: DETACHED_PROCESS (no console, so no window) and a new process group; also
-    CREATE_BREAKAWAY_FROM_JOB so a launcher's job object (CI agents, some IDEs) does not kill it
-    when the launcher exits. A job that forbids breakaway makes CreateProcess fail with access
-    denied: retry without the flag and report ``broke_away=False`` so the caller can warn.
+    Windows: CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP, *not* DETACHED_PROCESS. Why: a
+    venv's python.exe is a redirector that starts the real interpreter with creation flags 0
+    (CPython PC/venvlauncher.c ``launch()``; PC/launcher.c ``run_child()`` in 3.7-3.12), so the
+    child inherits the redirector's console. A DETACHED_PROCESS redirector has none to pass
+    on, and Windows then gives the real interpreter a new, *visible* console, whose close
+    button ends the supervisor. With CREATE_NO_WINDOW the process gets a console without a
+    window, which its children inherit: nothing appears, and no CTRL_CLOSE can reach it (the
+    person's own terminal is another console). The new process group keeps Ctrl+C in that
+    hidden console from reaching the server. :func:`python_for_background` also skips the
+    redirector where it can. CREATE_BREAKAWAY_FROM_JOB lets it outlive a launcher's job
+    object (CI agents, some IDEs); a job that forbids breakaway makes CreateProcess fail with
+    access denied: retry without the flag and report ``broke_away=False`` so the caller can
+    warn.
     """
     common: dict[str, Any] = {
         "cwd": str(cwd),
@@ -85,7 +128,7 @@ def spawn_detached(
     }
     if not WINDOWS:
         return subprocess.Popen(list(argv), start_new_session=True, **common), True
-    flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    flags = CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
     try:
         proc = subprocess.Popen(
             list(argv), creationflags=flags | CREATE_BREAKAWAY_FROM_JOB, **common
@@ -99,9 +142,12 @@ def server_popen_kwargs() -> dict[str, Any]:
     """Popen options for the server the supervisor starts.
 
     Its own process group everywhere, so a Ctrl+C in a terminal (foreground mode) reaches the
-    supervisor, which stops the server gracefully, not the server directly. On Windows the
-    supervisor has no console, so a console program it starts would open a visible window:
-    CREATE_NO_WINDOW prevents that (it must not be combined with DETACHED_PROCESS).
+    supervisor, which stops the server gracefully, not the server directly. On Windows
+    CREATE_NO_WINDOW gives the server a console of its own without a window: in foreground
+    mode the supervisor's console is the person's terminal (whose close must not kill the
+    server before the supervisor stopped it), and in the background the supervisor's console
+    is hidden anyway. Never DETACHED_PROCESS: it would make CREATE_NO_WINDOW be ignored, and
+    a console server started without a console opens a visible window.
     """
     if WINDOWS:
         return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
@@ -173,16 +219,130 @@ def process_exe(proc: Any) -> str | None:
     return None
 
 
+# NTSTATUS values a crashed or killed Windows process commonly ends with (ntstatus.h).
+NTSTATUS_NAMES = {
+    0xC0000005: "STATUS_ACCESS_VIOLATION",
+    0xC0000017: "STATUS_NO_MEMORY",
+    0xC000001D: "STATUS_ILLEGAL_INSTRUCTION",
+    0xC00000FD: "STATUS_STACK_OVERFLOW",
+    0xC000013A: "STATUS_CONTROL_C_EXIT",
+    0xC0000135: "STATUS_DLL_NOT_FOUND",
+    0xC0000139: "STATUS_ENTRYPOINT_NOT_FOUND",
+    0xC0000142: "STATUS_DLL_INIT_FAILED",
+    0xC0000409: "STATUS_STACK_BUFFER_OVERRUN",
+    0xC0000374: "STATUS_HEAP_CORRUPTION",
+    0x40010004: "DBG_TERMINATE_PROCESS",
+}
+
+
 def describe_exit(returncode: int | None) -> str:
-    """Human text for an exit status: 'code 1', or 'signal SIGKILL' for a POSIX signal death."""
+    """Human text for an exit status: 'code 1', 'signal SIGKILL' for a POSIX signal death,
+    'code 0xC000013A (STATUS_CONTROL_C_EXIT)' for a Windows NTSTATUS.
+
+    Windows exit codes are 32-bit unsigned (Popen gives 3221225786 for 0xC000013A; some
+    tools show it as -1073741510): NTSTATUS values only mean something as hex and by name.
+    """
     if returncode is None:
         return "unknown status"
-    if returncode < 0 and not WINDOWS:
+    if WINDOWS:
+        unsigned = returncode & 0xFFFFFFFF
+        name = NTSTATUS_NAMES.get(unsigned)
+        if name:
+            return f"code 0x{unsigned:08X} ({name})"
+        if unsigned >= 0x80000000:
+            return f"code 0x{unsigned:08X} ({unsigned - (1 << 32)})"
+        return f"code {unsigned}"
+    if returncode < 0:
         try:
             return f"signal {signal.Signals(-returncode).name}"
         except ValueError:
             return f"signal {-returncode}"
     return f"code {returncode}"
+
+
+def retry_sharing(action: Callable[[], object], timeout: float = 1.0) -> None:
+    """Run a rename/unlink, retrying briefly on Windows while another process has the file open.
+
+    Windows refuses to replace or delete a file that a reader (``invoke status``, an antivirus
+    scanner, an indexer) holds open without FILE_SHARE_DELETE, which is how Python and most
+    programs open files: PermissionError (WinError 5/32). Such holds last milliseconds, so
+    retry for up to ``timeout`` seconds, then let the error out. POSIX never refuses: once.
+    """
+    if not WINDOWS:
+        action()
+        return
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            action()
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# A protected DACL (no inherited entries) granting full access to the file's owner and to
+# SYSTEM only: what POSIX mode 0600 means, in Windows terms.
+OWNER_ONLY_SDDL = "D:P(A;;FA;;;OW)(A;;FA;;;SY)"
+SE_FILE_OBJECT = 1
+DACL_SECURITY_INFORMATION = 0x00000004
+PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
+
+
+def restrict_to_owner(path: Path | str) -> bool:
+    """Windows: make a file readable by its owner (and SYSTEM) only; True when done.
+
+    POSIX modes mean nothing on Windows: a file inherits its folder's ACL, and a project
+    folder outside the user profile (C:\\dev\\...) usually lets every local user read it. The
+    state file holds the supervisor's control token, so it gets a protected DACL
+    (SetNamedSecurityInfoW with OWNER_ONLY_SDDL, which a later rename keeps). Best effort:
+    False when Windows refuses (e.g. a FAT32 or network drive without ACLs). POSIX: False
+    (the caller's chmod does the job there).
+    """
+    if not WINDOWS:
+        return False
+    try:
+        return _set_owner_only_dacl(str(path))
+    except Exception:  # no advapi32, no such entry point, a ctypes argument error: best effort
+        return False
+
+
+def _set_owner_only_dacl(path: str) -> bool:
+    import ctypes
+    from ctypes import wintypes
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    advapi32.SetNamedSecurityInfoW.argtypes = [
+        wintypes.LPCWSTR,
+        ctypes.c_int,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    descriptor = ctypes.c_void_p()
+    if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+        OWNER_ONLY_SDDL, 1, ctypes.byref(descriptor), None
+    ):
+        return False
+    try:
+        present, defaulted, dacl = wintypes.BOOL(), wintypes.BOOL(), ctypes.c_void_p()
+        if not advapi32.GetSecurityDescriptorDacl(
+            descriptor, ctypes.byref(present), ctypes.byref(dacl), ctypes.byref(defaulted)
+        ):
+            return False
+        flags = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION
+        status = advapi32.SetNamedSecurityInfoW(path, SE_FILE_OBJECT, flags, None, None, dacl, None)
+        return bool(status == 0)
+    finally:
+        kernel32.LocalFree(descriptor)
 
 
 def try_lock(handle: IO[Any]) -> bool:
@@ -209,7 +369,9 @@ def try_lock(handle: IO[Any]) -> bool:
 
 
 def wsl_path(path: Path | str) -> str:
-    """Map a Windows path to the path WSL sees: ``C:\\x\\y`` -> ``/mnt/c/x/y``."""
+    """``C:\\x\\y`` -> ``/mnt/c/x/y``: the default automount rule, only wsl.py's fallback when
+    WSL's own ``wslpath`` cannot be asked (a custom automount root, network drives and UNC
+    paths map differently)."""
     from pathlib import PurePosixPath, PureWindowsPath
 
     win = PureWindowsPath(path)
@@ -219,13 +381,19 @@ def wsl_path(path: Path | str) -> str:
     return PurePosixPath("/mnt", drive, *win.parts[1:]).as_posix()
 
 
-def wsl_argv(argv: Sequence[str]) -> list[str]:
-    """Run a Linux executable through WSL2: Dragonfly on Windows has no native build."""
-    return ["wsl.exe", "-e", wsl_path(argv[0]), *argv[1:]]
-
-
 def python_for_background() -> str:
-    """The interpreter that runs the supervisor (the one running us, venv included)."""
+    """The interpreter that runs the supervisor: ours, minus a venv's redirector on Windows.
+
+    A Windows venv's python.exe only starts the base interpreter (``sys._base_executable``)
+    as its child, inside a kill-on-close job (PC/venvlauncher.c): an extra process whose pid
+    Popen reports, and whose death kills the supervisor. The supervisor runs with ``-S`` and
+    our sys.path in PYTHONPATH, so the base interpreter finds the venv's packages directly;
+    then Popen's pid is the supervisor's own. POSIX venvs use a symlink: nothing to skip.
+    """
+    if WINDOWS and sys.prefix != sys.base_prefix:
+        base = getattr(sys, "_base_executable", "")
+        if base and os.path.isfile(base):
+            return str(base)
     return sys.executable
 
 
@@ -260,6 +428,48 @@ def install_stop_signals(on_stop: Callable[[], object]) -> None:
         return
     signal.signal(signal.SIGTERM, lambda *_: on_stop())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+# The console control event (wincon.h) sent when the console window is closed. (Logoff and
+# shutdown events reach services only: interactive processes are simply ended then.)
+CTRL_CLOSE_EVENT = 2
+_console_handlers: list[Any] = []  # ctypes callbacks must stay alive while registered
+
+
+def on_console_close(stop: Callable[[], object]) -> bool:
+    """Windows ``start --foreground``: run ``stop`` when the console window is closed.
+
+    Closing the window sends CTRL_CLOSE_EVENT to every process attached; Windows ends ours when
+    the handler returns, or about 5 s after the event regardless. Without a handler the
+    supervisor dies at once and the server, in its own windowless console, runs on orphaned.
+    The handler runs on a thread Windows creates; ``stop`` must finish the graceful stop
+    within that grace (the supervisor's ``stop_within``). Ctrl+C and Ctrl+Break are left to
+    Python's own handler (we return FALSE for them). POSIX: nothing to do (hang-ups are
+    handled by signals); returns False there and when the handler could not be set.
+    """
+    if not WINDOWS:
+        return False
+    import ctypes
+    from ctypes import wintypes
+
+    routine = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)  # type: ignore[attr-defined]
+
+    def handler(event: int) -> int:
+        if event != CTRL_CLOSE_EVENT:
+            return 0
+        with suppress(Exception):
+            stop()
+        return 1
+
+    callback = routine(handler)
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        if not kernel32.SetConsoleCtrlHandler(callback, True):
+            return False
+    except Exception:  # a foreground start must not fail over its close hook
+        return False
+    _console_handlers.append(callback)
+    return True
 
 
 def wait_interruptible(proc: subprocess.Popen[bytes]) -> int:

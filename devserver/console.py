@@ -83,6 +83,19 @@ def level_of(line: str) -> str:
     return "info"
 
 
+def tolerant_stdout() -> None:
+    """Never crash on a character the console cannot show: replace it instead.
+
+    Redirected on Windows, stdout is encoded with the ANSI code page (cp1252), and its
+    default error handler is "strict": a server log line or a path with, say, Japanese
+    characters would raise UnicodeEncodeError in the middle of ``invoke start``. (stderr
+    already uses "backslashreplace".)
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
+
+
 def log_line(line: str, stream: TextIO | None = None) -> None:
     """Print a server log line, red for errors and yellow for warnings."""
     out = stream or sys.stdout

@@ -21,7 +21,15 @@ from .config import Settings
 from .errors import StartError
 from .process import current_state, prepare
 from .state import project_lock
-from .supervisor import supervise
+from .supervisor import Supervisor, supervise
+
+# Windows ends a process about 5 s after its console window was closed: stop within 4.
+CONSOLE_CLOSE_GRACE = 4.0
+
+
+def _stop_on_console_close(supervisor: Supervisor) -> None:
+    """Windows: closing the terminal stops the server gracefully instead of orphaning it."""
+    compat.on_console_close(lambda: supervisor.stop_within(CONSOLE_CLOSE_GRACE))
 
 
 def run_foreground(
@@ -67,6 +75,8 @@ def _run(
             except (OSError, ValueError):
                 pass  # the terminal is gone (hang-up): the log file still gets every line
 
-        return supervise(ready.spec, console=to_console, on_recorded=recorded)
+        return supervise(
+            ready.spec, console=to_console, setup=_stop_on_console_close, on_recorded=recorded
+        )
     finally:
         lock.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import compat, datadir, resp
+from . import compat, datadir, resp, wsl
 from .atomic import check_writable
 from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
@@ -99,8 +99,8 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     launch = build_launch(flavor, settings, str(binary.path), os.environ)
     argv, env = list(launch.argv), dict(launch.env)
     if binary.via_wsl:
-        argv = compat.wsl_argv(argv)
-        env = compat.wsl_env(env, [flavor.password_env])
+        argv = wsl.server_argv(argv)
+        env = wsl.utf8_env(compat.wsl_env(env, [flavor.password_env]))
     stop_save, terminate = flavor.stop_plan(save=True)
     return {
         "argv": argv,
@@ -163,6 +163,10 @@ def prepare(
     binary = choose_binary(settings)
     if on_binary:
         on_binary(binary)
+    if binary.via_wsl:
+        wsl.check_default_distro()  # before anything else costs time: a hint, not a crash
+        # Dragonfly rewrites it at start; an old one must never name the new server.
+        wsl.pidfile(settings, binary.flavor).unlink(missing_ok=True)
     spec = build_spec(settings, binary)
     data_dir = settings.flavor_data_dir(binary.flavor)
     datadir.check_compatible(data_dir, binary.flavor, binary.version)
@@ -376,13 +380,19 @@ def _abandon(
         except StateError:
             state = None
         proc = server_process(state, _configured_names(settings)) if state is not None else None
-        if proc is not None:
-            compat.kill_tree(proc)
+        if state is not None and proc is not None:
+            _kill_server(settings, state, proc)
         _kill_supervisor(sup)
     try:
         remove_state(settings.state_file)
     except OSError:
         pass  # an unwritable data folder: the entry names a dead process, so it reads as stale
+
+
+def _kill_server(settings: Settings, state: ServerState, proc: Any) -> None:
+    """Kill a server at once (a failed start); under WSL the Linux process first."""
+    wsl.kill_now(settings, state)
+    compat.kill_tree(proc)
 
 
 def status(settings: Settings) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from . import resp
+from . import compat, resp
 from .config import Settings
 from .errors import StartError, StateError
 from .state import ServerState, read_state
@@ -176,7 +176,8 @@ def wait_ready(
                 raise said
             # The supervisor marks the state "exited" before it ends: look once more.
             raise _exited(_read(settings), echo) or StartError(
-                f"the supervisor exited before the server was ready (code {sup.returncode})",
+                "the supervisor exited before the server was ready "
+                f"({compat.describe_exit(sup.returncode)})",
                 hint=echo.hint(),
             )
         if clock() >= deadline:

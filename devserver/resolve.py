@@ -146,9 +146,14 @@ def resolve_github(
 def digest_from_notes(body: str, asset_name: str) -> str:
     """A sha256 for ``asset_name`` in release notes text (redis-windows publishes them there).
 
-    The hash on the asset's own line wins; else the first one after its name and before the
-    next line naming another archive, so a table of several assets never gives the wrong one.
+    First as PowerShell ``Get-FileHash | Format-List`` records (how redis-windows writes
+    them), matched by the exact file name of their Path. Otherwise by lines: the hash on the
+    asset's own line wins; else the first one after its name and before the next line naming
+    another archive, so a table of several assets never gives the wrong one.
     """
+    records = filehash_records(body)
+    if records:
+        return records.get(asset_name, "")
     lines = body.splitlines()
     for i, line in enumerate(lines):
         if asset_name not in line:
@@ -163,3 +168,45 @@ def digest_from_notes(body: str, asset_name: str) -> str:
             if found:
                 return found.group(0).lower()
     return ""
+
+
+_FIELD = re.compile(r"^\s*(Algorithm|Hash|Path)\s*:\s?(.*)$")
+
+
+def filehash_records(body: str) -> dict[str, str]:
+    """{file name: sha256} from ``Get-FileHash | Format-List`` output in release notes.
+
+    That output is blank-line separated records::
+
+        Algorithm : SHA256
+        Hash      : 5A1F...
+        Path      : D:\\a\\redis-windows\\...\\Redis-8.2.1-Windows-x64-msys2.zip
+
+    with the Hash line *before* the Path line, and a value longer than the console is wide
+    continued on the next line(s), indented, without a separator. The Path's last component
+    (Windows or POSIX separators) names the file; records of other algorithms are ignored.
+    """
+    records: list[dict[str, str]] = [{}]
+    current = ""
+    for raw in body.replace("\r\n", "\n").split("\n"):
+        line = raw.strip("`").rstrip()
+        match = _FIELD.match(line)
+        if match:
+            current = match.group(1)
+            if current in records[-1]:  # no blank line between two records
+                records.append({})
+            records[-1][current] = match.group(2).strip()
+        elif current and line[:1] in (" ", "\t") and line.strip():
+            records[-1][current] += line.strip()  # a wrapped value continues without a space
+        else:  # a blank line (the record separator) or other text
+            current = ""
+            if records[-1]:
+                records.append({})
+    found: dict[str, str] = {}
+    for fields in records:
+        digest = fields.get("Hash", "").lower()
+        if fields.get("Algorithm", "SHA256").upper() != "SHA256" or not fields.get("Path"):
+            continue
+        if re.fullmatch(r"[0-9a-f]{64}", digest):
+            found.setdefault(re.split(r"[\\/]", fields["Path"])[-1], digest)
+    return found

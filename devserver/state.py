@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import compat
-from .atomic import PRIVATE_MODE, write_atomic
+from .atomic import PRIVATE_MODE, remove_file, write_atomic
 from .errors import LockBusy, StateError, UntrustedState
 
 # psutil's create_time is a float derived from boot time and clock ticks; the same process
@@ -151,7 +151,8 @@ def read_state(path: Path) -> ServerState | None:
 
 
 def remove_state(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    """Delete the state file (retried while a reader holds it open on Windows)."""
+    remove_file(path)
 
 
 def _exe_of(proc: Any) -> str | None:

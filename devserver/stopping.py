@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import compat, resp
+from . import compat, resp, wsl
 from .catalog import get_flavor
 from .config import Settings
 from .errors import LockBusy, StopError, UntrustedState
@@ -317,7 +317,7 @@ def _end(
     began: float,
 ) -> StopResult:
     """Request, watch, escalate; the loop behind :func:`stop`."""
-    budget = settings.stop_timeout
+    budget = wsl.stop_timeout(settings, state)  # longer for Dragonfly under WSL2
     term_at, kill_at = began + budget * GRACEFUL_SHARE, began + budget
     save_limit = began + budget + settings.save_timeout
     request = _Request(
@@ -345,6 +345,9 @@ def _end(
             if on_progress and now >= next_progress:
                 next_progress = now + PROGRESS_EVERY
                 on_progress(_save_progress(watch, now - began, settings.save_timeout))
+        elif due and method == "shutdown" and wsl.is_wsl_server(state.exe, state.argv):
+            problem = problem or _why(request, refused, budget)
+            method = wsl.escalate(settings, state, proc)  # inside WSL, then wsl.exe last
         elif due and method == "shutdown":
             problem = problem or _why(request, refused, budget)
             method = compat.terminate(proc)
@@ -363,6 +366,10 @@ def _end(
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.05)
+    if method == "shutdown" and wsl.left_running(settings, state):
+        # wsl.exe is gone (killed?) but Dragonfly still runs inside WSL: not stopped yet
+        problem = "wsl.exe exited but dragonfly kept running inside WSL"
+        method = wsl.escalate(settings, state, proc)
     if not request.direct:  # the supervisor's "exited <status>" line follows at once
         request.done.wait(timeout=max(0.3, min(1.0, kill_at + 1.2 - clock())))
     exit_status = request.exit_status

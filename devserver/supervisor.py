@@ -171,6 +171,7 @@ class Supervisor:
         self.exited = threading.Event()  # set with exit_status once the server has ended
         self.exit_status = ""
         self.replying: list[threading.Thread] = []  # control clients owed an answer
+        self.finished = threading.Event()  # set once run() has logged the exit and the state
         self.token = os.urandom(16).hex()
 
     def record_state(self, control_port: int) -> None:
@@ -247,7 +248,7 @@ class Supervisor:
                 pass
 
     # -- stop ------------------------------------------------------------------------------
-    def shutdown(self, save: bool = True) -> str:
+    def shutdown(self, save: bool = True, timeout: float = 30) -> str:
         """Ask the server to exit gracefully: "ok", "refused <its error>" or "failed <why>".
 
         "refused" is the server's own error reply (Redis answers ``-ERR`` when it cannot save
@@ -261,7 +262,7 @@ class Supervisor:
         commands = spec["stop_save"] if save else spec["stop_nosave"]
         try:
             if commands:
-                resp.call(host, spec["port"], commands, timeout=30, password=spec["password"])
+                resp.call(host, spec["port"], commands, timeout=timeout, password=spec["password"])
         except resp.ConnectionClosed:
             pass  # Redis closes the connection when SHUTDOWN succeeds
         except resp.RespError as exc:
@@ -384,7 +385,26 @@ class Supervisor:
         deadline = time.monotonic() + 1.0  # let ``invoke stop`` hear how the server ended
         for client in list(self.replying):
             client.join(max(0.0, deadline - time.monotonic()))
+        self.finished.set()
         return code
+
+    def stop_within(self, seconds: float) -> None:
+        """Stop the server and let ``run`` finish, all within ``seconds`` (Windows ends a
+        process about 5 s after its console was closed): the graceful stop first, a tree
+        kill if the server is still there with a quarter of the time left."""
+        import time
+        from contextlib import suppress
+
+        import psutil
+
+        deadline = time.monotonic() + seconds
+        self.shutdown(timeout=seconds / 2)
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic() - seconds / 4))
+        except subprocess.TimeoutExpired:
+            with suppress(psutil.Error):
+                compat.kill_tree(psutil.Process(self.proc.pid))
+        self.finished.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def _wait(self) -> int:
         """Wait for the server; Ctrl+C (foreground) asks for a graceful stop, twice forces it."""
@@ -439,8 +459,12 @@ class Supervisor:
         if not isinstance(state, dict) or state.get("pid") != self.proc.pid:
             return  # not ours any more (a new start replaced it)
         if self.stop_requested.is_set():
+            from pathlib import Path
+
+            from .atomic import remove_file
+
             try:
-                os.unlink(path)
+                remove_file(Path(path))
             except OSError:
                 pass
             return

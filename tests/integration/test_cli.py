@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from devserver import resp
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, kill_recorded
 
 
 def env_for(project: Path, port: int, **extra: str) -> dict[str, str]:
@@ -192,3 +192,33 @@ def test_foreground_ctrl_c_stops_gracefully(project: Path) -> None:
     assert "User requested shutdown" in log or "Received SIGINT" in log or "ready to exit" in log
     assert "server exited with code 0" in log
     assert not (project / "data" / "server.json").exists()
+
+
+def test_start_echo_survives_a_stdout_that_cannot_encode_the_log(tmp_path: Path) -> None:
+    """A redirected stdout on Windows is cp1252 ("strict"): the log echo (here the start
+    marker, which names the data folder) must replace what it cannot encode, not crash."""
+    project = tmp_path / "prøjekt ✓ 日本"
+    project.mkdir()
+    port = free_port()
+    env = env_for(project, port, PYTHONIOENCODING="cp1252")
+    try:
+        started = subprocess.run(
+            [sys.executable, "-m", "invoke", "start"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        out, err = started.stdout.decode("cp1252"), started.stderr.decode("cp1252", "replace")
+        assert started.returncode == 0, err
+        assert "Traceback" not in err
+        assert "prøjekt ? ??" in out  # echoed, what cp1252 lacks replaced
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "invoke", "stop"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        kill_recorded(project / "data" / "server.json")

@@ -589,11 +589,21 @@ def test_windows_redis_zip_folder_with_notes_digest(
         ],
     )
     data = archive.read_bytes()
-    body = f"### SHA256\n{name} {hashlib.sha256(data).hexdigest()}\n"
+    service = name.replace(".zip", "-with-Service.zip")
+    # The literal shape of redis-windows' notes: PowerShell `Get-FileHash | Format-List`
+    # records, Hash before Path, the -with-Service asset's record right after ours.
+    body = (
+        "```\n\nAlgorithm : SHA256\n"
+        f"Hash      : {hashlib.sha256(data).hexdigest().upper()}\n"
+        f"Path      : D:\\a\\redis-windows\\redis-windows\\{name}\n\n"
+        f"Algorithm : SHA256\nHash      : {hashlib.sha256(b'PK service').hexdigest().upper()}\n"
+        f"Path      : D:\\a\\redis-windows\\redis-windows\\{service[:30]}\n"
+        f"            {service[30:]}\n\n```\n"
+    )
     gh.release(
         REPO,
         "8.2.1",
-        {name: data, name.replace("msys2", "cygwin"): b"PK"},
+        {name: data, service: b"PK service", name.replace("msys2", "cygwin"): b"PK"},
         digests=False,
         body=body,
     )
@@ -602,6 +612,7 @@ def test_windows_redis_zip_folder_with_notes_digest(
     assert result.manifest["exe"] == "redis/redis-server.exe"
     assert (result.path.parent / "msys-2.0.dll").read_bytes() == b"dll"
     assert any("community build" in line for line in said.lines)
+    assert result.manifest["verified"] is True
 
 
 # ---- the CLI, once, as a user runs it ------------------------------------------------------

@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import free_port, kill_recorded
 
+# The POSIX script; on Windows start_dev.bat is tested instead (Wine here, the workflow there).
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="start_dev.sh is POSIX-only")
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "start_dev.sh"
 STEPS = ["fetch", "start", "verify"]

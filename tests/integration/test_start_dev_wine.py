@@ -1,14 +1,19 @@
-"""start_dev.bat, run for real by Wine's cmd with a stub interpreter (DEV_PYTHON).
+"""start_dev.bat, run for real by Wine's cmd with stub interpreters.
 
 What this proves: the steps run in order through ``call "%PY%"``, each failing step stops the
 chain with exit 1 and its name, the API runs last, and it all works from another folder and
-from a path with spaces. What it cannot prove: the venv and pip branch (needs a Windows
-Python) and the requirements stamp (Wine's ``fc`` is a stub that always reports "same").
+from a path with spaces; every exit pauses unless DEV_NO_PAUSE is set; with an existing .venv
+(a stub ``python.exe`` built with mingw) the server is stopped before pip runs, and a pip
+failure is reported. What it cannot prove: creating the venv (needs a Windows Python; the
+winpython layer and the Windows workflow do it) and the requirements stamp comparison (Wine's
+``fc`` is a stub that always reports "same").
 
 Wine quirks (see shared/reference/testing-notes.md): ``cmd /c start_dev.bat`` is mistaken
 for the ``start`` built-in, so the script is called by absolute ``Z:\\`` path; and Wine's
-``call`` of a batch file reports 1 for any non-zero ``exit /b N``, so the API's exact exit code
-cannot be checked here (only that non-zero stays non-zero); Windows keeps it.
+``call`` reports 1 for any non-zero exit code, of a batch file or an .exe, so neither the
+API's exact exit code nor a negative NTSTATUS code can reach the script through ``call``
+here (Windows keeps both): the ``if not "%errorlevel%"=="0"`` idiom is checked on its own,
+with an .exe run without ``call``.
 
 Wine missing is a failure, not a skip: CI installs it (.ci/run), and a silently skipped test
 would let the batch file rot. One prefix per session: creating it takes seconds.
@@ -17,6 +22,7 @@ would let the batch file rot. One prefix per session: creating it takes seconds.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -59,8 +65,9 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         )
     prefix = tmp_path_factory.mktemp("wineprefix")
     env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all"}
-    for name in ("DEV_PYTHON", "STUB_FAIL", "STUB_API_CODE", "STUB_LOG"):
+    for name in ("DEV_PYTHON", "STUB_FAIL", "STUB_API_CODE", "STUB_LOG", "STUB_CODE"):
         env.pop(name, None)
+    env["DEV_NO_PAUSE"] = "1"  # as CI sets it; the pause tests take it away
     # A wineserver that outlives each run (else every run starts Wine's services anew and
     # waits for them to exit: about 2 s a run), but only by 30 s, so a killed test session
     # leaves nothing behind for long. The warm-up writes to a file, not a pipe: the services it
@@ -106,16 +113,24 @@ def _project(folder: Path) -> Path:
 
 
 def run_bat(
-    wine_env: dict[str, str], script: Path, cwd: Path, log: Path, **extra: str
+    wine_env: dict[str, str],
+    script: Path,
+    cwd: Path,
+    log: Path,
+    pause: bool = False,
+    **extra: str,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     r"""Run the script under Wine's cmd; return the result and the stub's argument lines.
 
     By absolute path from another folder; by ``.\start_dev.bat`` when ``cwd`` is its own
     folder (cmd /c strips the quotes around a path holding parentheses, a real folder name
     such as "Program Files (x86)"; Explorer's double-click quotes twice, which Wine's argv
-    quoting cannot reproduce).
+    quoting cannot reproduce). ``pause``: without DEV_NO_PAUSE, as a double-click runs it
+    (a key press is fed on stdin; Wine's ``pause`` also returns at end of input).
     """
     env = {**wine_env, "STUB_LOG": z_path(log), **extra}
+    if pause:
+        env.pop("DEV_NO_PAUSE", None)
     target = ".\\" + script.name if cwd == script.parent else z_path(script)
     result = subprocess.run(
         [str(WINE), "cmd", "/c", target],
@@ -124,7 +139,7 @@ def run_bat(
         capture_output=True,
         text=True,
         timeout=120,
-        stdin=subprocess.DEVNULL,
+        input="\r\n",
         errors="replace",
     )
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
@@ -196,3 +211,175 @@ def test_no_python_says_where_to_get_it(wine_env: dict[str, str], tmp_path: Path
     assert "python.org" in result.stdout
     assert calls == []
     assert not (project / ".venv").exists()
+
+
+# ---- the pause, DEV_NO_PAUSE, errorlevel tests, stop before pip ---------------------------
+
+PAUSE_PROMPT = "Press any key"  # Windows' and Wine's pause print this
+
+# A stand-in python.exe (a real Windows executable, so .venv\Scripts\python.exe runs):
+# appends its arguments to STUB_LOG; exits with STUB_CODE (default 7) when one of its
+# arguments equals STUB_FAIL.
+STUB_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    const char *log = getenv("STUB_LOG"), *fail = getenv("STUB_FAIL");
+    const char *code = getenv("STUB_CODE");
+    int failing = 0;
+    FILE *f = log ? fopen(log, "a") : NULL;
+    for (int i = 1; i < argc; i++) {
+        if (f) fprintf(f, i > 1 ? " %s" : "%s", argv[i]);
+        if (fail && *fail && strcmp(argv[i], fail) == 0) failing = 1;
+    }
+    if (f) { fputc('\n', f); fclose(f); }
+    if (failing) return code && *code ? (int)strtoul(code, NULL, 0) : 7;
+    return 0;
+}
+"""
+MINGW = "x86_64-w64-mingw32-gcc"
+
+
+@pytest.fixture(scope="session")
+def stub_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the stub python.exe once (a failure, not a skip, without mingw: CI installs it)."""
+    if shutil.which(MINGW) is None:
+        pytest.fail(f"{MINGW} is required (apt-get install gcc-mingw-w64-x86-64; CI installs it)")
+    folder = tmp_path_factory.mktemp("stubexe")
+    (folder / "stub.c").write_text(STUB_C)
+    subprocess.run(
+        [MINGW, "-O1", "-o", str(folder / "python.exe"), str(folder / "stub.c")],
+        check=True,
+        timeout=120,
+    )
+    return folder / "python.exe"
+
+
+def test_an_error_pauses_unless_dev_no_pause(wine_env: dict[str, str], tmp_path: Path) -> None:
+    """A double-clicked start_dev.bat must keep its window open on an error."""
+    project = _project(tmp_path / "app")
+    stub = z_path(project / "stub python.cmd")
+    paused, _ = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        project,
+        tmp_path / "a.txt",
+        pause=True,
+        DEV_PYTHON=stub,
+        STUB_FAIL="start",
+    )
+    assert paused.returncode == 1
+    assert "the start step failed" in paused.stdout
+    assert PAUSE_PROMPT in paused.stdout.split("the start step failed", 1)[1]  # after the error
+    quiet, _ = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        project,
+        tmp_path / "b.txt",
+        DEV_PYTHON=stub,
+        STUB_FAIL="start",
+    )
+    assert quiet.returncode == 1 and "the start step failed" in quiet.stdout
+    assert PAUSE_PROMPT not in quiet.stdout
+
+
+def test_no_python_pauses_too_and_the_api_end_as_well(
+    wine_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "app")
+    result, _ = run_bat(
+        wine_env, project / "start_dev.bat", tmp_path, tmp_path / "l.txt", pause=True
+    )
+    assert result.returncode == 1 and "Python 3.10 or newer was not found" in result.stdout
+    assert PAUSE_PROMPT in result.stdout
+    ended, calls = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        tmp_path,
+        tmp_path / "m.txt",
+        pause=True,
+        DEV_PYTHON=z_path(project / "stub python.cmd"),
+        STUB_API_CODE="0",
+    )
+    assert ended.returncode == 0 and calls[-1] == "-m invoke api"
+    assert PAUSE_PROMPT in ended.stdout  # `invoke api` ending at once must not close the window
+
+
+def test_existing_venv_stops_the_server_before_pip(
+    wine_env: dict[str, str], tmp_path: Path, stub_exe: Path
+) -> None:
+    """Requirements to install into an existing .venv: `invoke stop` runs before pip (a
+    running supervisor holds psutil's .pyd open, and pip would fail with WinError 5)."""
+    project = _project(tmp_path / "app")
+    scripts = project / ".venv" / "Scripts"
+    scripts.mkdir(parents=True)
+    shutil.copy2(stub_exe, scripts / "python.exe")
+    result, calls = run_bat(
+        wine_env, project / "start_dev.bat", tmp_path, tmp_path / "log.txt", STUB_API_CODE="0"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls == [
+        "-c import sys",
+        "-m invoke stop",
+        "-m pip install --disable-pip-version-check -r requirements.txt",
+        *[f"-m invoke {step}" for step in [*STEPS, "api"]],
+    ]
+    assert (project / ".venv" / "requirements.installed.txt").exists()  # the stamp
+
+
+def test_pip_failing_is_named_and_pauses(
+    wine_env: dict[str, str], tmp_path: Path, stub_exe: Path
+) -> None:
+    project = _project(tmp_path / "app")
+    (project / ".venv" / "Scripts").mkdir(parents=True)
+    shutil.copy2(stub_exe, project / ".venv" / "Scripts" / "python.exe")
+    result, calls = run_bat(
+        wine_env,
+        project / "start_dev.bat",
+        tmp_path,
+        tmp_path / "log.txt",
+        pause=True,
+        STUB_FAIL="pip",
+    )
+    assert result.returncode == 1
+    assert calls[-1].startswith("-m pip install")  # nothing after the failed install
+    assert "installing the requirements failed" in result.stdout
+    assert PAUSE_PROMPT in result.stdout
+    assert not (project / ".venv" / "requirements.installed.txt").exists()
+
+
+def test_negative_exit_codes_need_the_string_comparison(
+    wine_env: dict[str, str], tmp_path: Path, stub_exe: Path
+) -> None:
+    """`if errorlevel 1` means ">= 1": an NTSTATUS exit such as 0xC000013A (negative in cmd)
+    passes it as success; the script's `if not "%errorlevel%"=="0"` catches it. (Run
+    without `call`: Wine's call turns every non-zero code into 1, Windows' does not.)"""
+    probe = tmp_path / "probe.cmd"
+    probe.write_bytes(
+        "\r\n".join(
+            [
+                "@echo off",
+                f'"{z_path(stub_exe)}" crash',
+                "echo code=%errorlevel%",
+                "if errorlevel 1 echo old-idiom-caught-it",
+                'if not "%errorlevel%"=="0" echo new-idiom-caught-it',
+                "",
+            ]
+        ).encode("ascii")
+    )
+    result = subprocess.run(
+        [str(WINE), "cmd", "/c", z_path(probe)],
+        env={**wine_env, "STUB_FAIL": "crash", "STUB_CODE": "0xC000013A"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        errors="replace",
+    )
+    assert "code=-1073741510" in result.stdout
+    assert "new-idiom-caught-it" in result.stdout
+    assert "old-idiom-caught-it" not in result.stdout
+    script = (ROOT / "start_dev.bat").read_text()
+    assert not re.search(r"(?im)^\s*if\s+(not\s+)?errorlevel\b", script)  # none of those left
+    assert 'pushd "%~dp0"' in script and "popd" in script

@@ -40,6 +40,53 @@ def test_digest_from_release_notes_never_borrows_the_next_assets_hash() -> None:
     assert resolve.digest_from_notes("no hashes here", ASSET) == ""
 
 
+# What redis-windows' release notes hold: PowerShell `Get-FileHash * | Format-List` output,
+# Hash before Path, blank-line separated, a long Path wrapped onto an indented next line.
+SERVICE = "Redis-8.2.1-Windows-x64-msys2-with-Service.zip"
+HEX_C = "c" * 64
+FORMAT_LIST = f"""## Redis 8.2.1 for Windows
+
+```
+
+Algorithm : SHA256
+Hash      : {HEX_B.upper()}
+Path      : D:\\a\\redis-windows\\redis-windows\\Redis-8.2.1-Windows-x64-cygwin.zip
+
+Algorithm : SHA256
+Hash      : {HEX_A.upper()}
+Path      : D:\\a\\redis-windows\\redis-windows\\{ASSET}
+
+Algorithm : SHA256
+Hash      : {HEX_C.upper()}
+Path      : D:\\a\\redis-windows\\redis-windows\\Redis-8.2.1-Windows-x64-msys2-with-Serv
+            ice.zip
+
+```
+"""
+
+
+def test_digest_from_powershell_format_list_matches_the_paths_file_name() -> None:
+    assert resolve.digest_from_notes(FORMAT_LIST, ASSET) == HEX_A
+    assert resolve.digest_from_notes(FORMAT_LIST, SERVICE) == HEX_C  # wrapped Path joined
+    assert resolve.digest_from_notes(FORMAT_LIST, "Redis-8.2.1-Windows-x64-cygwin.zip") == HEX_B
+
+
+def test_format_list_with_our_asset_last_and_crlf_and_no_blank_lines() -> None:
+    body = (
+        f"Algorithm : SHA256\r\nHash      : {HEX_C}\r\nPath      : C:\\r\\{SERVICE}\r\n"
+        f"Algorithm : SHA256\r\nHash      : {HEX_A[:40]}\r\n            {HEX_A[40:]}\r\n"
+        f"Path      : C:\\r\\{ASSET}\r\n"
+    )
+    assert resolve.digest_from_notes(body, ASSET) == HEX_A  # the hash wrapped too
+    assert resolve.filehash_records(body) == {SERVICE: HEX_C, ASSET: HEX_A}
+
+
+def test_format_list_never_gives_a_near_name_or_another_algorithm() -> None:
+    body = f"Algorithm : SHA256\nHash      : {HEX_C}\nPath      : C:\\r\\{SERVICE}\n\n"
+    body += f"Algorithm : MD5\nHash      : {HEX_B}\nPath      : C:\\r\\{ASSET}\n"
+    assert resolve.digest_from_notes(body, ASSET) == ""  # fetch then refuses, never mismatches
+
+
 RUNTIMES = """Microsoft.AspNetCore.App 8.0.11 [/usr/share/dotnet/shared/Microsoft.AspNetCore.App]
 Microsoft.NETCore.App 8.0.11 [/usr/share/dotnet/shared/Microsoft.NETCore.App]
 """

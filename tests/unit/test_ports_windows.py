@@ -1,0 +1,114 @@
+"""The port check on Windows: the listener table instead of connect probes, and WSL's relay
+(wslrelay.exe keeps a port ~1 s after the Linux server closed it) waited for briefly."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import psutil
+import pytest
+
+from devserver import compat, ports
+from devserver.errors import PortInUse
+
+PORT = 6379
+
+
+def listener(ip: str, pid: int, port: int = PORT) -> Any:
+    return SimpleNamespace(
+        status=psutil.CONN_LISTEN, laddr=SimpleNamespace(ip=ip, port=port), pid=pid
+    )
+
+
+@pytest.fixture()
+def windows(monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
+    """Windows, no connect probes allowed, and a process table of pid -> name."""
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(socket, "socket", mock.Mock(side_effect=AssertionError("no probe")))
+    names: dict[int, str] = {}
+    monkeypatch.setattr(psutil, "Process", lambda pid: SimpleNamespace(name=lambda: names[pid]))
+    return names
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_windows_waits_while_wsls_relay_lets_go_of_the_port(
+    windows: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows[40] = "wslrelay.exe"
+    tables = [[listener("127.0.0.1", 40)], [listener("127.0.0.1", 40)], []]
+    table = mock.Mock(side_effect=tables)
+    monkeypatch.setattr(psutil, "net_connections", table)
+    clock = Clock()
+    ports.check_port_free("127.0.0.1", PORT, sleep=clock.sleep, clock=clock)
+    assert table.call_args_list == [mock.call(kind="tcp")] * 3
+    assert len(clock.sleeps) == 2
+
+
+def test_windows_relay_that_stays_is_reported_with_a_wsl_hint(
+    windows: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows[40] = "wslrelay.exe"
+    monkeypatch.setattr(psutil, "net_connections", lambda kind: [listener("127.0.0.1", 40)])
+    clock = Clock()
+    with pytest.raises(PortInUse, match=r"in use by wslrelay\.exe \(pid 40\)") as err:
+        ports.check_port_free("127.0.0.1", PORT, sleep=clock.sleep, clock=clock)
+    assert "WSL" in err.value.hint
+    assert clock.now >= ports.RELAY_GRACE  # it did wait for the relay first
+
+
+def test_windows_other_owner_fails_at_once_naming_it(
+    windows: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows[7] = "memurai.exe"
+    monkeypatch.setattr(
+        psutil, "net_connections", lambda kind: [listener("0.0.0.0", 7, port=80), listener("::", 7)]
+    )
+    clock = Clock()
+    with pytest.raises(PortInUse, match=r"by memurai\.exe \(pid 7\)"):
+        ports.check_port_free("127.0.0.1", PORT, sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == []
+
+
+def test_windows_listener_on_another_interface_does_not_conflict(
+    windows: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows[7] = "other.exe"
+    monkeypatch.setattr(psutil, "net_connections", lambda kind: [listener("192.168.1.5", 7)])
+    ports.check_port_free("127.0.0.1", PORT)
+
+
+def test_windows_falls_back_to_a_probe_when_the_table_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(psutil, "net_connections", mock.Mock(side_effect=psutil.AccessDenied()))
+    probe = mock.Mock(return_value=(False, ""))
+    monkeypatch.setattr(ports, "_connect_probe", probe)
+    ports.check_port_free("127.0.0.1", PORT)
+    probe.assert_called_once_with("127.0.0.1", PORT)
+
+
+def test_posix_keeps_the_connect_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = mock.Mock(side_effect=AssertionError("no table on POSIX"))
+    monkeypatch.setattr(ports, "_listener_table", table)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"port {port} is already in use"):
+            ports.check_port_free("127.0.0.1", port)
