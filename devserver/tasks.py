@@ -1,5 +1,10 @@
 """Invoke tasks: parse options, call devserver/, turn its errors into one line and exit 1.
 
+The collection is ``devserver.tasks.ns``: a project's own ``tasks.py`` says
+``from devserver.tasks import ns`` and gets every task; the ``devserver`` console script
+(devserver/cli.py) runs the same collection. Paths are relative to that project (see
+:func:`project_root`), never to this installed package.
+
 Kept thin on purpose: the logic lives in the devserver library (which never imports invoke),
 so it can be tested without Invoke. Heavy imports (requests, redis-py) happen inside the
 task that needs them, so ``invoke --list`` and ``invoke stop`` stay fast.
@@ -32,6 +37,7 @@ try:
     from pathlib import Path
     from typing import Any, TypeVar
 
+    from invoke.collection import Collection
     from invoke.context import Context
     from invoke.exceptions import Exit
     from invoke.tasks import Task, task
@@ -42,7 +48,6 @@ try:
 except KeyboardInterrupt:
     _interrupted_while_loading()
 
-ROOT = Path(__file__).resolve().parent
 F = TypeVar("F", bound=Callable[..., Any])
 # Invoke merges invoke.yaml and the environment after importing this file: a bad shape
 # there would be Invoke's traceback; this makes it one line (see devserver/cliguard.py).
@@ -65,13 +70,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def project_root(ctx: Context) -> Path:
+    """The user's project folder: bin/, data/, logs/ and .env are relative to it.
+
+    For the ``invoke`` command it is the folder of the project's tasks.py (Invoke's loaded
+    collection, which is also where Invoke read invoke.yaml); the ``devserver`` console script
+    sets it to the current folder. Never this package's own folder, which may be a
+    site-packages directory.
+    """
+    prefix = getattr(ctx.config, "_project_prefix", None)
+    return Path(prefix) if prefix else Path.cwd()
+
+
 def settings_from(ctx: Context, **overrides: Any) -> Settings:
     """Validated settings: invoke.yaml + environment + this task's options."""
     config = {
         name: _plain(ctx.config.get(name) or {})
         for name in ("server", "release", "verify", "api", "app")
     }
-    return load_settings(config, ROOT).with_overrides(**overrides)
+    return load_settings(config, project_root(ctx)).with_overrides(**overrides)
 
 
 def handled(func: F) -> F:
@@ -726,8 +743,8 @@ def verify(
     c: Context, url: str | None = None, json: bool = False, iterations: str | None = None
 ) -> None:
     """Check the server with redis-py: PING, SET/GET, the LPUSH/BRPOP queue, INFO, latency."""
-    from checks import runner
-    from checks import target as targets
+    from devserver.checks import runner
+    from devserver.checks import target as targets
     from devserver.errors import VerifyError
 
     settings = settings_from(c)
@@ -798,14 +815,17 @@ def bench(
     """Benchmarks: each row ours vs a baseline measured in the same run, against its goal."""
     import subprocess
 
-    from benchmarks.run import bench_python
+    try:
+        from benchmarks.run import bench_python
+    except ImportError:  # a project using the packaged collection has no benchmarks/ of ours
+        raise Exit("bench runs devserver's own benchmarks/: not found in this project", 1) from None
 
     flags = [f"--{n}" for n, on in (("quick", quick), ("json", json), ("markdown", markdown)) if on]
     flags += [
         *(["--only", only] if only else []),
         *(["--from-json", from_json] if from_json else []),
     ]
-    code = subprocess.call([bench_python(), "-m", "benchmarks", *flags], cwd=ROOT)
+    code = subprocess.call([bench_python(), "-m", "benchmarks", *flags], cwd=project_root(c))
     if code:
         raise Exit(code=code)
 
@@ -871,7 +891,7 @@ def env(c: Context, write: Any = None, shell: bool = False) -> None:
         sys.stdout.write(app.format_env(values))
         sys.stdout.flush()
         return
-    path = ROOT / ".env" if write is True else Path(str(write)).expanduser()
+    path = settings.root / ".env" if write is True else Path(str(write)).expanduser()
     result = app.merge_env_file(path, values)
     parts = [
         f"{label} {', '.join(names)}"
@@ -913,9 +933,9 @@ def api(c: Context) -> None:
     values = app.connection_env(settings, state)
     console.info(
         f"running the API: {settings.api.command}  "
-        f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {ROOT})"
+        f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {settings.root})"
     )
-    result = app.run_api(settings.api.command, values, ROOT)
+    result = app.run_api(settings.api.command, values, settings.root)
     if result.interrupted:
         console.info(f"the API stopped (exit code {result.code}); {_server_now(settings)}")
     elif result.code != 0:
@@ -1036,7 +1056,7 @@ def up(
 def _app_commands(settings: Settings) -> dict[str, str]:
     from devserver.procs import app_processes
 
-    return app_processes(settings.api.command, settings.app.processes, ROOT / "Procfile")
+    return app_processes(settings.api.command, settings.app.processes, settings.root / "Procfile")
 
 
 _PREFIX_COLOURS = ("cyan", "yellow", "green", "bold", "dim")
@@ -1061,7 +1081,7 @@ def _up_app(settings: Settings, commands: dict[str, str]) -> None:
     values = app.connection_env(settings, state)
     width = max(len(n) for n in commands)
     colours = {n: _PREFIX_COLOURS[i % len(_PREFIX_COLOURS)] for i, n in enumerate(commands)}
-    console.info(f"REDIS_URL={app.redact_url(values['REDIS_URL'])}; cwd {ROOT}")
+    console.info(f"REDIS_URL={app.redact_url(values['REDIS_URL'])}; cwd {settings.root}")
 
     def on_line(name: str, text: str) -> None:
         prefix = console.paint(f"{name:<{width}} |", colours[name], sys.stdout)
@@ -1075,7 +1095,7 @@ def _up_app(settings: Settings, commands: dict[str, str]) -> None:
         result = procs.run_processes(
             commands,
             procs.process_env(os.environ, values),
-            ROOT,
+            settings.root,
             on_line,
             on_event,
             on_started=lambda pids: owned.record(settings, pids),
@@ -1309,3 +1329,9 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
         session.close()
     if code:
         raise Exit(code=code)
+
+
+# The collection a project's tasks.py imports (``from devserver.tasks import ns``) and the
+# ``devserver`` console script runs: every task of this module, found the way Invoke would
+# find them in a tasks.py of its own, so a task added above is in it without a list to update.
+ns = Collection.from_module(sys.modules[__name__])

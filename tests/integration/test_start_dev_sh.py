@@ -239,7 +239,7 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     project.mkdir()
     for name in ("tasks.py", "invoke.yaml", "requirements.txt", "start_dev.sh"):
         shutil.copy2(ROOT / name, project / name)
-    for folder in ("devserver", "checks"):
+    for folder in ("devserver",):
         shutil.copytree(
             ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__")
         )

@@ -62,7 +62,7 @@ def proj(tmp_path: Path) -> Iterator[Project]:
     root.mkdir()
     for name in ("tasks.py", "invoke.yaml"):
         shutil.copy2(ROOT / name, root / name)
-    for folder in ("devserver", "checks"):
+    for folder in ("devserver",):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     project = Project(root)
     yield project

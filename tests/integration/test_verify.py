@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import redis
 
-from checks import runner
-from checks.functional import PREFIX
-from checks.latency import OPERATIONS
-from checks.target import Target, from_settings, from_url
 from devserver import resp
+from devserver.checks import runner
+from devserver.checks.functional import PREFIX
+from devserver.checks.latency import OPERATIONS
+from devserver.checks.target import Target, from_settings, from_url
 from devserver.errors import VerifyError
 from tests.conftest import ROOT, SettingsFactory, free_port
 

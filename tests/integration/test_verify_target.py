@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from checks.target import from_settings
 from devserver import process
+from devserver.checks.target import from_settings
 from tests.conftest import SettingsFactory, free_port
 
 

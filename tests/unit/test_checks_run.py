@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import pytest
 import redis
 
-from checks import functional, latency, runner
-from checks.functional import CheckFailed, Keys
-from checks.latency import OpLatency, percentile
-from checks.target import Target
+from devserver.checks import functional, latency, runner
+from devserver.checks.functional import CheckFailed, Keys
+from devserver.checks.latency import OpLatency, percentile
+from devserver.checks.target import Target
 from devserver.config import DEFAULT_THRESHOLDS_MS
 from devserver.errors import VerifyError
 

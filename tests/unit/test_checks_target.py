@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from checks.client import connection_kwargs
-from checks.target import Target, from_settings, from_url
+from devserver.checks.client import connection_kwargs
+from devserver.checks.target import Target, from_settings, from_url
 from devserver.errors import VerifyError
 from tests.conftest import SettingsFactory
 
