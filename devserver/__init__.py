@@ -1,9 +1,26 @@
 """devserver: fetch, run, check and stop a local Redis-compatible server.
 
-The library never prints and never imports invoke: it returns values and raises
-:class:`devserver.errors.DevServerError`; ``tasks.py`` and ``console.py`` talk to the person.
+The library never prints and its core never imports invoke: it returns values and raises
+:class:`devserver.errors.DevServerError`; ``devserver/tasks.py`` and ``console.py`` talk to
+the person. For scripts: ``with devserver.ephemeral() as server: ...`` and
+``devserver.start/stop/status(devserver.settings(...))`` (devserver/library.py), imported
+only when used so ``import devserver`` (every ``invoke`` run) stays cheap.
 """
 
-__all__ = ["__version__"]
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Server", "__version__", "ephemeral", "settings", "start", "status", "stop"]
 
 __version__ = "0.1.0"
+
+_LIBRARY = ("Server", "ephemeral", "settings", "start", "status", "stop")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIBRARY:
+        from . import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'devserver' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from .binaries import Binary, choose_binary
 from .catalog import build_launch, get_flavor
 from .config import Settings
 from .errors import StartError, StateError, UntrustedState
+from .owner import identity
 from .ports import check_port_free
 from .readiness import LineSink, LogEcho, wait_ready
 from .state import (
@@ -122,6 +123,8 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "stop_save": stop_save,
         "stop_nosave": flavor.stop_plan(save=False)[0],
         "terminate_after_stop": terminate,
+        "owner_pid": 0,
+        "owner_create_time": 0.0,
     }
 
 
@@ -200,6 +203,7 @@ def start(
     on_binary: Callable[[Binary], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     supervisor: tuple[subprocess.Popen[bytes], bool] | None = None,
+    owner_pid: int = 0,
 ) -> StartResult:
     """Start the server in the background and return once it answers PING.
 
@@ -207,7 +211,8 @@ def start(
     once, timeout): kills what it started, removes the state file, raises StartError with
     the log's last lines in the hint. ``supervisor`` is one the caller launched early with
     :func:`launch_supervisor` (its start-up then overlaps our checks); it is told to exit,
-    by closing its stdin without a spec, when nothing is to be started.
+    by closing its stdin without a spec, when nothing is to be started. ``owner_pid``: the
+    server is stopped once that process has exited (devserver/owner.py; ephemeral servers).
 
     Ctrl+C before the server was handed to its supervisor undoes the start (and raises
     KeyboardInterrupt); once handed over, a Ctrl+C is too late to matter and the start
@@ -218,7 +223,9 @@ def start(
     result: StartResult | None = None
     try:
         with compat.interrupt_once() as hurried:
-            result = _start(settings, sup, broke_away, on_line, on_binary, clock, began, hurried)
+            result = _start(
+                settings, sup, broke_away, on_line, on_binary, clock, began, hurried, owner_pid
+            )
     except KeyboardInterrupt:
         if result is None:
             raise
@@ -235,6 +242,7 @@ def _start(
     clock: Callable[[], float],
     began: float,
     hurried: Callable[[], bool],
+    owner_pid: int = 0,
 ) -> StartResult:
     """The body of :func:`start`, run where a second Ctrl+C cannot abort the cleanup."""
     assert sup.stdin is not None
@@ -247,6 +255,8 @@ def _start(
                 _discard(sup)
                 return StartResult(state, True, supervised=supervisor_alive(state))
             ready = prepare(settings, state, on_binary)
+            if owner_pid:
+                ready.spec["owner_pid"], ready.spec["owner_create_time"] = identity(owner_pid)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
             sup.stdin.write(json.dumps(ready.spec).encode("utf-8") + b"\n")

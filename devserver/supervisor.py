@@ -61,6 +61,9 @@ class Spec(TypedDict):
     stop_save: list[list[str]]
     stop_nosave: list[list[str]]
     terminate_after_stop: bool
+    # The process whose death stops the server (devserver/owner.py); 0: nobody's, it stays.
+    owner_pid: int
+    owner_create_time: float
 
 
 def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
@@ -527,6 +530,7 @@ def main() -> int:
 
         compat.install_stop_signals(sup.shutdown)
         threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
+        _watch_owner(sup)
 
     try:
         return supervise(spec, setup=setup, on_recorded=_close_report)
@@ -565,6 +569,17 @@ def _close_report() -> None:
         os.close(null)
     except (OSError, ValueError):
         pass
+
+
+def _watch_owner(sup: Supervisor) -> None:
+    """An ephemeral server's owner (devserver/owner.py) dying means a throwaway stop."""
+    from . import owner
+
+    owner.watch(
+        int(sup.spec.get("owner_pid") or 0),
+        float(sup.spec.get("owner_create_time") or 0.0),
+        lambda: owner.stop_server(lambda: sup.shutdown(save=False), sup.proc),
+    )
 
 
 def run() -> None:

@@ -1,0 +1,168 @@
+"""The library API for scripts: ``devserver.ephemeral()`` and the tasks' start / stop / status.
+
+Why a module of its own: the tasks talk to a person and read invoke.yaml through Invoke; a
+script (or the pytest plugin) wants values and exceptions, no output, and a throwaway server
+that never touches the project's own data. Everything here goes through the same
+``process.start`` / supervisor as ``invoke start``. Like the rest of the library it never
+prints: failures are :class:`devserver.errors.DevServerError` with a message and a hint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .config import Settings, load_settings
+
+# Ephemeral servers keep nothing: the per-flavor switches that turn persistence off (the
+# data folder is a temporary one anyway, and the stop is a SHUTDOWN NOSAVE).
+_NO_PERSISTENCE: Mapping[str, str] = {
+    "redis": "--appendonly no --save ''",
+    "dragonfly": "",
+    "garnet": "",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server, as a script or a test needs it."""
+
+    host: str
+    port: int
+    flavor: str
+    version: str
+    password: str = ""
+    pid: int = 0
+    log_file: str = ""
+    data_dir: str = ""
+
+    @property
+    def url(self) -> str:
+        """``redis://[:password@]host:port/0``, ready for redis-py's ``from_url``."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{auth}{host}:{self.port}/0"
+
+
+def settings(root: str | Path = ".", **server: Any) -> Settings:
+    """Validated Settings for a project folder, with ``server.*`` keys given as keywords.
+
+    E.g. ``settings(".", flavor="redis", port=6380)``. invoke.yaml is not read here (that is
+    Invoke's job, for the tasks); keys not given take the documented defaults.
+    """
+    return load_settings({"server": server}, Path(root))
+
+
+def start(config: Settings) -> Server:
+    """Start the project's server in the background (as ``invoke start``), or find it running."""
+    from . import process
+
+    return _server(config, process.start(config).state)
+
+
+def stop(config: Settings, save: bool = True) -> bool:
+    """Stop the project's server (as ``invoke stop``); False when it was not running."""
+    from . import process
+
+    return process.stop(config, save=save).was_running
+
+
+def status(config: Settings) -> dict[str, Any]:
+    """The same object as ``invoke status --json`` (``running`` is False when stopped)."""
+    from . import process
+
+    return process.status(config)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def ephemeral(
+    flavor: str = "auto",
+    port: int | None = None,
+    binary: str | Path | None = None,
+    root: str | Path = ".",
+    password: str = "",
+    startup_timeout: float = 30,
+    owner_pid: int | None = None,
+    workdir: str | Path | None = None,
+) -> Iterator[Server]:
+    """A throwaway server for the ``with`` block: free port, temporary data and logs, no save.
+
+    ``root`` is where ``bin/`` (a fetched server) is looked for. The server is stopped when
+    the block ends, and also when this process dies without ending it (``owner_pid``,
+    default this process: the supervisor notices and stops it). ``workdir``: put the data
+    and log folders there (kept) instead of a temporary folder (removed).
+    """
+    base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="devserver-"))
+    try:
+        config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
+        from . import process
+
+        result = process.start(config, owner_pid=os.getpid() if owner_pid is None else owner_pid)
+        try:
+            yield _server(config, result.state)
+        finally:
+            process.stop(config, save=False)
+    finally:
+        if workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def ephemeral_settings(
+    flavor: str,
+    port: int | None,
+    binary: str | Path | None,
+    root: str | Path,
+    password: str,
+    startup_timeout: float,
+    base: Path,
+) -> Settings:
+    """Settings of an ephemeral server: the binary chosen now, so its flavor's switches apply."""
+    from .binaries import choose_binary
+
+    host = "127.0.0.1"
+    config = settings(
+        root,
+        flavor=flavor,
+        binary=str(binary or ""),
+        host=host,
+        port=port or free_port(host),
+        password=password,
+        data_dir=str(base / "data"),
+        log_dir=str(base / "logs"),
+        startup_timeout=startup_timeout,
+        stop_timeout=5,
+    )
+    chosen = choose_binary(config)
+    return config.with_overrides(
+        flavor=chosen.flavor,
+        binary=str(chosen.path),
+        extra_args=_NO_PERSISTENCE.get(chosen.flavor, ""),
+    )
+
+
+def _server(config: Settings, state: Any) -> Server:
+    return Server(
+        host=state.host,
+        port=int(state.port),
+        flavor=state.flavor,
+        version=state.version or "",
+        password=config.password,
+        pid=int(state.pid),
+        log_file=str(state.log_file or ""),
+        data_dir=str(config.data_dir),
+    )
