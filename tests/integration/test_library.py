@@ -1,0 +1,95 @@
+"""The library API for scripts: devserver.ephemeral() and start / stop / status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+import devserver
+from devserver.errors import DevServerError
+from tests.conftest import ROOT, free_port, kill_recorded
+
+
+def test_ephemeral_runs_a_throwaway_server_and_removes_it(redis_server_path: Path) -> None:
+    with devserver.ephemeral(flavor="redis", binary=redis_server_path) as server:
+        assert server.flavor == "redis" and server.version
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        data = Path(server.data_dir)
+        assert data.is_dir()
+        with redis.Redis.from_url(server.url) as client:
+            assert client.ping()
+            assert client.config_get("appendonly") == {"appendonly": "no"}  # keeps nothing
+            assert client.config_get("save") == {"save": ""}
+        pid = server.pid
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not data.exists()  # its temporary folder is gone too
+
+
+def test_ephemeral_takes_a_given_port_and_says_when_no_binary(
+    redis_server_path: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    with devserver.ephemeral(flavor="redis", binary=redis_server_path, port=port) as server:
+        assert server.port == port
+    missing = devserver.ephemeral(flavor="redis", binary=tmp_path / "missing")
+    with pytest.raises(DevServerError) as caught, missing:
+        pass
+    assert caught.value.hint  # the same message and hint `invoke start` shows
+
+
+def test_start_status_stop_on_a_project(redis_server_path: Path, project: Path) -> None:
+    config = devserver.settings(
+        project, flavor="redis", binary=str(redis_server_path), port=free_port()
+    )
+    try:
+        server = devserver.start(config)
+        assert devserver.status(config)["running"] is True
+        assert (project / "data" / "server.json").exists()  # relative to the given root
+        assert server.port == config.port
+        assert devserver.stop(config) is True
+        assert devserver.status(config)["running"] is False
+        assert devserver.stop(config) is False
+    finally:
+        kill_recorded(project / "data" / "server.json")
+
+
+def test_the_library_prints_nothing(redis_server_path: Path, tmp_path: Path) -> None:
+    code = (
+        "import devserver, sys\n"
+        f"with devserver.ephemeral(flavor='redis', binary={str(redis_server_path)!r}) as s:\n"
+        "    pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_console_script_reads_the_current_folders_invoke_yaml(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "invoke.yaml").write_text(f'server:\n  flavor: redis\n  port: "{port}"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "devserver.cli", "status", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr  # not running
+    assert f'"port": {port}' in result.stdout
+    assert str(tmp_path / "data" / "server.json") in result.stdout  # paths from the project

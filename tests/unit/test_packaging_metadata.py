@@ -1,0 +1,62 @@
+"""pyproject.toml is the one source of truth for the pins; the other files must agree."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import devserver
+from tests.conftest import ROOT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the suite runs on 3.11+
+    tomllib = pytest.importorskip("tomli")
+
+
+def pyproject() -> dict[str, object]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def requirement_lines(name: str) -> list[str]:
+    """A requirements file's requirement lines (no comments, no pip options)."""
+    lines = []
+    for raw in (ROOT / name).read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith(("#", "-")):
+            lines.append(line)
+    return lines
+
+
+def test_requirements_txt_repeats_pyprojects_dependencies_exactly() -> None:
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    assert requirement_lines("requirements.txt") == project["dependencies"], (
+        "pyproject.toml's [project] dependencies are the source: copy them to requirements.txt"
+    )
+
+
+def test_build_backend_pin_is_the_one_requirements_dev_installs() -> None:
+    build = pyproject()["build-system"]
+    assert isinstance(build, dict)
+    (backend,) = build["requires"]
+    assert "==" in backend  # pinned
+    assert backend in requirement_lines("requirements-dev.txt")
+
+
+def test_version_console_script_and_plugin_entry_point() -> None:
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    assert project["version"] == devserver.__version__
+    assert project["scripts"] == {"devserver": "devserver.cli:main"}
+    # The entry point's name is the module's, so `-p devserver.pytest_plugin` is the same plugin.
+    assert project["entry-points"]["pytest11"] == {
+        "devserver.pytest_plugin": "devserver.pytest_plugin"
+    }
+    packages = pyproject()["tool"]["setuptools"]["packages"]  # type: ignore[index]
+    on_disk = {
+        ".".join(p.relative_to(ROOT).parent.parts)
+        for p in (ROOT / "devserver").rglob("__init__.py")
+    }
+    assert set(packages) == on_disk  # every sub-package ships (checks/ included)
