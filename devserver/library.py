@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -107,12 +108,20 @@ def ephemeral(
     default this process: the supervisor notices and stops it). ``workdir``: put the data
     and log folders there (kept) instead of a temporary folder (removed).
     """
+    from .supervisor import launch_supervisor
+
+    early = launch_supervisor()  # its interpreter starts while we import and check (as `start`)
     base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="devserver-"))
     try:
-        config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
-        from . import process
-
-        result = process.start(config, owner_pid=os.getpid() if owner_pid is None else owner_pid)
+        try:
+            config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
+            from . import process
+        except BaseException:
+            _dismiss(early[0])
+            raise
+        result = process.start(
+            config, supervisor=early, owner_pid=os.getpid() if owner_pid is None else owner_pid
+        )
         try:
             yield _server(config, result.state)
         finally:
@@ -131,7 +140,10 @@ def ephemeral_settings(
     startup_timeout: float,
     base: Path,
 ) -> Settings:
-    """Settings of an ephemeral server: the binary chosen now, so its flavor's switches apply."""
+    """Settings of an ephemeral server, with its flavor's no-persistence switches.
+
+    With flavor auto the binary is chosen here, so the switches are the right flavor's.
+    """
     from .binaries import choose_binary
 
     host = "127.0.0.1"
@@ -147,12 +159,25 @@ def ephemeral_settings(
         startup_timeout=startup_timeout,
         stop_timeout=5,
     )
+    if config.flavor != "auto":  # known already: start chooses the binary once, as usual
+        return config.with_overrides(extra_args=_NO_PERSISTENCE.get(config.flavor, ""))
     chosen = choose_binary(config)
     return config.with_overrides(
         flavor=chosen.flavor,
         binary=str(chosen.path),
         extra_args=_NO_PERSISTENCE.get(chosen.flavor, ""),
     )
+
+
+def _dismiss(sup: subprocess.Popen[bytes]) -> None:
+    """A supervisor launched early with nothing to run: no spec on its stdin, so it exits."""
+    if sup.stdin is not None:
+        sup.stdin.close()
+    try:
+        sup.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sup.kill()
+        sup.wait()
 
 
 def _server(config: Settings, state: Any) -> Server:
