@@ -2,7 +2,7 @@
 
 The collection is ``devserver.tasks.ns``: a project's own ``tasks.py`` says
 ``from devserver.tasks import ns`` and gets every task; the ``devserver`` console script
-(devserver/cli.py) runs the same collection. Paths are relative to that project (see
+(devserver/program.py) runs the same collection. Paths are relative to that project (see
 :func:`project_root`), never to this installed package.
 
 Kept thin on purpose: the logic lives in the devserver library (which never imports invoke),

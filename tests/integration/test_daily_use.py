@@ -107,7 +107,7 @@ def proj(tmp_path: Path) -> Iterator[Daily]:
     root.mkdir()
     for name in ("tasks.py", "invoke.yaml"):
         shutil.copy2(ROOT / name, root / name)
-    for folder in ("devserver", "checks", "examples"):
+    for folder in ("devserver", "examples"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     project = Daily(root)
     yield project

@@ -83,7 +83,7 @@ def test_console_script_reads_the_current_folders_invoke_yaml(tmp_path: Path) ->
     (tmp_path / "invoke.yaml").write_text(f'server:\n  flavor: redis\n  port: "{port}"\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "devserver.cli", "status", "--json"],
+        [sys.executable, "-m", "devserver.program", "status", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

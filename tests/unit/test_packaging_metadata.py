@@ -49,7 +49,7 @@ def test_version_console_script_and_plugin_entry_point() -> None:
     project = pyproject()["project"]
     assert isinstance(project, dict)
     assert project["version"] == devserver.__version__
-    assert project["scripts"] == {"devserver": "devserver.cli:main"}
+    assert project["scripts"] == {"devserver": "devserver.program:main"}
     # The entry point's name is the module's, so `-p devserver.pytest_plugin` is the same plugin.
     assert project["entry-points"]["pytest11"] == {
         "devserver.pytest_plugin": "devserver.pytest_plugin"
