@@ -381,3 +381,31 @@ def _processes(raw: Any) -> dict[str, str]:
             raise _bad(f"app.processes.{name}", command, "a command line")
         result[str(name)] = text
     return result
+
+
+def invoke_defaults() -> dict[str, Any]:
+    """Every documented key with its default, as the packaged collection's own config.
+
+    Why: Invoke applies an ``INVOKE_SERVER_PORT``-style variable only to a key that already
+    exists in its config, so a project without an invoke.yaml (the ``devserver`` script in
+    any folder, a two-line tasks.py) would silently ignore it. Scalars are strings, as in
+    invoke.yaml: Invoke casts a variable to the existing value's type and tracebacks on
+    ``INVOKE_SERVER_PORT=abc``; as a string it reaches our own validation instead.
+    """
+    release = ReleaseSettings()
+    return {
+        "server": {k: str(v) for k, v in SERVER_DEFAULTS.items()},
+        "release": {
+            "github_api": release.github_api,
+            "url": release.url,
+            "sha256": release.sha256,
+            "lookup_timeout": f"{release.lookup_timeout:g}",
+            "retry_after": f"{release.retry_after:g}",
+        },
+        "verify": {
+            "iterations": str(VerifySettings.iterations),
+            "thresholds_ms": {op: f"{ms:g}" for op, ms in DEFAULT_THRESHOLDS_MS.items()},
+        },
+        "api": {"command": "", "env": {}},
+        "app": {"processes": {}},
+    }

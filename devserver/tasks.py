@@ -43,7 +43,7 @@ try:
     from invoke.tasks import Task, task
 
     from devserver import cliguard, compat, console
-    from devserver.config import Settings, load_settings, whole_number
+    from devserver.config import Settings, invoke_defaults, load_settings, whole_number
     from devserver.errors import ConfigError, DevServerError
 except KeyboardInterrupt:
     _interrupted_while_loading()
@@ -1335,3 +1335,6 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
 # ``devserver`` console script runs: every task of this module, found the way Invoke would
 # find them in a tasks.py of its own, so a task added above is in it without a list to update.
 ns = Collection.from_module(sys.modules[__name__])
+# The lowest config level (a project's invoke.yaml, user files and INVOKE_* variables win):
+# every key exists, so an INVOKE_* variable applies even where no invoke.yaml is.
+ns.configure(invoke_defaults())

@@ -93,3 +93,22 @@ def test_console_script_reads_the_current_folders_invoke_yaml(tmp_path: Path) ->
     assert result.returncode == 3, result.stderr  # not running
     assert f'"port": {port}' in result.stdout
     assert str(tmp_path / "data" / "server.json") in result.stdout  # paths from the project
+
+
+@pytest.mark.parametrize("runner", ["invoke", "devserver"])
+def test_invoke_variables_apply_in_a_project_without_invoke_yaml(
+    tmp_path: Path, runner: str
+) -> None:
+    """Invoke applies INVOKE_* only to keys its config has: the collection brings them all."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    env.update(INVOKE_SERVER_PORT=str(port), INVOKE_SERVER_FLAVOR="redis")
+    if runner == "invoke":
+        (tmp_path / "tasks.py").write_text("from devserver.tasks import ns  # noqa: F401\n")
+        argv = [sys.executable, "-m", "invoke", "status", "--json"]
+    else:
+        argv = [sys.executable, "-m", "devserver.program", "status", "--json"]
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert f'"port": {port}' in result.stdout and '"flavor": "redis"' in result.stdout
+    assert str(tmp_path / "data" / "server.json") in result.stdout

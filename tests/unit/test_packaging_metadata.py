@@ -60,3 +60,25 @@ def test_version_console_script_and_plugin_entry_point() -> None:
         for p in (ROOT / "devserver").rglob("__init__.py")
     }
     assert set(packages) == on_disk  # every sub-package ships (checks/ included)
+
+
+def _keys(tree: object, prefix: str = "") -> set[str]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip(".")}
+    found: set[str] = set()
+    for key, value in tree.items():
+        found |= _keys(value, f"{prefix}{key}.")
+    return found
+
+
+def test_collection_defaults_are_invoke_yaml_s_keys_and_the_documented_defaults() -> None:
+    """Every key of this repository's invoke.yaml exists in the packaged collection's config
+    (else an INVOKE_* variable is ignored in a project without invoke.yaml), and the
+    defaults validate to the same Settings as no config at all."""
+    from invoke.util import yaml
+
+    from devserver.config import invoke_defaults, load_settings
+
+    documented = yaml.safe_load((ROOT / "invoke.yaml").read_text(encoding="utf-8"))
+    assert _keys(documented) <= _keys(invoke_defaults())
+    assert load_settings(invoke_defaults(), ROOT) == load_settings({}, ROOT)
