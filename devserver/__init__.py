@@ -9,7 +9,10 @@ only when used so ``import devserver`` (every ``invoke`` run) stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # real types for type checkers; at run time imported on first use
+    from .library import Server, ephemeral, settings, start, status, stop
 
 __all__ = ["Server", "__version__", "ephemeral", "settings", "start", "status", "stop"]
 
