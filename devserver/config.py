@@ -384,14 +384,7 @@ def _processes(raw: Any) -> dict[str, str]:
 
 
 def invoke_defaults() -> dict[str, Any]:
-    """Every documented key with its default, as the packaged collection's own config.
-
-    Why: Invoke applies an ``INVOKE_SERVER_PORT``-style variable only to a key that already
-    exists in its config, so a project without an invoke.yaml (the ``devserver`` script in
-    any folder, a two-line tasks.py) would silently ignore it. Scalars are strings, as in
-    invoke.yaml: Invoke casts a variable to the existing value's type and tracebacks on
-    ``INVOKE_SERVER_PORT=abc``; as a string it reaches our own validation instead.
-    """
+    """Every documented key with its default, in invoke.yaml's shape (scalars as strings)."""
     release = ReleaseSettings()
     return {
         "server": {k: str(v) for k, v in SERVER_DEFAULTS.items()},
@@ -409,3 +402,36 @@ def invoke_defaults() -> dict[str, Any]:
         "api": {"command": "", "env": {}},
         "app": {"processes": {}},
     }
+
+
+def fill_from_environment(
+    config: Mapping[str, Any], environ: Mapping[str, str], prefix: str = "INVOKE_"
+) -> dict[str, Any]:
+    """``config`` plus ``INVOKE_SERVER_PORT``-style variables for keys no config file has.
+
+    Why: Invoke applies such a variable only to a key that some config file already has, so in
+    a project without invoke.yaml (the ``devserver`` script in any folder, a two-line
+    tasks.py) it would be silently ignored. Keys a file has were already set by Invoke (the
+    variable wins there too), so only the missing ones are filled, never overwritten.
+    """
+
+    def walk(known: Mapping[str, Any], given: Any, path: tuple[str, ...]) -> Any:
+        here = dict(given) if isinstance(given, Mapping) else {}
+        for key, default in known.items():
+            if isinstance(default, Mapping):
+                if default or key in here:  # mappings (api.env) cannot come from a variable
+                    sub = walk(default, here.get(key), (*path, key))
+                    if sub or key in here:
+                        here[key] = sub
+            elif key not in here:
+                name = prefix + "_".join((*path, key)).upper()
+                if name in environ:
+                    here[key] = environ[name]
+        return here
+
+    filled = dict(config)
+    for section, known in invoke_defaults().items():
+        sub = walk(known, config.get(section), (section,))
+        if sub or section in config:
+            filled[section] = sub
+    return filled

@@ -43,7 +43,7 @@ try:
     from invoke.tasks import Task, task
 
     from devserver import cliguard, compat, console
-    from devserver.config import Settings, invoke_defaults, load_settings, whole_number
+    from devserver.config import Settings, fill_from_environment, load_settings, whole_number
     from devserver.errors import ConfigError, DevServerError
 except KeyboardInterrupt:
     _interrupted_while_loading()
@@ -88,6 +88,7 @@ def settings_from(ctx: Context, **overrides: Any) -> Settings:
         name: _plain(ctx.config.get(name) or {})
         for name in ("server", "release", "verify", "api", "app")
     }
+    config = fill_from_environment(config, os.environ)  # keys no invoke.yaml has
     return load_settings(config, project_root(ctx)).with_overrides(**overrides)
 
 
@@ -1335,6 +1336,3 @@ def cli(c: Context, command: str | None = None, raw: bool = False) -> None:
 # ``devserver`` console script runs: every task of this module, found the way Invoke would
 # find them in a tasks.py of its own, so a task added above is in it without a list to update.
 ns = Collection.from_module(sys.modules[__name__])
-# The lowest config level (a project's invoke.yaml, user files and INVOKE_* variables win):
-# every key exists, so an INVOKE_* variable applies even where no invoke.yaml is.
-ns.configure(invoke_defaults())

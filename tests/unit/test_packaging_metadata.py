@@ -71,10 +71,10 @@ def _keys(tree: object, prefix: str = "") -> set[str]:
     return found
 
 
-def test_collection_defaults_are_invoke_yaml_s_keys_and_the_documented_defaults() -> None:
-    """Every key of this repository's invoke.yaml exists in the packaged collection's config
-    (else an INVOKE_* variable is ignored in a project without invoke.yaml), and the
-    defaults validate to the same Settings as no config at all."""
+def test_every_invoke_yaml_key_is_known_and_defaults_match() -> None:
+    """Every key of this repository's invoke.yaml is one fill_from_environment knows (else an
+    INVOKE_* variable is ignored in a project without invoke.yaml), and the defaults validate
+    to the same Settings as no config at all."""
     from invoke.util import yaml
 
     from devserver.config import invoke_defaults, load_settings
@@ -82,3 +82,20 @@ def test_collection_defaults_are_invoke_yaml_s_keys_and_the_documented_defaults(
     documented = yaml.safe_load((ROOT / "invoke.yaml").read_text(encoding="utf-8"))
     assert _keys(documented) <= _keys(invoke_defaults())
     assert load_settings(invoke_defaults(), ROOT) == load_settings({}, ROOT)
+
+
+def test_environment_fills_only_what_no_config_file_has() -> None:
+    from devserver.config import fill_from_environment
+
+    env = {
+        "INVOKE_SERVER_PORT": "6390",
+        "INVOKE_SERVER_HOST": "::1",
+        "INVOKE_VERIFY_THRESHOLDS_MS_CONNECT": "80",
+        "INVOKE_API_ENV": "ignored: a mapping",
+    }
+    given = {"server": {"host": "127.0.0.2"}, "app": None}
+    filled = fill_from_environment(given, env)
+    assert filled["server"] == {"host": "127.0.0.2", "port": "6390"}  # Invoke set host already
+    assert filled["verify"] == {"thresholds_ms": {"connect": "80"}}
+    assert "api" not in filled and filled["app"] == {}  # an empty section stays a mapping
+    assert given == {"server": {"host": "127.0.0.2"}, "app": None}  # not modified
