@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def test_{i}({fixture}):
     client.lpush("jobs", "x")
 """
 
-TOOLS = {
+TOOLS: dict[str, dict[str, Any]] = {
     "devserver": {
         "fixture": "redis_client",
         "client": "redis_client",

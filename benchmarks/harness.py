@@ -180,7 +180,7 @@ def precompile() -> str:
         return "written by the runs themselves"
     import compileall
 
-    for name in ("devserver", "checks", "benchmarks"):
+    for name in ("devserver", "benchmarks"):
         compileall.compile_dir(str(ROOT / name), quiet=1)
     compileall.compile_file(str(ROOT / "tasks.py"), quiet=1)
     return "precompiled by the bench (PYTHONDONTWRITEBYTECODE is set in this environment)"

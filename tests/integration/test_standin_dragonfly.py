@@ -22,9 +22,9 @@ import psutil
 import pytest
 import redis
 
-from checks.latency import OPERATIONS
 from devserver import binaries, compat, process
 from devserver.catalog import DRAGONFLY
+from devserver.checks.latency import OPERATIONS
 from devserver.errors import StartError
 from devserver.release import FetchOptions, fetch
 from tests.conftest import ROOT, SettingsFactory, free_port

@@ -21,9 +21,9 @@ import psutil
 import pytest
 import redis
 
-from checks.latency import OPERATIONS
 from devserver import compat, process
 from devserver.catalog import GARNET
+from devserver.checks.latency import OPERATIONS
 from devserver.errors import StartError
 from devserver.release import FetchOptions, fetch
 from tests.conftest import ROOT, SettingsFactory, free_port

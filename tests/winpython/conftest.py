@@ -31,7 +31,7 @@ from tests.winpython import wine
 
 # What a project copy holds: the tool as a person checks it out (no tests, no venv).
 PROJECT_FILES = ("tasks.py", "invoke.yaml", "requirements.txt", "start_dev.bat")
-PROJECT_DIRS = ("devserver", "checks")
+PROJECT_DIRS = ("devserver",)
 SERVER_VERSION = "7.2.99"
 ASSET = f"Redis-{SERVER_VERSION}-Windows-x64-msys2"
 
