@@ -8,7 +8,7 @@ import sys
 import pytest
 from invoke.tasks import Task
 
-import tasks
+from devserver import tasks
 
 
 def _tasks() -> dict[str, Task]:  # type: ignore[type-arg]
