@@ -285,7 +285,6 @@ def run_api(
     """
     env = compat.scripts_first(os.environ if base_env is None else base_env)
     env.update(extra_env)
-    signals: list[int] = []
     try:
         proc = spawn(compat.own_python(command), env, cwd)
     except OSError as exc:
@@ -293,6 +292,5 @@ def run_api(
             f"cannot run the API command {command!r}: {exc.strerror or exc}",
             hint="check api.command in invoke.yaml (or INVOKE_API_COMMAND)",
         ) from None
-    with compat.relay_interrupts(proc, signals.append):
-        returncode = proc.wait()
-    return ApiResult(compat.exit_code(returncode), interrupted=bool(signals))
+    code, interrupted = compat.wait_relaying(proc)
+    return ApiResult(code, interrupted=interrupted)

@@ -879,6 +879,18 @@ def relay_interrupts(
             signal.signal(num, old)
 
 
+def wait_relaying(proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+    """Wait for a foreground child under :func:`relay_interrupts`: (exit code, interrupted).
+
+    The one wait that ``invoke api`` and ``invoke run`` share: the child handles Ctrl+C
+    itself, we keep waiting for it and pass its code on (128+N after a signal death).
+    """
+    signals: list[int] = []
+    with relay_interrupts(proc, signals.append):
+        returncode = proc.wait()
+    return exit_code(returncode), bool(signals)
+
+
 def exit_code(returncode: int) -> int:
     """A child's status as a process exit code: POSIX death by signal N becomes 128+N.
 

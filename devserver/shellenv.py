@@ -57,7 +57,6 @@ def run_command(words: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
     import shutil
 
     program = shutil.which(words[0], path=env.get("PATH")) or words[0]
-    signals: list[int] = []
     try:
         proc = subprocess.Popen([program, *words[1:]], env=dict(env), cwd=str(cwd))
     except OSError as exc:
@@ -65,6 +64,4 @@ def run_command(words: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
             f"cannot run {words[0]!r}: {exc.strerror or exc}",
             hint="check the command name (is it installed, and on PATH?)",
         ) from None
-    with compat.relay_interrupts(proc, signals.append):
-        returncode = proc.wait()
-    return compat.exit_code(returncode)
+    return compat.wait_relaying(proc)[0]
