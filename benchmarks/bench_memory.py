@@ -10,7 +10,6 @@ Run alone: ``python benchmarks/bench_memory.py``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench_tee
 from benchmarks.harness import ROOT, Goal, Options, Row
+from devserver.bootstrap import encode_spec
+from devserver.supervisor import supervisor_command, supervisor_env
 from devserver.tail import last_lines
 
 NAMES = ("memory",)
@@ -74,11 +75,11 @@ def one_run(base: Path) -> tuple[float, float]:
     spec["argv"] = spec["public_argv"] = [sys.executable, str(script), flag]
     spec["log_backups"] = 5
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devserver.supervisor"], cwd=ROOT, stdin=subprocess.PIPE
+        supervisor_command(sys.executable), cwd=ROOT, env=supervisor_env(), stdin=subprocess.PIPE
     )
     assert proc.stdin is not None
     try:
-        proc.stdin.write(json.dumps(spec).encode() + bench_tee.HANDOVER)
+        proc.stdin.write(encode_spec(spec) + bench_tee.HANDOVER)
         proc.stdin.close()
         log = Path(spec["log_file"])
         wait_for(log, "phase 1 done", proc)

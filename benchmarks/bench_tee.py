@@ -14,7 +14,6 @@ rate is wall time from spawn to exit, start-up included. Run alone:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import subprocess
@@ -29,12 +28,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import ROOT, Goal, Options, Row, interleave
+from devserver.bootstrap import encode_spec
 from devserver.logs import RotatingWriter, tee
+from devserver.supervisor import supervisor_command, supervisor_env
 
 NAMES = ("tee", "tee.stalled-tail", "tee.stalled-console")
 # After the spec line, ``start`` hands the server over with "ok" (the supervisor's stdin
 # lifeline: stdin ending without it means the start was given up, and the server is killed).
-HANDOVER = b"\nok\n"
+HANDOVER = b"ok\n"
 LINES = 2_000_000
 PRODUCER = """
 import sys
@@ -87,10 +88,11 @@ def supervisor(base: Path, script: Path) -> float:
     clean_logs(base)
     began = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "devserver.supervisor"],
+        supervisor_command(sys.executable),
         cwd=ROOT,
+        env=supervisor_env(),
         check=True,
-        input=json.dumps(spec(base, script)).encode() + HANDOVER,
+        input=encode_spec(spec(base, script)) + HANDOVER,
     )
     seconds = time.perf_counter() - began
     count_lines(base)

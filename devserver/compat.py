@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any
 
+from . import bootstrap
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -472,7 +474,7 @@ def on_console_close(stop: Callable[[], object]) -> bool:
     return True
 
 
-def wait_interruptible(proc: subprocess.Popen[bytes]) -> int:
+def wait_interruptible(proc: subprocess.Popen[bytes] | bootstrap.Child) -> int:
     """Wait for a child in a way Ctrl+C can interrupt.
 
     On Windows an untimed wait cannot be broken by Ctrl+C (a CPython limitation), so poll
@@ -511,52 +513,28 @@ def start_ticks(pid: int) -> int | None:
     """
     if WINDOWS or MACOS:
         return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
-        # the last ")"; what follows starts at field 3, so field 22 is index 19.
-        return int(data[data.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    return bootstrap.proc_start_ticks(pid)
 
 
-def proc_identity(pid: int) -> tuple[float, str] | None:
-    """Linux: (create time as psutil computes it, executable) read from /proc, or None.
+def proc_identity(pid: int) -> tuple[float, str, int] | None:
+    """Linux: (create time as psutil computes it, executable, start ticks) from /proc, or None.
 
     The supervisor records these right after spawning the server; reading them here instead
     of through psutil keeps psutil's import (~20 ms of CPU, the largest single cost between
-    the spawn and the state file) off ``invoke start``'s critical path. psutil's create time
-    on Linux is ``btime`` from /proc/stat plus the start ticks over SC_CLK_TCK, exactly this.
-    None elsewhere or when /proc cannot be read: the caller then asks psutil.
+    the spawn and the state file) off ``invoke start``'s critical path. None elsewhere or when
+    /proc cannot be read: the caller then asks psutil.
     """
-    ticks = start_ticks(pid)
-    if ticks is None:
+    if WINDOWS or MACOS:
         return None
-    try:
-        with open("/proc/stat", "rb") as handle:
-            btime = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
-    return btime + ticks / os.sysconf("SC_CLK_TCK"), exe.removesuffix(" (deleted)")
-
-
-_PR_SET_PDEATHSIG = 1
-_prctl: list[Any] = []  # libc's prctl, once looked up (importing ctypes costs milliseconds)
+    return bootstrap.proc_identity(pid)
 
 
 def preload_parent_death() -> None:
     """Look up prctl ahead of time: the detached supervisor does it while it waits for its
     spec, so the import of ctypes is not on ``invoke start``'s critical path."""
-    if _prctl or WINDOWS or MACOS or not sys.platform.startswith("linux"):
+    if WINDOWS or MACOS or not sys.platform.startswith("linux"):
         return
-    try:
-        import ctypes
-
-        _prctl.append(ctypes.CDLL(None, use_errno=True).prctl)
-    except (OSError, AttributeError, ImportError):
-        pass
+    bootstrap.load_prctl()
 
 
 def parent_death_kwargs() -> dict[str, Any]:
@@ -578,15 +556,14 @@ def parent_death_kwargs() -> dict[str, Any]:
 
     if threading.active_count() > 1:
         return {}
-    preload_parent_death()
-    if not _prctl:
+    prctl = bootstrap.load_prctl()
+    if prctl is None:
         return {}
-    prctl = _prctl[0]
     parent = os.getpid()
     term = int(signal.SIGTERM)
 
     def arm() -> None:
-        prctl(_PR_SET_PDEATHSIG, term, 0, 0, 0)
+        prctl(bootstrap.PR_SET_PDEATHSIG, term, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the call: act on it now
             os._exit(1)
 
@@ -716,7 +693,7 @@ def _kernel32() -> Any:
     return ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
 
 
-def bind_to_this_process(proc: subprocess.Popen[bytes]) -> object | None:
+def bind_to_this_process(proc: subprocess.Popen[bytes] | bootstrap.Child) -> object | None:
     """Windows: tie the server's life to this process (the supervisor, or ``start
     --foreground``) with a job object marked kill-on-close; return the job handle, which the
     caller keeps for as long as it lives. When this process dies (TerminateProcess, a crash,

@@ -20,6 +20,7 @@ from typing import Any
 from . import compat, datadir, resp, wsl
 from .atomic import check_writable
 from .binaries import Binary, choose_binary
+from .bootstrap import encode_spec
 from .catalog import build_launch, get_flavor
 from .config import Settings
 from .errors import StartError, StateError, UntrustedState
@@ -95,7 +96,8 @@ def _ensure_writable(path: Path, what: str) -> None:
 
 
 def build_spec(settings: Settings, binary: Binary) -> Spec:
-    """The supervisor's launch spec (JSON-able; it carries the password, so it goes on stdin)."""
+    """The supervisor's launch spec (plain values; it carries the password, so it goes on
+    stdin)."""
     flavor = get_flavor(binary.flavor)
     launch = build_launch(flavor, settings, str(binary.path), os.environ)
     argv, env = list(launch.argv), dict(launch.env)
@@ -137,6 +139,7 @@ class Prepared:
     data_dir: Path
     stale: ServerState | None
     warnings: tuple[str, ...] = ()
+    log_writable: bool = True  # else no marker will appear in it: the echo must not wait
 
 
 def prepare(
@@ -179,8 +182,9 @@ def prepare(
     # untracked (the supervisor stops it if the write fails anyway, e.g. on a full disk).
     _ensure_writable(settings.state_file.parent, "data")
     _ensure_writable(settings.log_dir, "log")
-    warnings.extend(_log_warnings(Path(spec["log_file"])))
-    return Prepared(spec, binary, data_dir, stale, tuple(warnings))
+    log_warnings = _log_warnings(Path(spec["log_file"]))
+    warnings.extend(log_warnings)
+    return Prepared(spec, binary, data_dir, stale, tuple(warnings), not log_warnings)
 
 
 def _log_warnings(log_file: Path) -> list[str]:
@@ -259,7 +263,7 @@ def _start(
                 ready.spec["owner_pid"], ready.spec["owner_create_time"] = identity(owner_pid)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
-            sup.stdin.write(json.dumps(ready.spec).encode("utf-8") + b"\n")
+            sup.stdin.write(encode_spec(ready.spec))
             sup.stdin.flush()
             try:
                 state = wait_ready(settings, sup, echo, clock, clock(), report.failure)
@@ -282,7 +286,7 @@ def _start(
         _undo(settings, sup, launched, hurried)
         raise
     try:
-        echo.settle()
+        echo.settle(state.pid if state is not None and ready.log_writable else 0)
     except KeyboardInterrupt:
         pass  # only the last log lines' echo is cut short: the server runs, tracked
     assert state is not None  # wait_ready's, as it was handed over

@@ -37,6 +37,7 @@ _LOAD_FAILURE_RE = re.compile(
     re.IGNORECASE,
 )
 _HINT_LINES = 20
+_PID_MARKER = "[devserver] server pid "  # written by the supervisor just before its tee runs
 
 
 def banner_line(line: str) -> bool:
@@ -63,13 +64,29 @@ class LogEcho:
         self.partial = b""
         self.recent: deque[str] = deque(maxlen=_HINT_LINES)
         self.load_failure = False  # the server said it could not read its data
+        self.tee_pids: set[int] = set()  # the supervisor's "server pid N" markers seen
 
-    def settle(self, quiet: float = 0.002, limit: float = 0.05) -> None:
+    def settle(
+        self, pid: int = 0, quiet: float = 0.002, limit: float = 0.05, tee_wait: float = 1.0
+    ) -> None:
         """After PING answered, show what the tee is still writing: lines the server printed
         before it answered can be a few milliseconds behind in the file. Stops once the log
-        has not grown for ``quiet`` seconds, and after ``limit`` at most."""
+        has not grown for ``quiet`` seconds, and after ``limit`` at most.
+
+        ``pid``: first wait (up to ``tee_wait`` s) for the supervisor's ``server pid <pid>``
+        marker, which it writes just before its tee starts. On POSIX the state file is
+        written before that (devserver/bootstrap.py), so PING can answer while the server's
+        first lines are still in the pipe."""
         if self.sink is None:
             return
+        if pid:
+            until = time.monotonic() + tee_wait
+            self.poll()
+            while pid not in self.tee_pids:
+                if time.monotonic() >= until:
+                    break
+                time.sleep(quiet)
+                self.poll()
         deadline = time.monotonic() + limit
         while True:
             before = self.offset
@@ -97,7 +114,10 @@ class LogEcho:
             if banner_line(line):
                 continue
             self.recent.append(line)
-            own = _TEE_STAMP_RE.sub("", line, count=1).startswith("[devserver]")
+            text = _TEE_STAMP_RE.sub("", line, count=1)
+            own = text.startswith("[devserver]")
+            if own and text.startswith(_PID_MARKER) and text[len(_PID_MARKER) :].isdigit():
+                self.tee_pids.add(int(text[len(_PID_MARKER) :]))
             if not own and _LOAD_FAILURE_RE.search(line):
                 self.load_failure = True
             if self.sink is not None:

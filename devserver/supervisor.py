@@ -8,13 +8,17 @@ password, which is never written to disk), so ``invoke stop`` asks it, through a
 loopback control socket guarded by a random token, to shut the server down gracefully, even
 when the caller's configuration changed since the start.
 
-The launch spec (argv, environment, password) arrives as one JSON line on stdin, so no secret
-is ever on a command line. stdin then stays open as ``start``'s lifeline: ``start`` writes
+The launch spec (argv, environment, password) arrives on stdin (``bootstrap.encode_spec``), so
+no secret is ever on a command line. stdin then stays open as ``start``'s lifeline: ``start`` writes
 ``ok`` once the server answers PING; if stdin ends without it (Ctrl+C, a timeout, ``start``
 killed), nobody will use the server, so the supervisor kills it and exits. Until the state
 file is written, stdout is a pipe back to ``start``: a start-up failure (the state file cannot
 be written, say) is reported there as one JSON line, after the server was stopped. Then stdout
 goes to the null device. ``--foreground`` mode runs the same :func:`supervise` in-process.
+
+On POSIX the detached supervisor starts in ``devserver.bootstrap``, which spawns the server and
+writes the state file before this module is imported, then hands over to :func:`adopt`; on
+Windows (no fork) :func:`run` reads the spec and spawns through subprocess.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, NoReturn, TypedDict
 
-from . import compat
+from . import bootstrap, compat
+from .bootstrap import Child
 
 # Only what spawning the server needs is imported at module level: the server is started
 # first, and the rest (psutil, sockets, the log writer) is imported while it boots, which
@@ -36,11 +41,12 @@ from . import compat
 CONTROL_CLIENTS = 32
 CONTROL_READ_TIMEOUT = 1.0
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Spec(TypedDict):
-    """Everything the supervisor needs, sent by ``process.start`` as JSON on stdin."""
+    """Everything the supervisor needs, sent by ``process.start`` on stdin (plain values only:
+    it travels as marshal, see ``bootstrap.encode_spec``)."""
 
     argv: list[str]
     public_argv: list[str]
@@ -75,17 +81,13 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
     may be among them) are not passed on: the supervisor gets everything from its spec. Its
     stdout is a pipe for its start-up report (see the module docstring).
     """
-    env = compat.without_prefixes(os.environ, ["INVOKE_"])
-    # -S skips the site module (and its .pth processing), with our own sys.path passed on
-    # instead, so the same packages are found; -c rather than -m skips runpy. Both are
-    # milliseconds on ``invoke start``'s critical path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    code = "from devserver.supervisor import run; run()"
-    python = compat.python_for_background()
+    env = supervisor_env()
+    command = supervisor_command()
+    python = command[0]
     try:
         return compat.spawn_detached(
-            [python, "-S", "-c", code],
-            cwd=_PACKAGE_PARENT,  # so the import finds this very copy of the package
+            command,
+            cwd=PACKAGE_PARENT,  # so the import finds this very copy of the package
             stdin=subprocess.PIPE,
             env=env,
             stdout=subprocess.PIPE,
@@ -97,6 +99,26 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
             f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
             hint="check that this user can run that interpreter (and the folders above it)",
         ) from None
+
+
+def supervisor_command(python: str = "") -> list[str]:
+    """The detached supervisor's command line (run it with cwd :data:`PACKAGE_PARENT`).
+
+    POSIX: the lean bootstrap (server and state before the big imports); Windows: this
+    module (no fork there). ``-c`` rather than ``-m`` skips runpy.
+    """
+    entry = "supervisor import run; run" if compat.WINDOWS else "bootstrap import main; main"
+    return [python or compat.python_for_background(), "-S", "-c", f"from devserver.{entry}()"]
+
+
+def supervisor_env() -> dict[str, str]:
+    """The supervisor's environment: ours without ``INVOKE_*`` (a password may be among
+    them; the spec carries all it needs), and our sys.path as PYTHONPATH: it runs with -S,
+    which skips the site module (milliseconds on ``invoke start``'s critical path), so the
+    same packages are found this way."""
+    env = compat.without_prefixes(os.environ, ["INVOKE_"])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
 
 
 def _save_state(path: str, state: dict[str, Any]) -> None:
@@ -151,15 +173,24 @@ def spawn_server(spec: Spec, secret_path: str = "") -> subprocess.Popen[bytes]:
     return proc
 
 
+# What runs the server: Popen where subprocess spawned it, Child where the bootstrap did.
+ServerProc = subprocess.Popen[bytes] | Child
+
+# What the bootstrap did before handing over: (listener, token, error) of its state write,
+# the listener None when it wrote nothing (no /proc) and this module records the state.
+First = tuple[Any, str, BaseException | None]
+
+
 class Supervisor:
     """Owns one running server: records state, tees output, stops it on request, logs its end."""
 
     def __init__(
         self,
         spec: Spec,
-        proc: subprocess.Popen[bytes],
+        proc: ServerProc,
         console: Callable[[str], None] | None = None,
         secret_dir: str = "",
+        token: str = "",
     ) -> None:
         import threading
 
@@ -175,16 +206,15 @@ class Supervisor:
         self.exit_status = ""
         self.replying: list[threading.Thread] = []  # control clients owed an answer
         self.finished = threading.Event()  # set once run() has logged the exit and the state
-        self.token = os.urandom(16).hex()
+        self.token = token or os.urandom(16).hex()
 
     def record_state(self, control_port: int) -> None:
         """Write data/server.json (pid + create time + exe, so stop can check identity).
 
         Built here as plain JSON (not through state.py, whose dataclass import would delay
-        it): ``start`` returns as soon as this file is there and PING answers.
+        it): ``start`` returns as soon as this file is there and PING answers. On Linux the
+        bootstrap has usually written it already, from /proc (``bootstrap.record_first``).
         """
-        import time
-
         spec = self.spec
         server = compat.proc_identity(self.proc.pid)
         me = compat.proc_identity(os.getpid())
@@ -195,32 +225,11 @@ class Supervisor:
                 child = psutil.Process(self.proc.pid)
                 # exe() may be unreadable (Windows: access denied; Wine: OSError WinError 87):
                 # then record the binary we launched rather than die with the server orphaned.
-                server = (child.create_time(), compat.process_exe(child) or spec["binary"])
+                server = (child.create_time(), compat.process_exe(child) or spec["binary"], 0)
             except psutil.Error:
-                server = (0.0, spec["binary"])
-            me = (psutil.Process(os.getpid()).create_time(), "")
-        create_time, exe = server
-        state = {
-            "pid": self.proc.pid,
-            "create_time": create_time,
-            "start_ticks": compat.start_ticks(self.proc.pid) or 0,  # clock-step proof
-            "exe": exe,
-            "supervisor_pid": os.getpid(),  # not Popen's pid: a venv python.exe is a launcher
-            "supervisor_create_time": me[0],
-            "supervisor_start_ticks": compat.start_ticks(os.getpid()) or 0,
-            "flavor": spec["flavor"],
-            "version": spec["version"],
-            "host": spec["host"],
-            "port": spec["port"],
-            "log_file": spec["log_file"],
-            "started_at": time.time(),
-            "binary": spec["binary"],
-            "argv": spec["public_argv"],
-            "control_port": control_port,
-            "control_token": self.token,
-            "status": "running",
-            "exit_status": "",
-        }
+                server = (0.0, spec["binary"], 0)
+            me = (psutil.Process(os.getpid()).create_time(), "", 0)
+        state = bootstrap.state_record(spec, self.proc.pid, server, me, control_port, self.token)
         _save_state(spec["state_file"], state)
 
     def abandon(self) -> None:
@@ -328,8 +337,13 @@ class Supervisor:
             active.release()
 
     # -- run -------------------------------------------------------------------------------
-    def run(self, on_recorded: Callable[[], object] | None = None) -> int:
-        """Supervise until the server exits; return its exit code (as the supervisor's)."""
+    def run(
+        self, on_recorded: Callable[[], object] | None = None, first: First | None = None
+    ) -> int:
+        """Supervise until the server exits; return its exit code (as the supervisor's).
+
+        ``first``: what the bootstrap did (see :data:`First`); None: nothing, record here.
+        """
         import shlex
         import socket
         import threading
@@ -342,9 +356,13 @@ class Supervisor:
         spec, proc = self.spec, self.proc
         started = time.monotonic()
         writer = reader = None
+        listener, _, failed = first or (None, "", None)
         try:
-            # The tee runs before the state is written: once ``start`` sees the state and a
-            # PONG, the lines the server printed until then are on their way to the log file.
+            # Here the tee runs before the state is written: once ``start`` sees the state and
+            # a PONG, the lines the server printed until then are on their way to the log
+            # file. After the bootstrap the order is reversed: the lines wait in the pipe for
+            # the few milliseconds until the tee runs, and ``start`` echoes the log until it
+            # is quiet (``LogEcho.settle``).
             log = Path(spec["log_file"])
             writer = RotatingWriter(log, spec["log_max_bytes"], spec["log_backups"])
             argv = shlex.join(spec["public_argv"])
@@ -354,9 +372,15 @@ class Supervisor:
                 target=tee, args=(proc.stdout, writer, self.console), daemon=True
             )
             reader.start()
-            listener = socket.create_server(("127.0.0.1", 0))
+            if listener is not None:  # the bootstrap's: a bare _socket.socket
+                listener = socket.socket(fileno=listener.detach())
+            else:
+                listener = socket.create_server(("127.0.0.1", 0))
             try:
-                self.record_state(listener.getsockname()[1])
+                if failed is not None:
+                    raise failed
+                if first is None or first[0] is None:
+                    self.record_state(listener.getsockname()[1])
             except OSError as exc:
                 folder = os.path.dirname(spec["state_file"])
                 raise StartError(
@@ -483,70 +507,110 @@ def supervise(
 ) -> int:
     """Spawn the server and supervise it until it exits; return its exit code.
 
-    Used by the detached supervisor and, with ``console``, by ``start --foreground``.
-    ``on_recorded`` runs once the state file is written. The password file, if any, is
-    removed however this ends.
+    Used by the detached supervisor on Windows and, with ``console``, by ``start
+    --foreground``. ``on_recorded`` runs once the state file is written. The password file,
+    if any, is removed however this ends.
     """
     secret_dir, secret_path = write_secret(spec)
     try:
         try:
             proc = spawn_server(spec, secret_path)
         except OSError as exc:
-            from pathlib import Path
-
-            from .logs import RotatingWriter
-
-            log = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
-            log.marker(f"could not start {spec['binary']}: {exc}")
-            log.close()
-            return 127
+            return spawn_failed(spec, exc)
         supervisor = Supervisor(spec, proc, console, secret_dir)
         if setup is not None:
             setup(supervisor)
         return supervisor.run(on_recorded)
     finally:
-        if secret_dir:
-            import shutil
+        _remove_secret(secret_dir)
 
-            shutil.rmtree(secret_dir, ignore_errors=True)
+
+def spawn_failed(spec: Spec, exc: OSError, secret_dir: str = "") -> int:
+    """The server could not be executed: say so in its log (``start`` shows the log's tail)
+    and exit 127, as a shell does for a command it cannot run."""
+    from pathlib import Path
+
+    from .logs import RotatingWriter
+
+    _remove_secret(secret_dir)
+    log = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
+    log.marker(f"could not start {spec['binary']}: {exc}")
+    log.close()
+    return 127
+
+
+def _remove_secret(secret_dir: str) -> None:
+    if secret_dir:
+        import shutil
+
+        shutil.rmtree(secret_dir, ignore_errors=True)
 
 
 def main() -> int:
-    """Entry point of the detached supervisor: the spec comes as JSON on stdin.
+    """Entry point of the detached supervisor on Windows: the spec comes on stdin.
 
     An empty stdin means ``start`` gave up before sending one (the port was taken, say):
     exit quietly. ``start`` spawns us early so our start-up overlaps its own checks.
     """
+    compat.preload_parent_death()  # while ``start`` still runs its checks
+    try:
+        spec = bootstrap.read_spec(0)
+    except ValueError as exc:
+        return report(exc)
+    if spec is None:
+        return 0
+    return _reporting(lambda: supervise(spec, setup=_detached, on_recorded=_close_report))
+
+
+def adopt(spec: Spec, child: Child, secret_dir: str, first: First) -> int:
+    """Supervise a server the bootstrap spawned (POSIX), from where :func:`supervise` would
+    be after its spawn; ``first`` is the bootstrap's state write (see :data:`First`)."""
+
+    def body() -> int:
+        try:
+            sup = Supervisor(spec, child, secret_dir=secret_dir, token=first[1])
+            _detached(sup)
+            return sup.run(_close_report, first)
+        finally:
+            _remove_secret(secret_dir)
+
+    return _reporting(body)
+
+
+def _detached(sup: Supervisor) -> None:
+    """What only the detached supervisor does: stop on SIGTERM/console close, watch the
+    lifeline and the owner."""
+    import threading
+
+    compat.install_stop_signals(sup.shutdown)
+    threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
+    _watch_owner(sup)
+
+
+def _reporting(body: Callable[[], int]) -> int:
+    """Run ``body``; a failure (the server is already stopped then) goes to ``start``."""
+    try:
+        return body()
+    except Exception as exc:
+        return report(exc)
+
+
+def report(exc: Exception) -> int:
+    """Tell ``start`` why this supervisor failed: one JSON line on its stdout; exit 1."""
     import json
 
-    compat.preload_parent_death()  # while ``start`` still runs its checks
-    line = sys.stdin.buffer.readline()
-    if not line.strip():
-        return 0
-    spec: Spec = json.loads(line)
+    from .errors import DevServerError
 
-    def setup(sup: Supervisor) -> None:
-        import threading
-
-        compat.install_stop_signals(sup.shutdown)
-        threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
-        _watch_owner(sup)
-
+    if isinstance(exc, DevServerError):
+        report = {"error": exc.message, "hint": exc.hint}
+    else:
+        report = {"error": f"the supervisor failed: {type(exc).__name__}: {exc}"}
     try:
-        return supervise(spec, setup=setup, on_recorded=_close_report)
-    except Exception as exc:  # the server is already stopped; tell ``start`` why
-        from .errors import DevServerError
-
-        if isinstance(exc, DevServerError):
-            report = {"error": exc.message, "hint": exc.hint}
-        else:
-            report = {"error": f"the supervisor failed: {type(exc).__name__}: {exc}"}
-        try:
-            sys.stdout.write(json.dumps(report) + "\n")
-            sys.stdout.flush()
-        except (OSError, ValueError):
-            pass
-        return 1
+        sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    return 1
 
 
 def _hold_lifeline(sup: Supervisor) -> None:
@@ -583,13 +647,17 @@ def _watch_owner(sup: Supervisor) -> None:
 
 
 def run() -> None:
-    """Console entry (``python -c "from devserver.supervisor import run; run()"``).
+    """Console entry on Windows (``python -c "from devserver.supervisor import run; run()"``)."""
+    finish(main())
 
-    Ends with ``os._exit``: by then the log is closed and the state written or removed, and
-    an interpreter shutdown (daemon threads, module teardown) only delays the callers that
+
+def finish(code: int) -> NoReturn:
+    """End the supervisor process with ``code``.
+
+    ``os._exit``: by then the log is closed and the state written or removed, and an
+    interpreter shutdown (daemon threads, module teardown) only delays the callers that
     wait for this process to end (an abandoned start's cleanup, ``stop``) on a busy machine.
     """
-    code = main()
     try:
         sys.stdout.flush()
         sys.stderr.flush()

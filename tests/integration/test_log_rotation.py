@@ -7,7 +7,6 @@ devserver.supervisor`` with the JSON spec on stdin).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -17,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devserver.bootstrap import encode_spec
+from devserver.supervisor import supervisor_command, supervisor_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (\d{7}|\[devserver\] .*)")
@@ -61,9 +63,10 @@ def spec_for(project: Path, count: int, max_bytes: int, backups: int) -> dict[st
 def run_supervisor(spec: dict[str, Any]) -> float:
     began = time.monotonic()
     sup = subprocess.run(
-        [sys.executable, "-m", "devserver.supervisor"],
+        supervisor_command(sys.executable),
         cwd=ROOT,
-        input=json.dumps(spec).encode() + b"\nok\n",  # the spec line, then start's "ok"
+        env=supervisor_env(),
+        input=encode_spec(spec) + b"ok\n",  # the spec, then start's "ok"
         timeout=60,
     )
     assert sup.returncode == 0
