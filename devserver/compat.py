@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any
 
-from . import bootstrap
+from . import posixproc
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -474,7 +474,7 @@ def on_console_close(stop: Callable[[], object]) -> bool:
     return True
 
 
-def wait_interruptible(proc: subprocess.Popen[bytes] | bootstrap.Child) -> int:
+def wait_interruptible(proc: subprocess.Popen[bytes] | posixproc.Child) -> int:
     """Wait for a child in a way Ctrl+C can interrupt.
 
     On Windows an untimed wait cannot be broken by Ctrl+C (a CPython limitation), so poll
@@ -513,7 +513,7 @@ def start_ticks(pid: int) -> int | None:
     """
     if WINDOWS or MACOS:
         return None
-    return bootstrap.proc_start_ticks(pid)
+    return posixproc.proc_start_ticks(pid)
 
 
 def proc_identity(pid: int) -> tuple[float, str, int] | None:
@@ -526,7 +526,7 @@ def proc_identity(pid: int) -> tuple[float, str, int] | None:
     """
     if WINDOWS or MACOS:
         return None
-    return bootstrap.proc_identity(pid)
+    return posixproc.proc_identity(pid)
 
 
 def preload_parent_death() -> None:
@@ -534,7 +534,7 @@ def preload_parent_death() -> None:
     spec, so the import of ctypes is not on ``invoke start``'s critical path."""
     if WINDOWS or MACOS or not sys.platform.startswith("linux"):
         return
-    bootstrap.load_prctl()
+    posixproc.load_prctl()
 
 
 def parent_death_kwargs() -> dict[str, Any]:
@@ -556,14 +556,14 @@ def parent_death_kwargs() -> dict[str, Any]:
 
     if threading.active_count() > 1:
         return {}
-    prctl = bootstrap.load_prctl()
+    prctl = posixproc.load_prctl()
     if prctl is None:
         return {}
     parent = os.getpid()
     term = int(signal.SIGTERM)
 
     def arm() -> None:
-        prctl(bootstrap.PR_SET_PDEATHSIG, term, 0, 0, 0)
+        prctl(posixproc.PR_SET_PDEATHSIG, term, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the call: act on it now
             os._exit(1)
 
@@ -600,6 +600,28 @@ def interrupt_once() -> Iterator[Callable[[], bool]]:
     finally:
         for num, old in previous.items():
             signal.signal(num, old)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl+C that arrives inside the block until its end, then raise it.
+
+    Around imports: a KeyboardInterrupt raised while CPython runs an import's internal
+    callbacks (the weakref callback of a module lock) is printed as "Exception ignored in
+    ..." with a traceback, and then lost. Off the main thread this does nothing.
+    """
+    got: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if got:
+            raise KeyboardInterrupt
 
 
 def ignore_interrupts() -> None:
@@ -693,7 +715,7 @@ def _kernel32() -> Any:
     return ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
 
 
-def bind_to_this_process(proc: subprocess.Popen[bytes] | bootstrap.Child) -> object | None:
+def bind_to_this_process(proc: subprocess.Popen[bytes] | posixproc.Child) -> object | None:
     """Windows: tie the server's life to this process (the supervisor, or ``start
     --foreground``) with a job object marked kill-on-close; return the job handle, which the
     caller keeps for as long as it lives. When this process dies (TerminateProcess, a crash,

@@ -20,12 +20,13 @@ from typing import Any
 from . import compat, datadir, resp, wsl
 from .atomic import check_writable
 from .binaries import Binary, choose_binary
-from .bootstrap import encode_spec
+from .bootstrap import can_fork, encode_spec, fork_supervisor
 from .catalog import build_launch, get_flavor
 from .config import Settings
 from .errors import StartError, StateError, UntrustedState
 from .owner import identity
 from .ports import check_port_free
+from .posixproc import Child
 from .readiness import LineSink, LogEcho, wait_ready
 from .state import (
     ServerState,
@@ -36,9 +37,12 @@ from .state import (
     supervisor_alive,
 )
 from .stopping import StopResult, stop
-from .supervisor import Spec, launch_supervisor
+from .supervisor import PACKAGE_PARENT, Spec, launch_supervisor, supervisor_env
 
 __all__ = ["StartResult", "StopResult", "current_state", "start", "status", "stop"]
+
+# The supervisor as ``start`` holds it: spawned (Popen) or forked from this process (Child).
+SupProc = subprocess.Popen[bytes] | Child
 
 
 @dataclass(frozen=True)
@@ -221,9 +225,19 @@ def start(
     Ctrl+C before the server was handed to its supervisor undoes the start (and raises
     KeyboardInterrupt); once handed over, a Ctrl+C is too late to matter and the start
     returns normally: the caller is never told "interrupted" about a server left running.
+
+    With no ``supervisor`` given, on Linux in a single-threaded process, the supervisor is
+    forked from this process once the checks passed (``bootstrap.fork_supervisor``: no new
+    interpreter before the server's spawn); elsewhere one is spawned at once, as above.
     """
     began = clock()
-    sup, broke_away = supervisor or launch_supervisor()
+    sup: SupProc | None
+    if supervisor is not None:
+        sup, broke_away = supervisor
+    elif can_fork():
+        sup, broke_away = None, True
+    else:
+        sup, broke_away = launch_supervisor()
     result: StartResult | None = None
     try:
         with compat.interrupt_once() as hurried:
@@ -239,7 +253,7 @@ def start(
 
 def _start(
     settings: Settings,
-    sup: subprocess.Popen[bytes],
+    sup: SupProc | None,
     broke_away: bool,
     on_line: LineSink | None,
     on_binary: Callable[[Binary], None] | None,
@@ -248,23 +262,31 @@ def _start(
     hurried: Callable[[], bool],
     owner_pid: int = 0,
 ) -> StartResult:
-    """The body of :func:`start`, run where a second Ctrl+C cannot abort the cleanup."""
-    assert sup.stdin is not None
-    report = SupervisorReport(sup)
+    """The body of :func:`start`, run where a second Ctrl+C cannot abort the cleanup.
+
+    ``sup`` None: fork the supervisor once the checks passed (no thread may start before)."""
     launched = handed_over = False
     try:
         with project_lock(settings.lock_file, wait=settings.startup_timeout):
             state, proc = current_state(settings)
             if state is not None and proc is not None:
-                _discard(sup)
+                if sup is not None:
+                    _discard(sup)
                 return StartResult(state, True, supervised=supervisor_alive(state))
             ready = prepare(settings, state, on_binary)
             if owner_pid:
                 ready.spec["owner_pid"], ready.spec["owner_create_time"] = identity(owner_pid)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
-            sup.stdin.write(encode_spec(ready.spec))
-            sup.stdin.flush()
+            if sup is None and can_fork():  # checked again: still one thread?
+                python = compat.python_for_background()
+                sup = fork_supervisor(ready.spec, python, supervisor_env(), PACKAGE_PARENT)
+            else:
+                sup = sup or launch_supervisor()[0]
+                assert sup.stdin is not None
+                sup.stdin.write(encode_spec(ready.spec))
+                sup.stdin.flush()
+            report = SupervisorReport(sup)
             try:
                 state = wait_ready(settings, sup, echo, clock, clock(), report.failure)
             except StartError as exc:
@@ -275,6 +297,7 @@ def _start(
                     )
                 raise
             datadir.record_version(ready.data_dir, ready.binary.version)
+            assert sup.stdin is not None
             sup.stdin.write(b"ok\n")  # the lifeline: the supervisor keeps the server now
             sup.stdin.close()
             handed_over = True
@@ -294,8 +317,10 @@ def _start(
 
 
 def _undo(
-    settings: Settings, sup: subprocess.Popen[bytes], launched: bool, hurried: Callable[[], bool]
+    settings: Settings, sup: SupProc | None, launched: bool, hurried: Callable[[], bool]
 ) -> None:
+    if sup is None:
+        return  # nothing was forked or spawned yet
     if launched:
         _abandon(settings, sup, hurried)
     else:
@@ -308,7 +333,7 @@ class SupervisorReport:
     so no platform needs a non-blocking pipe; the pipe ends when the supervisor exits or
     points its stdout at the null device (once the state is written)."""
 
-    def __init__(self, sup: subprocess.Popen[bytes]) -> None:
+    def __init__(self, sup: SupProc) -> None:
         import threading
 
         self.lines: list[bytes] = []
@@ -341,7 +366,7 @@ class SupervisorReport:
         return None
 
 
-def _discard(sup: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _discard(sup: SupProc, timeout: float = 10) -> None:
     """Let a supervisor end on its own (with no spec it exits at once; after its server died
     it logs the exit and cleans up), reap it, and kill it only if it does not end in time."""
     if sup.stdin is not None and not sup.stdin.closed:
@@ -352,7 +377,7 @@ def _discard(sup: subprocess.Popen[bytes], timeout: float = 10) -> None:
         _kill_supervisor(sup)
 
 
-def _kill_supervisor(sup: subprocess.Popen[bytes]) -> None:
+def _kill_supervisor(sup: SupProc) -> None:
     """Kill the supervisor and what it runs. Through psutil's tree, because on Windows a
     venv's python.exe is a launcher: Popen's pid is not the supervisor's own."""
     import psutil
@@ -366,7 +391,7 @@ def _kill_supervisor(sup: subprocess.Popen[bytes]) -> None:
 
 def _abandon(
     settings: Settings,
-    sup: subprocess.Popen[bytes],
+    sup: SupProc,
     hurried: Callable[[], bool] = lambda: False,
     timeout: float = 2.0,
 ) -> None:

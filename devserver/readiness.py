@@ -16,6 +16,7 @@ from pathlib import Path
 from . import compat, resp
 from .config import Settings
 from .errors import StartError, StateError
+from .posixproc import Child
 from .state import ServerState, read_state
 from .tail import printable
 
@@ -158,7 +159,7 @@ def _cancelled(settings: Settings, since: float) -> bool:
 
 def wait_ready(
     settings: Settings,
-    sup: subprocess.Popen[bytes],
+    sup: subprocess.Popen[bytes] | Child,
     echo: LogEcho,
     clock: Callable[[], float],
     began: float,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypedDict
 
 from . import bootstrap, compat
-from .bootstrap import Child
+from .posixproc import Child
 
 # Only what spawning the server needs is imported at module level: the server is started
 # first, and the rest (psutil, sockets, the log writer) is imported while it boots, which

@@ -207,7 +207,8 @@ def start(
     from devserver.supervisor import launch_supervisor
 
     early = launch_supervisor()  # its start-up overlaps the import and checks below
-    from devserver import process
+    with compat.interrupts_deferred():  # a Ctrl+C during the import: raised after it
+        from devserver import process
 
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
     echo = _echo_while_read()

@@ -126,8 +126,14 @@ def test_no_binary_fails_only_the_tests_that_need_it_with_start_s_hint(
 
 
 def test_devserver_url_reuses_a_running_server(
-    pytester: pytest.Pytester, plugin_args: list[str], redis_server_path: Path
+    pytester: pytest.Pytester,
+    plugin_args: list[str],
+    redis_server_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The inner session is no xdist worker, even when this test runs in one (worker N would
+    # use database 5 + N).
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     with library.ephemeral(flavor="redis", binary=redis_server_path) as server:
         import redis
 

@@ -328,3 +328,17 @@ def test_no_job_object_off_windows() -> None:
     if compat.WINDOWS:
         pytest.skip("POSIX")
     assert compat.bind_to_this_process(mock.Mock(_handle=1)) is None
+
+
+def test_interrupts_deferred_holds_a_ctrl_c_until_the_block_ends() -> None:
+    """A Ctrl+C inside the block (an import, say) is raised only at its end, once."""
+    import signal as _signal
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt), compat.interrupts_deferred():
+        _signal.raise_signal(_signal.SIGINT)
+        reached.append("after the signal")  # not cut short
+    assert reached == ["after the signal"]
+    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    with compat.interrupts_deferred():
+        pass  # no Ctrl+C: nothing raised
