@@ -238,11 +238,22 @@ def main() -> None:
         _hand_over("spawn_failed", spec, exc, secret_dir)
     except Exception as exc:
         _hand_over("report", exc)
+    log_fd = open_log(spec)
     try:
         first = record_first(spec, child)
     except Exception:  # e.g. no loopback socket: the supervisor's own path tries and reports
         first = (None, "", None)
-    _hand_over("adopt", spec, child, secret_dir, first)
+    _hand_over("adopt", spec, child, secret_dir, first, log_fd)
+
+
+def open_log(spec: Spec) -> int:
+    """Open the log for appending before the state is written, -1 if it cannot be: once
+    ``start`` has returned, the log is ours even if the project folder is moved before the
+    log writer exists (it must never recreate the folder at the old place)."""
+    try:
+        return os.open(spec["log_file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError:
+        return -1
 
 
 # What the supervisor needs after the spawn, heaviest last (``import devserver.supervisor``
@@ -358,6 +369,7 @@ def _forked(
         supervisor.finish(supervisor.spawn_failed(spec, exc, secret_dir))
     except Exception as exc:
         supervisor.finish(supervisor.report(exc))
+    log_fd = open_log(spec)
     try:
         listener, token, error = record_first(spec, child)
     except Exception:
@@ -374,10 +386,11 @@ def _forked(
         "token": token,
         "error": [error.errno or 0, error.strerror or str(error)] if error else None,
         "secret_dir": secret_dir,
+        "log": log_fd,
     }
     memo = os.memfd_create("devserver-handover")  # the spec holds the password: no file
     os.write(memo, marshal.dumps(handover))
-    for fd in (memo, out, control):
+    for fd in (memo, out, control, log_fd):
         if fd >= 0:
             os.set_inheritable(fd, True)
     os.chdir(cwd)
@@ -421,4 +434,5 @@ def resume() -> None:
 
         listener = _socket.socket(fileno=got["listener"])
     error = OSError(*got["error"]) if got["error"] else None
-    _hand_over("adopt", got["spec"], child, got["secret_dir"], (listener, got["token"], error))
+    first = (listener, got["token"], error)
+    _hand_over("adopt", got["spec"], child, got["secret_dir"], first, got["log"])

@@ -94,7 +94,11 @@ class RotatingWriter:
         rename: Callable[[Path, Path], None] = os.replace,
         stamp: Callable[[], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        handle: IO[bytes] | None = None,
     ) -> None:
+        """``handle``: the log already opened for appending (by the supervisor's bootstrap,
+        before ``start`` returned), used as the first file: a project folder moved right
+        after the start is then not recreated at the old place by the first open."""
         self.path = path
         self.max_bytes = max(1, max_bytes)
         self.backups = backups
@@ -111,7 +115,10 @@ class RotatingWriter:
         self._dirty_since: float | None = None
         self._rotate_after = 0.0
         self._check_at = 0.0
-        self._opened = False
+        self._opened = handle is not None
+        if handle is not None:
+            self._file = handle
+            self._size = handle.seek(0, os.SEEK_END)
         self.moved = False  # the log's folder disappeared while the file was open
 
     # -- buffering -------------------------------------------------------------------------

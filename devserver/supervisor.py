@@ -191,6 +191,7 @@ class Supervisor:
         console: Callable[[str], None] | None = None,
         secret_dir: str = "",
         token: str = "",
+        log_fd: int = -1,
     ) -> None:
         import threading
 
@@ -207,6 +208,7 @@ class Supervisor:
         self.replying: list[threading.Thread] = []  # control clients owed an answer
         self.finished = threading.Event()  # set once run() has logged the exit and the state
         self.token = token or os.urandom(16).hex()
+        self.log_fd = log_fd  # the log as the bootstrap opened it (-1: open it here)
 
     def record_state(self, control_port: int) -> None:
         """Write data/server.json (pid + create time + exe, so stop can check identity).
@@ -364,7 +366,8 @@ class Supervisor:
             # the few milliseconds until the tee runs, and ``start`` echoes the log until it
             # is quiet (``LogEcho.settle``).
             log = Path(spec["log_file"])
-            writer = RotatingWriter(log, spec["log_max_bytes"], spec["log_backups"])
+            handle = open(self.log_fd, "ab", buffering=0) if self.log_fd >= 0 else None  # noqa: SIM115
+            writer = RotatingWriter(log, spec["log_max_bytes"], spec["log_backups"], handle=handle)
             argv = shlex.join(spec["public_argv"])
             writer.marker(f"starting {spec['flavor']} {spec['version']} in {spec['cwd']}: {argv}")
             writer.marker(f"server pid {proc.pid}")
@@ -562,13 +565,14 @@ def main() -> int:
     return _reporting(lambda: supervise(spec, setup=_detached, on_recorded=_close_report))
 
 
-def adopt(spec: Spec, child: Child, secret_dir: str, first: First) -> int:
+def adopt(spec: Spec, child: Child, secret_dir: str, first: First, log_fd: int = -1) -> int:
     """Supervise a server the bootstrap spawned (POSIX), from where :func:`supervise` would
-    be after its spawn; ``first`` is the bootstrap's state write (see :data:`First`)."""
+    be after its spawn; ``first`` is the bootstrap's state write (see :data:`First`),
+    ``log_fd`` the log it opened."""
 
     def body() -> int:
         try:
-            sup = Supervisor(spec, child, secret_dir=secret_dir, token=first[1])
+            sup = Supervisor(spec, child, secret_dir=secret_dir, token=first[1], log_fd=log_fd)
             _detached(sup)
             return sup.run(_close_report, first)
         finally:

@@ -1,0 +1,153 @@
+"""``process.start`` from a single-threaded caller forks its supervisor (devserver/bootstrap.py
+``fork_supervisor``): real redis-server, the caller a fresh Python process of its own (the
+test runner's workers have threads, so in-process starts take the spawned path).
+
+What must hold: the long-lived supervisor is a clean ``python -S`` (the fork exec'd it), so
+it keeps none of the caller's memory, files or lock; the server is its child and still gets
+SIGTERM when it dies; a failed start leaves no process, no zombie and no state behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from devserver import process, resp
+from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
+
+CALLER = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+big = bytearray({ballast} * 1024 * 1024)  # a large caller: the supervisor must not keep it
+for i in range(0, len(big), 4096):
+    big[i] = 1
+held = open(os.path.join({project!r}, "held-by-caller"), "w")
+os.set_inheritable(held.fileno(), True)  # even an inheritable file of the caller's stays here
+from devserver import bootstrap, process
+from pathlib import Path
+from devserver.config import load_settings
+from devserver.errors import DevServerError
+settings = load_settings({{"server": {server!r}}}, Path({project!r}))
+out = {{"me": os.getpid(), "forks": bootstrap.can_fork()}}
+try:
+    result = process.start(settings)
+    out.update(pid=result.state.pid, sup=result.state.supervisor_pid)
+except DevServerError as exc:
+    out["error"] = exc.message
+out["children"] = [
+    int(c) for t in os.listdir("/proc/self/task")
+    for c in open(f"/proc/self/task/{{t}}/children").read().split()
+]
+print(json.dumps(out), flush=True)
+sys.stdin.readline()  # until the test has looked
+"""
+
+
+def run_caller(project: Path, server: dict[str, Any], ballast: int = 0) -> subprocess.Popen[str]:
+    code = CALLER.format(root=str(ROOT), project=str(project), server=server, ballast=ballast)
+    env = {k: v for k, v in os.environ.items() if k != "DEVSERVER_NO_FORK"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def wait_dead(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
+    project: Path, make_settings: SettingsFactory, redis_server_path: Path
+) -> None:
+    port = free_port()
+    server = {"flavor": "redis", "port": port, "binary": str(redis_server_path)}
+    caller = run_caller(project, server, ballast=200)
+    assert caller.stdout is not None and caller.stdin is not None
+    try:
+        seen = json.loads(caller.stdout.readline())
+        assert seen["forks"] is True, seen
+        assert "error" not in seen, seen
+        sup, pid = seen["sup"], seen["pid"]
+        # forked from the caller, then exec'd into a fresh interpreter
+        assert psutil.Process(sup).ppid() == seen["me"]
+        assert "devserver.bootstrap import resume" in " ".join(psutil.Process(sup).cmdline())
+        assert psutil.Process(pid).ppid() == sup
+        assert rss_mib(seen["me"]) > 200
+        assert rss_mib(sup) < 40, "the supervisor kept the caller's memory"
+        links = [os.readlink(f"/proc/{sup}/fd/{fd}") for fd in os.listdir(f"/proc/{sup}/fd")]
+        assert not any("held-by-caller" in link or link.endswith(".lock") for link in links)
+        assert len(links) <= 8, links  # stdio, the server's pipe, the control port, a few more
+        assert resp.ping("127.0.0.1", port) == "ready"
+        # issue 9, item 5: the supervisor killed -9, the server gets SIGTERM and saves
+        assert resp.call("127.0.0.1", port, [["SET", "kept", "yes"]])[0] == "OK"
+        os.kill(sup, signal.SIGKILL)
+        assert wait_dead(pid), "the server outlived its supervisor"
+        settings = make_settings(port=port, binary=str(redis_server_path))
+        process.start(settings)
+        assert resp.call("127.0.0.1", port, [["GET", "kept"]])[0] == "yes"
+        process.stop(settings)
+    finally:
+        try:
+            caller.communicate("\n", timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            caller.kill()
+            caller.wait()
+        kill_recorded(project / "data" / "server.json")
+
+
+FAILING = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "Redis server v=7.0.15 sha=0:0 malloc=libc bits=64"; exit 0; fi
+echo "boom: cannot start" ; exit 3
+"""
+
+
+def test_a_failed_forked_start_leaves_nothing(project: Path) -> None:
+    binary = project / "bin" / "redis-server"
+    binary.parent.mkdir()
+    binary.write_text(textwrap.dedent(FAILING))
+    binary.chmod(0o755)
+    server = {"flavor": "redis", "port": free_port(), "binary": str(binary)}
+    caller = run_caller(project, server)
+    assert caller.stdout is not None and caller.stdin is not None
+    try:
+        seen = json.loads(caller.stdout.readline())
+        assert seen["forks"] is True, seen
+        assert "exited during startup" in seen.get("error", ""), seen
+        assert seen["children"] == [], "a supervisor or server is left (or not reaped)"
+        assert not (project / "data" / "server.json").exists()
+    finally:
+        try:
+            caller.communicate("\n", timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            caller.kill()
+            caller.wait()
+        kill_recorded(project / "data" / "server.json")
