@@ -219,6 +219,11 @@ def main() -> None:
     An empty stdin means ``start`` gave up before sending a spec: exit quietly. Whatever
     happens next is handed to devserver.supervisor, which ends the process (``finish``).
     """
+    import _signal  # type: ignore[import-not-found]
+
+    # An ignored SIGCHLD (inherited from whoever started ``start``) would hide the server's
+    # exit status from waitpid.
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     prctl = load_prctl()  # while ``start`` still runs its checks
     warm_up(0)
     try:
@@ -322,6 +327,8 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
     prctl = load_prctl()  # here, not in the child: it may import
     from . import supervisor  # the child calls into it; imported already by process.py
 
+    reap_forked()
+
     life_r, life_w = os.pipe()
     report_r, report_w = os.pipe()
     top = min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
@@ -335,7 +342,18 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
     os.close(report_w)
     handle = Child(pid, open(report_r, "rb"), [python])  # noqa: SIM115 (the handle owns it)
     handle.stdin = open(life_w, "wb")  # noqa: SIM115 (closed by ``start`` after "ok")
+    _forked_supervisors.append(handle)
     return handle
+
+
+_forked_supervisors: list[Child] = []  # forked here, so ours to reap once they end
+
+
+def reap_forked() -> None:
+    """Reap the forked supervisors that have ended (as subprocess does for lost Popen
+    objects): they are this process's children, and a long-lived caller (a test session
+    that starts and stops many servers) would otherwise collect zombies."""
+    _forked_supervisors[:] = [h for h in _forked_supervisors if h.poll() is None]
 
 
 def _forked(
@@ -353,13 +371,19 @@ def _forked(
     import _signal  # type: ignore[import-not-found]
 
     os.setsid()  # the terminal's Ctrl+C and hang-up never reach the supervisor
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # the caller's handlers are not ours
+    # The caller's handlers are not ours, and an ignored SIGCHLD (which survives the exec)
+    # would make the server's exit status unknowable.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD"):
         _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(life_r, 0)
     os.dup2(report_w, 1)
     os.dup2(null, 2)
     os.closerange(3, top)  # the caller's files (its project lock among them) are not ours
+    # Fresh text streams: the caller's may hold buffered output, which a flush here would
+    # send into the report pipe.
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     secret_dir = secret_path = ""
     try:
         if spec.get("secret_file"):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import compat, resp, wsl
+from .bootstrap import reap_forked
 from .catalog import get_flavor
 from .config import Settings
 from .errors import LockBusy, StopError, UntrustedState
@@ -304,6 +305,7 @@ def stop(
         end_by = began + settings.stop_timeout + 1.2 + result.saving_seconds
         _wait_supervisor(state, settings.state_file, max(0.3, end_by - clock()))
         left = _remove(settings.state_file)
+        reap_forked()  # a supervisor forked from this process is our child: no zombie
         return replace(result, seconds=clock() - began, state_left=left)
 
 

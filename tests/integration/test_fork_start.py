@@ -44,6 +44,8 @@ out = {{"me": os.getpid(), "forks": bootstrap.can_fork()}}
 try:
     result = process.start(settings)
     out.update(pid=result.state.pid, sup=result.state.supervisor_pid)
+    if {then_stop!r}:
+        out["stopped"] = process.stop(settings).method
 except DevServerError as exc:
     out["error"] = exc.message
 out["children"] = [
@@ -55,8 +57,12 @@ sys.stdin.readline()  # until the test has looked
 """
 
 
-def run_caller(project: Path, server: dict[str, Any], ballast: int = 0) -> subprocess.Popen[str]:
-    code = CALLER.format(root=str(ROOT), project=str(project), server=server, ballast=ballast)
+def run_caller(
+    project: Path, server: dict[str, Any], ballast: int = 0, then_stop: bool = False
+) -> subprocess.Popen[str]:
+    code = CALLER.format(
+        root=str(ROOT), project=str(project), server=server, ballast=ballast, then_stop=then_stop
+    )
     env = {k: v for k, v in os.environ.items() if k != "DEVSERVER_NO_FORK"}
     return subprocess.Popen(
         [sys.executable, "-c", code],
@@ -144,6 +150,28 @@ def test_a_failed_forked_start_leaves_nothing(project: Path) -> None:
         assert "exited during startup" in seen.get("error", ""), seen
         assert seen["children"] == [], "a supervisor or server is left (or not reaped)"
         assert not (project / "data" / "server.json").exists()
+    finally:
+        try:
+            caller.communicate("\n", timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            caller.kill()
+            caller.wait()
+        kill_recorded(project / "data" / "server.json")
+
+
+def test_the_caller_reaps_its_forked_supervisor_after_stop(
+    project: Path, redis_server_path: Path
+) -> None:
+    """A long-lived caller (a test session starting and stopping servers) collects no
+    zombies: the forked supervisor is its child, and ``stop`` reaps it."""
+    server = {"flavor": "redis", "port": free_port(), "binary": str(redis_server_path)}
+    caller = run_caller(project, server, then_stop=True)
+    assert caller.stdout is not None
+    try:
+        seen = json.loads(caller.stdout.readline())
+        assert seen["forks"] is True and seen.get("stopped") == "shutdown", seen
+        assert seen["children"] == [], "the stopped supervisor is left as a zombie"
+        assert wait_dead(seen["pid"]) and wait_dead(seen["sup"])
     finally:
         try:
             caller.communicate("\n", timeout=30)
