@@ -73,6 +73,16 @@ def run_caller(
     )
 
 
+def release(caller: subprocess.Popen[str], project: Path) -> None:
+    """Let the caller exit, and kill whatever the project's state file still names."""
+    try:
+        caller.communicate("\n", timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        caller.kill()
+        caller.wait()
+    kill_recorded(project / "data" / "server.json")
+
+
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(x for x in status.splitlines() if x.startswith("VmRSS"))
@@ -122,12 +132,7 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         assert resp.call("127.0.0.1", port, [["GET", "kept"]])[0] == "yes"
         process.stop(settings)
     finally:
-        try:
-            caller.communicate("\n", timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            caller.kill()
-            caller.wait()
-        kill_recorded(project / "data" / "server.json")
+        release(caller, project)
 
 
 FAILING = """#!/bin/sh
@@ -151,12 +156,7 @@ def test_a_failed_forked_start_leaves_nothing(project: Path) -> None:
         assert seen["children"] == [], "a supervisor or server is left (or not reaped)"
         assert not (project / "data" / "server.json").exists()
     finally:
-        try:
-            caller.communicate("\n", timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            caller.kill()
-            caller.wait()
-        kill_recorded(project / "data" / "server.json")
+        release(caller, project)
 
 
 def test_the_caller_reaps_its_forked_supervisor_after_stop(
@@ -173,9 +173,4 @@ def test_the_caller_reaps_its_forked_supervisor_after_stop(
         assert seen["children"] == [], "the stopped supervisor is left as a zombie"
         assert wait_dead(seen["pid"]) and wait_dead(seen["sup"])
     finally:
-        try:
-            caller.communicate("\n", timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            caller.kill()
-            caller.wait()
-        kill_recorded(project / "data" / "server.json")
+        release(caller, project)
