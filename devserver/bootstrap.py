@@ -349,10 +349,18 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
 _forked_supervisors: list[Child] = []  # forked here, so ours to reap once they end
 
 
-def reap_forked() -> None:
+def reap_forked(ending: int = 0, timeout: float = 1.0) -> None:
     """Reap the forked supervisors that have ended (as subprocess does for lost Popen
     objects): they are this process's children, and a long-lived caller (a test session
-    that starts and stops many servers) would otherwise collect zombies."""
+    that starts and stops many servers) would otherwise collect zombies. ``ending``: the pid
+    of one that was just stopped, which is waited for up to ``timeout`` s (it exits right
+    after it has told ``stop`` how the server ended)."""
+    for handle in list(_forked_supervisors):
+        if handle.pid == ending:
+            try:
+                handle.wait(timeout)
+            except Exception:  # subprocess.TimeoutExpired: it is reaped another time
+                pass
     _forked_supervisors[:] = [h for h in _forked_supervisors if h.poll() is None]
 
 

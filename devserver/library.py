@@ -108,16 +108,20 @@ def ephemeral(
     default this process: the supervisor notices and stops it). ``workdir``: put the data
     and log folders there (kept) instead of a temporary folder (removed).
     """
+    from .bootstrap import can_fork
     from .supervisor import launch_supervisor
 
-    early = launch_supervisor()  # its interpreter starts while we import and check (as `start`)
+    # A spawned supervisor's interpreter starts while we import and check (as `start`); a
+    # single-threaded Linux process forks one after the checks instead, which is faster.
+    early = None if can_fork() else launch_supervisor()
     base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="devserver-"))
     try:
         try:
             config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
             from . import process
         except BaseException:
-            _dismiss(early[0])
+            if early is not None:
+                _dismiss(early[0])
             raise
         result = process.start(
             config, supervisor=early, owner_pid=os.getpid() if owner_pid is None else owner_pid

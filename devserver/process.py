@@ -329,19 +329,18 @@ def _undo(
 
 class SupervisorReport:
     """What a detached supervisor says on its stdout before it recorded the state: at most
-    one JSON line naming a start-up failure (after it stopped the server). Read by a thread,
-    so no platform needs a non-blocking pipe; the pipe ends when the supervisor exits or
-    points its stdout at the null device (once the state is written)."""
+    one JSON line naming a start-up failure (after it stopped the server).
+
+    Read only once the supervisor has exited (then the pipe ends at once: nothing else holds
+    its write end), by a short-lived thread so that no platform needs a non-blocking pipe and
+    a read can never hang ``start``. No thread runs during a normal start: one would stop
+    the next ``process.start`` of this process from forking its supervisor
+    (``bootstrap.can_fork``).
+    """
 
     def __init__(self, sup: SupProc) -> None:
-        import threading
-
+        self.sup = sup
         self.lines: list[bytes] = []
-        self.done = threading.Event()
-        if sup.stdout is None:
-            self.done.set()
-            return
-        threading.Thread(target=self._read, args=(sup.stdout,), daemon=True).start()
 
     def _read(self, stream: Any) -> None:
         try:
@@ -351,12 +350,18 @@ class SupervisorReport:
             pass
         finally:
             stream.close()
-            self.done.set()
 
     def failure(self, wait: float = 1.0) -> StartError | None:
         """The reported failure, if any (waits up to ``wait`` s for the pipe to end)."""
-        self.done.wait(wait)
-        for line in self.lines:
+        import threading
+
+        stream = self.sup.stdout
+        if stream is None or self.sup.poll() is None:
+            return None
+        reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        reader.start()
+        reader.join(wait)
+        for line in list(self.lines):
             try:
                 data = json.loads(line)
             except ValueError:

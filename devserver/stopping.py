@@ -305,7 +305,7 @@ def stop(
         end_by = began + settings.stop_timeout + 1.2 + result.saving_seconds
         _wait_supervisor(state, settings.state_file, max(0.3, end_by - clock()))
         left = _remove(settings.state_file)
-        reap_forked()  # a supervisor forked from this process is our child: no zombie
+        reap_forked(state.supervisor_pid)  # forked from this process, so our child: no zombie
         return replace(result, seconds=clock() - began, state_left=left)
 
 
@@ -374,6 +374,8 @@ def _end(
         method = wsl.escalate(settings, state, proc)
     if not request.direct:  # the supervisor's "exited <status>" line follows at once
         request.done.wait(timeout=max(0.3, min(1.0, kill_at + 1.2 - clock())))
+    if request.done.is_set():  # let the thread end, so a next start may fork (can_fork)
+        request.join(timeout=0.5)
     exit_status = request.exit_status
     at_risk = save and (method == "kill" or exit_status not in ("", "code 0"))
     return StopResult(
