@@ -269,3 +269,42 @@ def test_can_fork_only_single_threaded_and_not_when_disabled(
         worker.join()
     monkeypatch.setenv("DEVSERVER_NO_FORK", "1")
     assert not bootstrap.can_fork()
+
+
+def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows has no fork: its supervisor spawns through subprocess (supervisor.run); both
+    read the same spec framing."""
+    from devserver import compat, supervisor
+
+    monkeypatch.setattr(compat, "WINDOWS", False)
+    assert supervisor.supervisor_command("py")[1:] == [
+        "-S",
+        "-c",
+        "from devserver.bootstrap import main; main()",
+    ]
+    monkeypatch.setattr(compat, "WINDOWS", True)
+    assert supervisor.supervisor_command("py")[-1] == "from devserver.supervisor import run; run()"
+
+
+def test_the_windows_supervisor_reads_the_same_spec(tmp_path: Path) -> None:
+    """supervisor.main (the Windows entry) on an empty stdin exits 0 without starting
+    anything, and on garbage reports one JSON error line (start shows it), exit 1."""
+    for data, code, said in ((b"", 0, ""), (b"garbage\n", 1, "bad supervisor spec")):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from devserver import supervisor as s; sys.exit(s.main())",
+            ],
+            cwd=ROOT,
+            input=data,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == code, done.stderr
+        if said:
+            assert said in json.loads(done.stdout)["error"]
+        else:
+            assert done.stdout == b""
