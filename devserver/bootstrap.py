@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from .posixproc import Child, load_prctl, proc_identity, spawn
+from .posixproc import Child, load_prctl, open_max, proc_identity, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,10 @@ def read_spec(fd: int = 0) -> Spec | None:
             return None  # ``start`` died while sending it
         chunks.append(chunk)
         got += len(chunk)
-    spec = marshal.loads(b"".join(chunks))
+    try:
+        spec = marshal.loads(b"".join(chunks))
+    except (EOFError, TypeError, ValueError):
+        _bad("the spec is not readable")
     if not isinstance(spec, dict):
         _bad("the spec is not a mapping")
     return spec  # type: ignore[return-value]
@@ -242,6 +245,10 @@ def main() -> None:
     except OSError as exc:
         _hand_over("spawn_failed", spec, exc, secret_dir)
     except Exception as exc:
+        if secret_dir:
+            import shutil
+
+            shutil.rmtree(secret_dir, ignore_errors=True)
         _hand_over("report", exc)
     log_fd = open_log(spec)
     try:
@@ -305,12 +312,27 @@ def can_fork() -> bool:
     """
     if not sys.platform.startswith("linux") or os.environ.get("DEVSERVER_NO_FORK"):
         return False
-    if not hasattr(os, "memfd_create") or not sys.executable:
+    if not sys.executable or not _memfd_works():
         return False
     try:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:
         return False
+
+
+_memfd: list[bool] = []
+
+
+def _memfd_works() -> bool:
+    """Whether memfd_create works here (absent on old kernels, refused by some seccomp
+    profiles); asked once."""
+    if not _memfd:
+        try:
+            os.close(os.memfd_create("devserver-probe"))
+            _memfd.append(True)
+        except (AttributeError, OSError):
+            _memfd.append(False)
+    return _memfd[0]
 
 
 def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> Child:
@@ -323,6 +345,11 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
     :func:`resume`: nothing of the caller's memory, threads, files or handlers survives in
     the long-lived supervisor. The handle's stdin is the lifeline, its stdout the report
     pipe, as for a spawned bootstrap; the spec is not sent, the fork has it.
+
+    Call it with SIGINT blocked (``compat.sigint_blocked``) and keep the handle before
+    unblocking: a Ctrl+C between the fork and the caller holding the handle would leave a
+    server nobody undoes. The child unblocks it for itself. OSError: no fork (EAGAIN,
+    ENOMEM, EMFILE); nothing was started.
     """
     prctl = load_prctl()  # here, not in the child: it may import
     from . import supervisor  # the child calls into it; imported already by process.py
@@ -331,8 +358,13 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
 
     life_r, life_w = os.pipe()
     report_r, report_w = os.pipe()
-    top = min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
-    pid = os.fork()
+    top = open_max()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (life_r, life_w, report_r, report_w):
+            os.close(fd)
+        raise
     if pid == 0:
         try:
             _forked(spec, python, env, cwd, life_r, report_w, prctl, top, supervisor)
@@ -377,12 +409,18 @@ def _forked(
 ) -> None:
     """The forked copy: detach, spawn the server, record it, exec the real supervisor."""
     import _signal  # type: ignore[import-not-found]
+    import gc
 
+    # The caller's objects are still alive here: a collection could run their finalizers,
+    # which may close fds that this copy has reused by then.
+    gc.disable()
     os.setsid()  # the terminal's Ctrl+C and hang-up never reach the supervisor
     # The caller's handlers are not ours, and an ignored SIGCHLD (which survives the exec)
-    # would make the server's exit status unknowable.
+    # would make the server's exit status unknowable; its wakeup fd (asyncio) is closed below.
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD"):
         _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    _signal.set_wakeup_fd(-1)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGINT})  # blocked by the caller
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(life_r, 0)
     os.dup2(report_w, 1)
@@ -400,7 +438,37 @@ def _forked(
     except OSError as exc:
         supervisor.finish(supervisor.spawn_failed(spec, exc, secret_dir))
     except Exception as exc:
+        supervisor._remove_secret(secret_dir)
         supervisor.finish(supervisor.report(exc))
+    try:
+        _hand_over_by_exec(spec, python, env, cwd, child, secret_dir)
+    except Exception as exc:  # the server runs, untracked by anyone: undo, and say why
+        child.kill()
+        child.wait()
+        try:
+            os.unlink(spec["state_file"])
+        except OSError:
+            pass
+        supervisor._remove_secret(secret_dir)
+        from .errors import StartError
+
+        why = StartError(
+            f"the supervisor could not take over: {exc}",
+            hint="set DEVSERVER_NO_FORK=1 to start it the other way, and report this",
+        )
+        if isinstance(exc, OSError) and getattr(exc, "filename", None) == python:
+            why = StartError(
+                f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
+                hint="check that this user can run that interpreter (and the folders above it)",
+            )
+        supervisor.finish(supervisor.report(why))
+
+
+def _hand_over_by_exec(
+    spec: Spec, python: str, env: dict[str, str], cwd: str, child: Child, secret_dir: str
+) -> None:
+    """Record the server, put what the supervisor needs in a memfd and exec it; returns
+    (raising) only when something of that failed."""
     log_fd = open_log(spec)
     try:
         listener, token, error = record_first(spec, child)
@@ -429,21 +497,9 @@ def _forked(
     code = "from devserver.bootstrap import resume; resume()"
     try:
         os.execve(python, [python, "-S", "-c", code, str(memo)], env)
-    except OSError as exc:  # no interpreter to hand over to: undo, and say why
-        child.kill()
-        child.wait()
-        if listener is not None:
-            try:
-                os.unlink(spec["state_file"])
-            except OSError:
-                pass
-        from .errors import StartError
-
-        why = StartError(
-            f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
-            hint="check that this user can run that interpreter (and the folders above it)",
-        )
-        supervisor.finish(supervisor.report(why))
+    except OSError as exc:
+        exc.filename = python
+        raise
 
 
 def resume() -> None:

@@ -603,6 +603,25 @@ def interrupt_once() -> Iterator[Callable[[], bool]]:
 
 
 @contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread for the block; one that arrives is delivered at its end.
+
+    Around forking the supervisor: between ``fork()`` returning and the caller holding the
+    handle, a KeyboardInterrupt would leave a server that nobody undoes. Unlike
+    :func:`interrupts_deferred` the signal is not consumed: the handler in force (say
+    :func:`interrupt_once`'s) sees it as usual. Windows has no signal masks: nothing.
+    """
+    if WINDOWS or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold a Ctrl+C that arrives inside the block until its end, then raise it.
 

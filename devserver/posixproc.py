@@ -173,6 +173,16 @@ class Child:
         self.send_signal(_SIGKILL)
 
 
+def open_max() -> int:
+    """The end of the file-descriptor range to close in a child: every fd this process can
+    have (``os.closerange`` is one close_range call on Linux, so a large limit is cheap)."""
+    try:
+        top = os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        top = -1
+    return top if top > 0 else 1 << 16
+
+
 def spawn(spec: Spec, secret_path: str = "", prctl: Callable[..., int] | None = None) -> Child:
     """Fork and exec the server as ``supervisor.spawn_server`` does through Popen: stdout and
     stderr on one pipe, stdin the null device (or a pipe carrying ``stdin_config``), a session
@@ -185,7 +195,7 @@ def spawn(spec: Spec, secret_path: str = "", prctl: Callable[..., int] | None = 
     out_r, out_w = os.pipe()  # non-inheritable (PEP 446): the server gets them via dup2 only
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if spec["stdin_config"] else (-1, -1)
-    top = min(os.sysconf("SC_OPEN_MAX"), 1 << 16) if hasattr(os, "sysconf") else 1024
+    top = open_max()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: no return from here

@@ -278,14 +278,22 @@ def _start(
                 ready.spec["owner_pid"], ready.spec["owner_create_time"] = identity(owner_pid)
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
+            forked = False
             if sup is None and can_fork():  # checked again: still one thread?
                 python = compat.python_for_background()
-                sup = fork_supervisor(ready.spec, python, supervisor_env(), PACKAGE_PARENT)
-            else:
+                # A Ctrl+C now is delivered once ``sup`` holds the fork, so the undo sees it.
+                with compat.sigint_blocked():
+                    try:
+                        sup = fork_supervisor(ready.spec, python, supervisor_env(), PACKAGE_PARENT)
+                        forked = True
+                    except OSError:
+                        pass  # no fork (EAGAIN, ENOMEM, EMFILE): spawn a supervisor instead
+            if not forked:
                 sup = sup or launch_supervisor()[0]
                 assert sup.stdin is not None
                 sup.stdin.write(encode_spec(ready.spec))
                 sup.stdin.flush()
+            assert sup is not None
             report = SupervisorReport(sup)
             try:
                 state = wait_ready(settings, sup, echo, clock, clock(), report.failure)

@@ -41,6 +41,7 @@ from devserver.config import load_settings
 from devserver.errors import DevServerError
 settings = load_settings({{"server": {server!r}}}, Path({project!r}))
 out = {{"me": os.getpid(), "forks": bootstrap.can_fork()}}
+exec({inject!r})  # a fault, for some tests
 try:
     result = process.start(settings)
     out.update(pid=result.state.pid, sup=result.state.supervisor_pid)
@@ -48,6 +49,8 @@ try:
         out["stopped"] = process.stop(settings).method
 except DevServerError as exc:
     out["error"] = exc.message
+except KeyboardInterrupt:
+    out["error"] = "KeyboardInterrupt"
 out["children"] = [
     int(c) for t in os.listdir("/proc/self/task")
     for c in open(f"/proc/self/task/{{t}}/children").read().split()
@@ -58,10 +61,19 @@ sys.stdin.readline()  # until the test has looked
 
 
 def run_caller(
-    project: Path, server: dict[str, Any], ballast: int = 0, then_stop: bool = False
+    project: Path,
+    server: dict[str, Any],
+    ballast: int = 0,
+    then_stop: bool = False,
+    inject: str = "",
 ) -> subprocess.Popen[str]:
     code = CALLER.format(
-        root=str(ROOT), project=str(project), server=server, ballast=ballast, then_stop=then_stop
+        root=str(ROOT),
+        project=str(project),
+        server=server,
+        ballast=ballast,
+        then_stop=then_stop,
+        inject=inject,
     )
     env = {k: v for k, v in os.environ.items() if k != "DEVSERVER_NO_FORK"}
     return subprocess.Popen(
@@ -113,9 +125,13 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         assert seen["forks"] is True, seen
         assert "error" not in seen, seen
         sup, pid = seen["sup"], seen["pid"]
-        # forked from the caller, then exec'd into a fresh interpreter
+        # forked from the caller, then exec'd into a fresh interpreter (start may return a
+        # moment before that exec: it waits for the state file and PING only)
         assert psutil.Process(sup).ppid() == seen["me"]
-        assert "devserver.bootstrap import resume" in " ".join(psutil.Process(sup).cmdline())
+        deadline = time.monotonic() + 15
+        while "devserver.bootstrap import resume" not in " ".join(psutil.Process(sup).cmdline()):
+            assert time.monotonic() < deadline, psutil.Process(sup).cmdline()
+            time.sleep(0.01)
         assert psutil.Process(pid).ppid() == sup
         assert rss_mib(seen["me"]) > 200
         assert rss_mib(sup) < 40, "the supervisor kept the caller's memory"
@@ -172,5 +188,71 @@ def test_the_caller_reaps_its_forked_supervisor_after_stop(
         assert seen["forks"] is True and seen.get("stopped") == "shutdown", seen
         assert seen["children"] == [], "the stopped supervisor is left as a zombie"
         assert wait_dead(seen["pid"]) and wait_dead(seen["sup"])
+    finally:
+        release(caller, project)
+
+
+CTRL_C_AFTER_FORK = """
+import signal
+real_fork = os.fork
+def fork():
+    pid = real_fork()
+    if pid:  # the parent: a Ctrl+C lands the moment fork() returns
+        os.kill(os.getpid(), signal.SIGINT)
+    return pid
+os.fork = fork
+"""
+FORK_FAILS = """
+def fork():
+    raise BlockingIOError(11, "Resource temporarily unavailable")
+os.fork = fork
+"""
+NO_MEMFD_IN_THE_COPY = """
+def memfd_create(*args, **kwargs):
+    raise OSError(38, "Function not implemented")
+os.memfd_create = memfd_create  # after can_fork() probed it: only the forked copy meets it
+"""
+
+
+@pytest.mark.parametrize(
+    ("inject", "outcome"),
+    [
+        (CTRL_C_AFTER_FORK, "KeyboardInterrupt"),
+        (NO_MEMFD_IN_THE_COPY, "the supervisor could not take over"),
+    ],
+    ids=["ctrl-c-right-after-fork", "handover-fails-in-the-copy"],
+)
+def test_a_fault_around_the_fork_undoes_the_start(
+    project: Path, redis_server_path: Path, inject: str, outcome: str
+) -> None:
+    """A Ctrl+C the moment fork() returns (the caller did not hold the handle yet), or a
+    failure in the forked copy after it spawned the server: the start is undone, nothing is
+    left (no server, no supervisor, no zombie, no state file)."""
+    port = free_port()
+    server = {"flavor": "redis", "port": port, "binary": str(redis_server_path)}
+    caller = run_caller(project, server, inject=inject)
+    assert caller.stdout is not None
+    try:
+        seen = json.loads(caller.stdout.readline())
+        assert seen["forks"] is True, seen
+        assert outcome in seen.get("error", ""), seen
+        assert seen["children"] == [], "a supervisor or server is left (or not reaped)"
+        assert not (project / "data" / "server.json").exists()
+        assert resp.ping("127.0.0.1", port) != "ready"
+    finally:
+        release(caller, project)
+
+
+def test_no_fork_possible_means_a_spawned_supervisor(
+    project: Path, redis_server_path: Path
+) -> None:
+    """fork() failing (EAGAIN, ENOMEM) is not a failed start: a supervisor is spawned."""
+    port = free_port()
+    server = {"flavor": "redis", "port": port, "binary": str(redis_server_path)}
+    caller = run_caller(project, server, inject=FORK_FAILS, then_stop=True)
+    assert caller.stdout is not None
+    try:
+        seen = json.loads(caller.stdout.readline())
+        assert "error" not in seen and seen.get("stopped") == "shutdown", seen
     finally:
         release(caller, project)
