@@ -63,10 +63,33 @@ def settings(root: str | Path = ".", **server: Any) -> Settings:
 
 
 def start(config: Settings) -> Server:
-    """Start the project's server in the background (as ``invoke start``), or find it running."""
-    from . import process
+    """Start the project's server in the background (as ``invoke start``), or find it running.
 
-    return _server(config, process.start(config).state)
+    A running server that is not the one ``config`` asks for (another port, flavor or
+    binary) is refused with StartError, as ``invoke start --port N`` refuses it: handing back
+    a server on another port than the caller connects to would only fail later.
+    """
+    from . import process
+    from .errors import StartError
+    from .running import differences
+
+    result = process.start(config)
+    if result.already_running:
+        asked = {
+            "port": config.port,
+            "flavor": config.flavor,
+            "binary": str(config.binary) if config.binary else None,
+        }
+        differ = differences(result.state, asked)
+        if differ:
+            state = result.state
+            raise StartError(
+                f"{state.flavor} {state.version} is already running (pid {state.pid}, "
+                f"{state.host}:{state.port}), not the one asked for: {'; '.join(differ)}",
+                hint="stop it first (devserver.stop with the settings it was started with), "
+                "or ask for the running one",
+            )
+    return _server(config, result.state)
 
 
 def stop(config: Settings, save: bool = True) -> bool:

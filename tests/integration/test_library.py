@@ -12,7 +12,7 @@ import pytest
 import redis
 
 import devserver
-from devserver.errors import DevServerError
+from devserver.errors import DevServerError, StartError
 from tests.conftest import ROOT, free_port, kill_recorded
 
 
@@ -55,6 +55,30 @@ def test_start_status_stop_on_a_project(redis_server_path: Path, project: Path) 
         assert devserver.stop(config) is True
         assert devserver.status(config)["running"] is False
         assert devserver.stop(config) is False
+    finally:
+        kill_recorded(project / "data" / "server.json")
+
+
+def test_start_refuses_a_running_server_on_another_port(
+    redis_server_path: Path, project: Path
+) -> None:
+    """devserver.start(settings(port=B)) while the project's server runs on A must not hand
+    back the server on A (the caller would connect to B), as `invoke start --port B` refuses;
+    the same settings again get the running server."""
+    first = devserver.settings(
+        project, flavor="redis", binary=str(redis_server_path), port=free_port()
+    )
+    other = devserver.settings(
+        project, flavor="redis", binary=str(redis_server_path), port=free_port()
+    )
+    try:
+        running = devserver.start(first)
+        with pytest.raises(StartError) as caught:
+            devserver.start(other)
+        assert f"it runs on {first.port}" in caught.value.message
+        assert caught.value.hint
+        assert devserver.start(first).pid == running.pid  # the same one: fine
+        assert devserver.stop(first) is True
     finally:
         kill_recorded(project / "data" / "server.json")
 
