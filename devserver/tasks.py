@@ -415,7 +415,7 @@ def tail(
     level: bool = False,
     flavor: str | None = None,
 ) -> None:
-    """Print the server log's last lines; -f keeps following it (Ctrl+C ends)."""
+    """Print the server log's last lines; -f keeps following it (Ctrl+C ends it: exit 130)."""
     from devserver.tail import Follower, last_lines
     from devserver.tail import follow as follow_log
 
@@ -434,12 +434,9 @@ def tail(
         if not follow:
             return
         console.info("waiting for it to appear (Ctrl+C to stop)")
-        try:
-            while unknown_dir:  # which flavor? the first server started will tell
-                stop_event.wait(0.1)
-                path, unknown_dir = _tail_log_file(c, flavor)
-        except KeyboardInterrupt:
-            return
+        while unknown_dir:  # which flavor? the first server started will tell (Ctrl+C: 130)
+            stop_event.wait(0.1)
+            path, unknown_dir = _tail_log_file(c, flavor)
     follower = Follower(path)  # before the last lines, so nothing in between is missed
     try:
         for line in last_lines(path, count, accept, end=follower.offset):
@@ -448,8 +445,9 @@ def tail(
             for line in follow_log(path, stop_event, follower=follower):
                 if accept is None or accept(line):
                     console.log_line(line)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # how -f ends: `handled` says "interrupted" and exits 130
         stop_event.set()
+        raise
     except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
         _reader_left()
 
