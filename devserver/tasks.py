@@ -1016,6 +1016,7 @@ def up(
     from devserver import app
 
     try:
+        _refuse_a_differing_server(c, port, flavor)
         if no_fetch:
             _up_header(1, "fetch", "skipped (--no-fetch)")
         else:
@@ -1051,6 +1052,33 @@ def up(
         f"up: the server is {checked} at {url} "
         "(`invoke env` prints it for .env files; `invoke down` stops it)"
     )
+
+
+def _refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) -> None:
+    """`up --port/--flavor` while this project's server runs otherwise: one error, no step run.
+
+    Checked before the fetch step (which could download the other flavor for nothing) and
+    reported once: through the start step it was start's error plus "up stopped: the start
+    step failed", two errors for one cause.
+    """
+    if not port and flavor in (None, "", "auto"):
+        return
+    from devserver import process
+    from devserver.running import differences, restart_hint
+
+    settings = settings_from(c, flavor=flavor, port=port)
+    state, proc = process.current_state(settings)
+    if state is None or proc is None:
+        return
+    asked = {"port": port and settings.port, "flavor": flavor}
+    differ = differences(state, asked)
+    if differ:
+        raise DevServerError(
+            f"up: {state.flavor} {state.version} is already running (pid {state.pid}, "
+            f"{state.host}:{state.port}), not the one asked for: {'; '.join(differ)}",
+            hint=f"run `{restart_hint(asked)}` to replace it, then `invoke up` again "
+            "(or drop the option to use the running server)",
+        )
 
 
 def _app_commands(settings: Settings) -> dict[str, str]:

@@ -158,14 +158,26 @@ def test_start_asking_for_another_port_or_flavor_names_the_running_server(proj: 
     assert resp.ping("127.0.0.1", other) == "ready"
 
 
-def test_up_with_another_port_stops_at_start_with_the_restart_hint(proj: Daily) -> None:
+def test_up_with_another_port_or_flavor_says_one_error_with_the_restart_hint(
+    proj: Daily,
+) -> None:
     assert proj.invoke("start").returncode == 0
     other = free_port()
-    result = proj.invoke("up", "--port", str(other), INVOKE_API_COMMAND="true")
-    assert result.returncode == 1
-    assert f"invoke restart --port {other}" in result.stderr
-    assert "up stopped: the start step failed" in result.stderr
-    assert "up 4/4" not in result.stderr  # the application never started
+    for args, differ, hint in (
+        (["--port", str(other)], f"port {other} (it runs on {proj.port})", "--port"),
+        (["--flavor", "garnet"], "flavor garnet (it runs redis)", "--flavor"),
+    ):
+        result = proj.invoke("up", *args, INVOKE_API_COMMAND="true")
+        assert result.returncode == 1, result.stderr
+        # One error line (and its hint), nothing else: no step ran, not even fetch.
+        lines = result.stderr.splitlines()
+        assert len(_one_error(result.stderr)) == 1 and len(lines) == 2, result.stderr
+        assert lines[0].startswith("error: up: redis ") and differ in lines[0]
+        assert lines[1].startswith("hint: run `invoke restart ") and hint in lines[1]
+        assert "then `invoke up` again" in lines[1]
+    assert resp.ping("127.0.0.1", other) == "down"  # nothing was started there
+    same = proj.invoke("up", "--port", str(proj.port), "--no-verify", INVOKE_API_COMMAND="true")
+    assert same.returncode == 0 and "already running" in same.stderr, same.stderr
 
 
 # --- item 8: stop --no-save's help, invoke reset -------------------------------------------------
