@@ -579,6 +579,11 @@ def _fetch_report(result: Any) -> None:
             f"{result.flavor}: nothing to download on this platform; start will use "
             f"{result.path} ({version}, {source})"
         )
+    elif result.repeated:  # said in full the first time; the same situation again: one line
+        console.info(
+            f"release still unreachable ({result.short}): using the local {result.flavor} "
+            f"{version} again ({result.path}, {source}); `invoke fetch --force` asks now"
+        )
     else:
         console.warn(
             f"release unreachable ({result.reason}); using the local {result.flavor} "

@@ -462,6 +462,32 @@ def test_up_options_port_flavor_no_fetch_no_verify(proj: Daily) -> None:
         assert option in helptext
 
 
+def test_up_auto_offline_warns_once_then_says_the_fallback_in_one_line(proj: Daily) -> None:
+    dead = {
+        "INVOKE_SERVER_FLAVOR": "auto",
+        "INVOKE_RELEASE_GITHUB_API": f"http://127.0.0.1:{free_port()}",
+        "INVOKE_RELEASE_LOOKUP_TIMEOUT": "2",
+    }
+    if "no dragonfly binary yet" not in proj.invoke("up", "--no-verify", **dead).stderr:
+        pytest.skip("auto means dragonfly only on Linux x86_64/aarch64")
+
+    def fetch_step(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        begin = next(i for i, s in enumerate(lines) if s.startswith("==> up 1/4: fetch"))
+        end = next(i for i, s in enumerate(lines) if s.startswith("==> up 2/4"))
+        return lines[begin + 1 : end]
+
+    (proj.root / "bin" / ".release-lookup-failed.json").unlink()  # the first run, again
+    first = fetch_step(proj.invoke("up", "--no-verify", **dead))
+    assert any(s.startswith("warning: release unreachable") for s in first), first
+    assert any(s.startswith("hint: set server.flavor: redis") for s in first), first
+    for _ in range(2):  # every later run in the same situation: one line, no warning
+        [line] = fetch_step(proj.invoke("up", "--no-verify", **dead))
+        assert line.startswith("release still unreachable (last asked "), line
+        assert "using the local redis" in line and " again " in line
+
+
 # --- run, env --shell, cli -----------------------------------------------------------------------
 
 
