@@ -840,7 +840,11 @@ def bench(
 
 @task(help={"no_save": _NO_SAVE_HELP})
 def down(c: Context, no_save: bool = False) -> None:
-    """Stop what `invoke up` started: the application processes (from any shell), the server."""
+    """Stop what `invoke up` started: the application processes (from any shell), the server.
+
+    An API started on its own with `invoke api` is stopped too (`invoke run`'s one-off
+    commands are not: docker compose's `down` leaves `run` alone as well).
+    """
     try:
         _stop_app_processes(c)
     except Exit:  # already reported; the server is stopped all the same, then exit 1
@@ -854,15 +858,21 @@ def _stop_app_processes(c: Context) -> None:
     from devserver import owned
 
     settings = settings_from(c)
-    done = owned.stop_recorded(settings, settings.stop_timeout)
-    if done.stale:
-        console.warn("removed a stale record of application processes (none of them runs)")
-    elif done.stopped:
-        who = "`invoke up` stopped" if done.by_owner else "stopped"
-        console.ok(f"{who} the application processes: {', '.join(done.stopped)}")
-    if done.left:
+    left: list[str] = []
+    for who in ("up", "api"):
+        done = owned.stop_recorded(settings, settings.stop_timeout, who)
+        if done.stale:
+            what = "application processes" if who == "up" else "`invoke api`'s API"
+            console.warn(f"removed a stale record of {what} (none of them runs)")
+        elif done.stopped and who == "api":
+            console.ok("stopped the API that `invoke api` runs")
+        elif done.stopped:
+            by = "`invoke up` stopped" if done.by_owner else "stopped"
+            console.ok(f"{by} the application processes: {', '.join(done.stopped)}")
+        left += done.left
+    if left:
         raise DevServerError(
-            f"application processes still running after a kill: {', '.join(done.left)}",
+            f"application processes still running after a kill: {', '.join(left)}",
             hint="check them with your OS's process tools",
         )
 
@@ -927,20 +937,43 @@ def api(c: Context) -> None:
     """Run the application's API (api.command) in the foreground with REDIS_URL exported.
 
     Exits with the API command's own exit code. Ctrl+C goes to the API; the server keeps running.
+    It is recorded like `up`'s processes, so `invoke down` from another shell stops it too.
     """
-    from devserver import app
+    from devserver import app, owned
 
     settings = settings_from(c)
     if not settings.api.command:
         _api_not_configured()
         return
     state = app.running_server(settings)
+    other = owned.running_owner(settings, "api")
+    if other is not None:
+        raise DevServerError(
+            f"the API already runs under another `invoke api` (pid {other})",
+            hint="stop it with Ctrl+C in that terminal, or `invoke down` (which stops the "
+            "server too)",
+        )
+    leftover = owned.stop_recorded(settings, settings.stop_timeout, "api")
+    if leftover.stopped:
+        console.warn("stopped the API a killed `invoke api` left running")
     values = app.connection_env(settings, state)
     console.info(
         f"running the API: {settings.api.command}  "
         f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {settings.root})"
     )
-    result = app.run_api(settings.api.command, values, settings.root)
+    try:
+        result = app.run_api(
+            settings.api.command,
+            values,
+            settings.root,
+            on_started=lambda pid: owned.record(settings, {"api": pid}, "api"),
+        )
+        by_down = owned.stop_was_requested(settings, "api")
+    finally:
+        owned.clear(settings, "api")
+    if by_down:
+        console.ok("`invoke down` stopped the API (it stops the server next)")
+        return
     if result.interrupted:
         console.info(f"the API stopped (exit code {result.code}); {_server_now(settings)}")
     elif result.code != 0:

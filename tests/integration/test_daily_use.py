@@ -78,13 +78,19 @@ class Daily(Project):
         self.ups.append(proc)
         return proc
 
-    def wait_recorded(self, proc: subprocess.Popen[str], count: int) -> dict[str, Any]:
+    @property
+    def api_file(self) -> Path:
+        return self.root / "data" / "api.json"
+
+    def wait_recorded(
+        self, proc: subprocess.Popen[str], count: int, record: Path | None = None
+    ) -> dict[str, Any]:
         """Until `up` has recorded ``count`` application processes (or it ended: fail)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             try:
-                data: dict[str, Any] = json.loads(self.app_file.read_text())
+                data: dict[str, Any] = json.loads((record or self.app_file).read_text())
                 if len(data["processes"]) == count and data["owner"]["pid"] == proc.pid:
                     return data
             except (OSError, ValueError, KeyError):
@@ -96,8 +102,11 @@ class Daily(Project):
         for proc in self.ups:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate(timeout=30)
+        # `invoke api`'s API shares its pipes: kill the recorded processes before reading them
         _kill_app_recorded(self.app_file)
+        _kill_app_recorded(self.api_file)
+        for proc in self.ups:
+            proc.communicate(timeout=30)
         super().kill_leftovers()
 
 
@@ -377,6 +386,39 @@ def test_a_new_up_stops_what_a_killed_up_left_running(proj: Daily) -> None:
     assert proj.invoke("down").returncode == 0
     _out, err = second.communicate(timeout=60)
     assert "stopped what a killed `invoke up` left running: api" in err
+
+
+def test_down_from_another_shell_stops_an_api_started_on_its_own(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    api = proj.up_in_background("api", INVOKE_API_COMMAND=_python(_SLEEPER))
+    recorded = proj.wait_recorded(api, 1, proj.api_file)
+    assert [entry["name"] for entry in recorded["processes"]] == ["api"]
+    pid = recorded["processes"][0]["pid"]
+    again = proj.invoke("api", INVOKE_API_COMMAND=_python(_SLEEPER))  # a second copy: refused
+    assert again.returncode == 1 and f"another `invoke api` (pid {api.pid})" in again.stderr
+    down = proj.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the API that `invoke api` runs" in down.stderr
+    _out, err = api.communicate(timeout=60)
+    assert api.returncode == 0, err  # stopped on purpose: not the API's SIGTERM code
+    assert "`invoke down` stopped the API" in err
+    assert _wait_dead(pid)
+    assert resp.ping("127.0.0.1", proj.port) == "down"
+    assert not proj.api_file.exists()
+
+
+def test_down_stops_the_api_a_killed_invoke_api_left_running(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    api = proj.up_in_background("api", INVOKE_API_COMMAND=_python(_SLEEPER))
+    pid = proj.wait_recorded(api, 1, proj.api_file)["processes"][0]["pid"]
+    api.send_signal(signal.SIGKILL)  # no clean-up by `invoke api`: its API keeps running
+    api.wait(timeout=30)  # (its pipes stay open: the API shares them)
+    assert _alive(pid)
+    down = proj.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the API that `invoke api` runs" in down.stderr
+    assert _wait_dead(pid)
+    assert not proj.api_file.exists()
 
 
 def test_api_after_ctrl_c_says_whether_the_server_still_runs(proj: Daily, tmp_path: Path) -> None:
