@@ -2,7 +2,8 @@
 rem start_dev.bat: one command for a Windows developer. Double-click it or run it from any
 rem folder. It prepares Python (.venv + requirements), then runs
 rem   invoke fetch, invoke start, invoke verify   (stopping at the first failure)
-rem and finally the application's API in the foreground (invoke api).
+rem and finally what `invoke up` runs for the application (api.command plus app.processes or
+rem a Procfile: `invoke up --no-fetch --no-verify`, those two steps being done).
 rem
 rem DEV_PYTHON=C:\path\to\python.exe (or any .cmd wrapper): use that interpreter for every step
 rem as-is; no venv is created and nothing is installed. The tests use it with a stub.
@@ -122,15 +123,15 @@ echo.
 echo The server is running. To use invoke yourself: .venv\Scripts\activate.bat, then invoke status
 echo   (or without activating: .venv\Scripts\invoke status; with DEV_PYTHON: "%PY%" -m invoke status)
 echo.
-echo ==^> invoke api (Ctrl+C stops the API; the server keeps running: invoke down stops it)
-call "%PY%" -m invoke api
-rem The API's own exit code is the script's.
+echo ==^> invoke up --no-fetch --no-verify: the application (Ctrl+C stops it; the server keeps running: invoke down stops both)
+call "%PY%" -m invoke up --no-fetch --no-verify
+rem The application's own exit code is the script's.
 set "RC=%errorlevel%"
 goto :end
 
 :step_failed
 echo.
-echo error: the %STEP% step failed, so the API was not started.
+echo error: the %STEP% step failed, so the application was not started.
 echo hint: see the server log with: "%PY%" -m invoke tail   (and -f to follow it)
 set "RC=1"
 goto :end

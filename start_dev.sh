@@ -2,7 +2,9 @@
 # start_dev.sh: one command for a Linux/macOS developer, the counterpart of start_dev.bat.
 # Run it from any folder. It prepares Python (.venv + requirements), then runs
 #   invoke fetch, invoke start, invoke verify   (stopping at the first failure)
-# and finally the application's API in the foreground (invoke api), whose exit code it returns.
+# and finally what `invoke up` runs for the application (api.command plus app.processes or a
+# Procfile: `invoke up --no-fetch --no-verify`, those two steps being done), whose exit code
+# it returns.
 #
 # DEV_PYTHON=/path/to/python (or any wrapper): use that interpreter for every step as-is;
 # no venv is created and nothing is installed. The tests use it with a stub and with a
@@ -76,7 +78,7 @@ fi
 # binary is already installed, so this works offline after the first run.
 for step in fetch start verify; do
     printf '\n==> invoke %s\n' "$step"
-    "$PY" -m invoke "$step" || fail "the $step step failed, so the API was not started" \
+    "$PY" -m invoke "$step" || fail "the $step step failed, so the application was not started" \
         "see the server log with: $PY -m invoke tail   (and -f to follow it)"
 done
 
@@ -93,6 +95,7 @@ else
     printf '(or without activating: %s.venv/bin/invoke status, and the same for tail -f, down, --list)\n' "$go"
 fi
 
-printf '\n==> invoke api (Ctrl+C stops the API; the server keeps running: invoke down stops it)\n'
-# exec: the API's exit code is the script's, and Ctrl+C reaches it with no shell in between.
-exec "$PY" -m invoke api
+printf '\n==> invoke up --no-fetch --no-verify: the application (Ctrl+C stops it; the server keeps running: invoke down stops both)\n'
+# exec: the application's exit code is the script's, and Ctrl+C reaches `up` with no shell
+# in between. The same processes `invoke up` runs, recorded for `invoke down`.
+exec "$PY" -m invoke up --no-fetch --no-verify

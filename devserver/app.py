@@ -18,6 +18,7 @@ import re
 import stat
 import subprocess
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -276,8 +277,11 @@ def run_api(
     cwd: Path,
     base_env: Mapping[str, str] | None = None,
     spawn: Spawn = compat.spawn_foreground,
+    on_started: Callable[[int], None] = lambda pid: None,
 ) -> ApiResult:
     """Run the API command in the foreground until it exits; return its exit code.
+
+    ``on_started`` gets the API's pid once it runs (``invoke api`` records it for ``down``).
 
     Ctrl+C is the API's to handle (compat.relay_interrupts): we keep waiting so its own
     graceful shutdown runs, and return whatever code it ends with. The server is not touched:
@@ -292,5 +296,14 @@ def run_api(
             f"cannot run the API command {command!r}: {exc.strerror or exc}",
             hint="check api.command in invoke.yaml (or INVOKE_API_COMMAND)",
         ) from None
+    try:
+        on_started(proc.pid)
+    except BaseException:  # unrecorded, it would outlive us unseen by `invoke down`
+        import psutil
+
+        with suppress(psutil.Error):
+            compat.kill_tree(psutil.Process(proc.pid))
+        proc.wait()
+        raise
     code, interrupted = compat.wait_relaying(proc)
     return ApiResult(code, interrupted=interrupted)

@@ -6,6 +6,11 @@ timeout before the offline fallback. After one failure the next runs within
 ``release.retry_after`` seconds go straight to the local server and say so; ``fetch --force``
 asks again at once, and ``server.flavor: redis`` never asks. The note is a small JSON file in
 bin/ (it describes what bin/ can get); losing it only means one more lookup.
+
+The note also keeps which local server the last fallback ran (``fallback``), so the full
+warning and its hint are said once per situation: while the network stays away and the same
+local server is chosen, later runs say it in one line. A lookup that works removes the note,
+so the next time the network is away is a new situation again.
 """
 
 from __future__ import annotations
@@ -28,14 +33,40 @@ class Failure:
     age_s: float
 
 
-def remember(bin_dir: Path, reason: str, clock: float | None = None) -> None:
-    """Record that the lookup failed now (never fails the fetch over the note itself)."""
-    when = time.time() if clock is None else clock
+def _read(bin_dir: Path) -> dict[str, object]:
+    try:
+        data = json.loads((bin_dir / NOTE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(bin_dir: Path, data: dict[str, object]) -> None:
+    """Never fails the fetch over the note itself: without it, one more lookup or warning."""
     try:
         bin_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(bin_dir / NOTE, json.dumps({"failed_at": when, "reason": reason}))
+        write_atomic(bin_dir / NOTE, json.dumps(data))
     except OSError:
         pass
+
+
+def remember(bin_dir: Path, reason: str, clock: float | None = None) -> None:
+    """Record that the lookup failed now (the last fallback's choice is kept)."""
+    when = time.time() if clock is None else clock
+    kept = {k: v for k, v in _read(bin_dir).items() if k == "fallback"}
+    _write(bin_dir, {**kept, "failed_at": when, "reason": reason})
+
+
+def last_fallback(bin_dir: Path) -> str:
+    """The local server the last fallback ran ("" when none is noted), whatever its age."""
+    return str(_read(bin_dir).get("fallback", ""))
+
+
+def note_fallback(bin_dir: Path, choice: str) -> None:
+    """Record the local server this fallback runs, for the next run's one-line report."""
+    data = _read(bin_dir)
+    if data.get("fallback") != choice:
+        _write(bin_dir, {**data, "fallback": choice})
 
 
 def recent(bin_dir: Path, within_s: float, clock: float | None = None) -> Failure | None:

@@ -1,4 +1,5 @@
-"""What ``invoke up`` started for the application, recorded so ``invoke down`` can stop it.
+"""What ``invoke up`` (or ``invoke api``) started for the application, recorded so ``invoke
+down`` can stop it: docker compose's ``down`` stops what ``up`` or one of its parts started.
 
 ``data/app.json`` sits beside the server's state file and holds the owner (the ``up`` process)
 and each application process as (name, pid, create time, executable), recorded with
@@ -9,6 +10,13 @@ server: a PID reused since is never signalled.
 owner polls it every 0.1 s), which stops its processes the way it stops them on Ctrl+C and
 removes the file. Only when the owner is gone or does not answer in time does ``down`` stop
 the recorded processes itself (POSIX: SIGTERM, then a kill; Windows: a tree kill).
+
+``invoke api`` (the API alone, in the foreground) keeps its own record, ``data/api.json``, in
+the same shape (``who="api"``). Its owner does not poll: it waits on its API, which shares the
+terminal, so ``down`` marks the stop as requested and stops the API itself; the owner then
+sees the mark, says who stopped it and removes the record. ``invoke run`` is a one-off (a
+migration, a script) and is not recorded, as ``docker compose down`` leaves ``run``'s
+containers alone.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ from .errors import DevServerError
 from .state import identity_of, verified_process
 
 
-def app_state_file(settings: Settings) -> Path:
-    return settings.data_dir / "app.json"
+def app_state_file(settings: Settings, who: str = "up") -> Path:
+    """``data/app.json`` for ``up``'s processes, ``data/api.json`` for ``invoke api``'s."""
+    return settings.data_dir / ("app.json" if who == "up" else f"{who}.json")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -53,38 +62,38 @@ def _live(entry: Mapping[str, Any]) -> Any | None:
     return verified_process(pid, float(entry.get("create_time") or 0), str(entry.get("exe", "")))
 
 
-def running_owner(settings: Settings) -> int | None:
-    """The pid of an ``up`` that still runs this project's application processes."""
-    data = _read(app_state_file(settings))
+def running_owner(settings: Settings, who: str = "up") -> int | None:
+    """The pid of an ``up`` (``invoke api``) that still runs this project's processes."""
+    data = _read(app_state_file(settings, who))
     if data is None or _live(data.get("owner") or {}) is None:
         return None
     return int(data["owner"]["pid"])
 
 
-def record(settings: Settings, pids: Mapping[str, int]) -> None:
+def record(settings: Settings, pids: Mapping[str, int], who: str = "up") -> None:
     """Written by ``up`` once every process runs (private: nothing secret, but no reason)."""
     data = {
-        "owner": _entry("up", os.getpid()),
+        "owner": _entry(who, os.getpid()),
         "processes": [_entry(name, pid) for name, pid in pids.items()],
         "stop_requested": False,
     }
-    path = app_state_file(settings)
+    path = app_state_file(settings, who)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2), mode=PRIVATE_MODE)
 
 
-def clear(settings: Settings) -> None:
+def clear(settings: Settings, who: str = "up") -> None:
     """The owner removes the record once its processes have ended."""
-    path = app_state_file(settings)
+    path = app_state_file(settings, who)
     data = _read(path)
     if data is not None and (data.get("owner") or {}).get("pid") != os.getpid():
         return  # not ours (another up recorded since): leave it
     path.unlink(missing_ok=True)
 
 
-def stop_was_requested(settings: Settings) -> bool:
+def stop_was_requested(settings: Settings, who: str = "up") -> bool:
     """Polled by the owner: has ``invoke down`` asked it to stop?"""
-    data = _read(app_state_file(settings))
+    data = _read(app_state_file(settings, who))
     return bool(data and data.get("stop_requested"))
 
 
@@ -119,9 +128,12 @@ def _wait_gone(procs: list[Any], timeout: float, path: Path | None = None) -> bo
     return False
 
 
-def stop_recorded(settings: Settings, timeout: float) -> AppStop:
-    """Stop what ``up`` started: through its owner when it answers, else ourselves."""
-    path = app_state_file(settings)
+def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppStop:
+    """Stop what ``up`` started: through its owner when it answers, else ourselves.
+
+    ``who="api"``: the owner (``invoke api``) is told, not waited for; we stop its API.
+    """
+    path = app_state_file(settings, who)
     data = _read(path)
     result = AppStop()
     if data is None:
@@ -140,7 +152,7 @@ def stop_recorded(settings: Settings, timeout: float) -> AppStop:
         except OSError as exc:
             raise DevServerError(f"cannot write {path}: {exc.strerror or exc}") from None
         # the owner's grace period for its processes, plus a little for its own exit
-        if _wait_gone([p for _, p in live], timeout + 5.0, path):
+        if who == "up" and _wait_gone([p for _, p in live], timeout + 5.0, path):
             result.by_owner = True
             return result
     for _name, proc in live:
@@ -151,5 +163,7 @@ def stop_recorded(settings: Settings, timeout: float) -> AppStop:
             compat.kill_tree(proc)
     _wait_gone([p for _, p in live], 3.0)
     result.left = [name for name, proc in live if _alive(proc)]
+    if owner is not None and _alive(owner):  # it reads the mark, then removes the record
+        _wait_gone([], 5.0, path)
     path.unlink(missing_ok=True)
     return result

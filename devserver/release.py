@@ -86,7 +86,10 @@ class FetchOptions:
 @dataclass(frozen=True)
 class FetchResult:
     """What fetch did: "installed", "current" (nothing to do), "local" (redis on POSIX: the
-    system or bundled binary is used) or "fallback" (offline: local redis instead)."""
+    system or bundled binary is used) or "fallback" (offline: local redis instead).
+
+    ``repeated``: a fallback to the same local server as the last one, whose full warning
+    was said then (``short`` is its reason in a few words, for a one-line report)."""
 
     action: str
     flavor: str
@@ -95,6 +98,8 @@ class FetchResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     reason: str = ""
+    repeated: bool = False
+    short: str = ""
 
 
 def target_flavor(settings: Settings) -> str:
@@ -139,10 +144,12 @@ def fetch(
     if may_fall_back and lookup and not options.force:
         failed = offline.recent(settings.bin_dir, settings.release.retry_after)
         if failed is not None:
+            left = max(settings.release.retry_after - failed.age_s, 0.0)
             return _fall_back(
                 settings,
                 f"the release lookup failed {_ago(failed.age_s)} ago ({failed.reason}); "
                 f"not asking again for {_ago(settings.release.retry_after)}",
+                f"last asked {_ago(failed.age_s)} ago, next in {_ago(left)}",
             )
     if lookup:
         reporter.info(
@@ -186,15 +193,19 @@ def fetch(
             raise
         if lookup:
             offline.remember(settings.bin_dir, exc.message)
-        return _fall_back(settings, exc.message)
+        return _fall_back(settings, exc.message, exc.message)
 
 
 def _ago(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def _fall_back(settings: Settings, reason: str) -> FetchResult:
-    """Flavor auto without the network: the local or bundled Redis, with the reason."""
+def _fall_back(settings: Settings, reason: str, short: str) -> FetchResult:
+    """Flavor auto without the network: the local or bundled Redis, with the reason.
+
+    Whether it is the same choice as the last fallback is noted beside the lookup failure
+    (devserver.offline), so the caller can say a repeat in one line instead of warning again.
+    """
     try:
         binary = binaries.find_binary(settings, "redis")
     except BinaryNotFound:
@@ -203,6 +214,9 @@ def _fall_back(settings: Settings, reason: str) -> FetchResult:
             hint="no local redis-server either: install one "
             "(apt install redis-server) or fetch with --archive PATH",
         ) from None
+    choice = f"{binary.flavor} {binary.version} {binary.path}"
+    repeated = offline.last_fallback(settings.bin_dir) == choice
+    offline.note_fallback(settings.bin_dir, choice)
     return FetchResult(
         "fallback",
         "redis",
@@ -210,6 +224,8 @@ def _fall_back(settings: Settings, reason: str) -> FetchResult:
         binary.path,
         source=binary.source,
         reason=reason,
+        repeated=repeated,
+        short=short,
     )
 
 

@@ -415,7 +415,7 @@ def tail(
     level: bool = False,
     flavor: str | None = None,
 ) -> None:
-    """Print the server log's last lines; -f keeps following it (Ctrl+C ends)."""
+    """Print the server log's last lines; -f keeps following it (Ctrl+C ends it: exit 130)."""
     from devserver.tail import Follower, last_lines
     from devserver.tail import follow as follow_log
 
@@ -434,12 +434,9 @@ def tail(
         if not follow:
             return
         console.info("waiting for it to appear (Ctrl+C to stop)")
-        try:
-            while unknown_dir:  # which flavor? the first server started will tell
-                stop_event.wait(0.1)
-                path, unknown_dir = _tail_log_file(c, flavor)
-        except KeyboardInterrupt:
-            return
+        while unknown_dir:  # which flavor? the first server started will tell (Ctrl+C: 130)
+            stop_event.wait(0.1)
+            path, unknown_dir = _tail_log_file(c, flavor)
     follower = Follower(path)  # before the last lines, so nothing in between is missed
     try:
         for line in last_lines(path, count, accept, end=follower.offset):
@@ -448,8 +445,9 @@ def tail(
             for line in follow_log(path, stop_event, follower=follower):
                 if accept is None or accept(line):
                     console.log_line(line)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # how -f ends: `handled` says "interrupted" and exits 130
         stop_event.set()
+        raise
     except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
         _reader_left()
 
@@ -580,6 +578,11 @@ def _fetch_report(result: Any) -> None:
         console.ok(
             f"{result.flavor}: nothing to download on this platform; start will use "
             f"{result.path} ({version}, {source})"
+        )
+    elif result.repeated:  # said in full the first time; the same situation again: one line
+        console.info(
+            f"release still unreachable ({result.short}): using the local {result.flavor} "
+            f"{version} again ({result.path}, {source}); `invoke fetch --force` asks now"
         )
     else:
         console.warn(
@@ -837,7 +840,11 @@ def bench(
 
 @task(help={"no_save": _NO_SAVE_HELP})
 def down(c: Context, no_save: bool = False) -> None:
-    """Stop what `invoke up` started: the application processes (from any shell), the server."""
+    """Stop what `invoke up` started: the application processes (from any shell), the server.
+
+    An API started on its own with `invoke api` is stopped too (`invoke run`'s one-off
+    commands are not: docker compose's `down` leaves `run` alone as well).
+    """
     try:
         _stop_app_processes(c)
     except Exit:  # already reported; the server is stopped all the same, then exit 1
@@ -851,15 +858,21 @@ def _stop_app_processes(c: Context) -> None:
     from devserver import owned
 
     settings = settings_from(c)
-    done = owned.stop_recorded(settings, settings.stop_timeout)
-    if done.stale:
-        console.warn("removed a stale record of application processes (none of them runs)")
-    elif done.stopped:
-        who = "`invoke up` stopped" if done.by_owner else "stopped"
-        console.ok(f"{who} the application processes: {', '.join(done.stopped)}")
-    if done.left:
+    left: list[str] = []
+    for who in ("up", "api"):
+        done = owned.stop_recorded(settings, settings.stop_timeout, who)
+        if done.stale:
+            what = "application processes" if who == "up" else "`invoke api`'s API"
+            console.warn(f"removed a stale record of {what} (none of them runs)")
+        elif done.stopped and who == "api":
+            console.ok("stopped the API that `invoke api` runs")
+        elif done.stopped:
+            by = "`invoke up` stopped" if done.by_owner else "stopped"
+            console.ok(f"{by} the application processes: {', '.join(done.stopped)}")
+        left += done.left
+    if left:
         raise DevServerError(
-            f"application processes still running after a kill: {', '.join(done.left)}",
+            f"application processes still running after a kill: {', '.join(left)}",
             hint="check them with your OS's process tools",
         )
 
@@ -924,20 +937,43 @@ def api(c: Context) -> None:
     """Run the application's API (api.command) in the foreground with REDIS_URL exported.
 
     Exits with the API command's own exit code. Ctrl+C goes to the API; the server keeps running.
+    It is recorded like `up`'s processes, so `invoke down` from another shell stops it too.
     """
-    from devserver import app
+    from devserver import app, owned
 
     settings = settings_from(c)
     if not settings.api.command:
         _api_not_configured()
         return
     state = app.running_server(settings)
+    other = owned.running_owner(settings, "api")
+    if other is not None:
+        raise DevServerError(
+            f"the API already runs under another `invoke api` (pid {other})",
+            hint="stop it with Ctrl+C in that terminal, or `invoke down` (which stops the "
+            "server too)",
+        )
+    leftover = owned.stop_recorded(settings, settings.stop_timeout, "api")
+    if leftover.stopped:
+        console.warn("stopped the API a killed `invoke api` left running")
     values = app.connection_env(settings, state)
     console.info(
         f"running the API: {settings.api.command}  "
         f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {settings.root})"
     )
-    result = app.run_api(settings.api.command, values, settings.root)
+    try:
+        result = app.run_api(
+            settings.api.command,
+            values,
+            settings.root,
+            on_started=lambda pid: owned.record(settings, {"api": pid}, "api"),
+        )
+        by_down = owned.stop_was_requested(settings, "api")
+    finally:
+        owned.clear(settings, "api")
+    if by_down:
+        console.ok("`invoke down` stopped the API (it stops the server next)")
+        return
     if result.interrupted:
         console.info(f"the API stopped (exit code {result.code}); {_server_now(settings)}")
     elif result.code != 0:
@@ -1018,6 +1054,7 @@ def up(
     from devserver import app
 
     try:
+        _refuse_a_differing_server(c, port, flavor)
         if no_fetch:
             _up_header(1, "fetch", "skipped (--no-fetch)")
         else:
@@ -1053,6 +1090,33 @@ def up(
         f"up: the server is {checked} at {url} "
         "(`invoke env` prints it for .env files; `invoke down` stops it)"
     )
+
+
+def _refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) -> None:
+    """`up --port/--flavor` while this project's server runs otherwise: one error, no step run.
+
+    Checked before the fetch step (which could download the other flavor for nothing) and
+    reported once: through the start step it was start's error plus "up stopped: the start
+    step failed", two errors for one cause.
+    """
+    if not port and flavor in (None, "", "auto"):
+        return
+    from devserver import process
+    from devserver.running import differences, restart_hint
+
+    settings = settings_from(c, flavor=flavor, port=port)
+    state, proc = process.current_state(settings)
+    if state is None or proc is None:
+        return
+    asked = {"port": port and settings.port, "flavor": flavor}
+    differ = differences(state, asked)
+    if differ:
+        raise DevServerError(
+            f"up: {state.flavor} {state.version} is already running (pid {state.pid}, "
+            f"{state.host}:{state.port}), not the one asked for: {'; '.join(differ)}",
+            hint=f"run `{restart_hint(asked)}` to replace it, then `invoke up` again "
+            "(or drop the option to use the running server)",
+        )
 
 
 def _app_commands(settings: Settings) -> dict[str, str]:

@@ -78,13 +78,19 @@ class Daily(Project):
         self.ups.append(proc)
         return proc
 
-    def wait_recorded(self, proc: subprocess.Popen[str], count: int) -> dict[str, Any]:
+    @property
+    def api_file(self) -> Path:
+        return self.root / "data" / "api.json"
+
+    def wait_recorded(
+        self, proc: subprocess.Popen[str], count: int, record: Path | None = None
+    ) -> dict[str, Any]:
         """Until `up` has recorded ``count`` application processes (or it ended: fail)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             try:
-                data: dict[str, Any] = json.loads(self.app_file.read_text())
+                data: dict[str, Any] = json.loads((record or self.app_file).read_text())
                 if len(data["processes"]) == count and data["owner"]["pid"] == proc.pid:
                     return data
             except (OSError, ValueError, KeyError):
@@ -96,8 +102,11 @@ class Daily(Project):
         for proc in self.ups:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate(timeout=30)
+        # `invoke api`'s API shares its pipes: kill the recorded processes before reading them
         _kill_app_recorded(self.app_file)
+        _kill_app_recorded(self.api_file)
+        for proc in self.ups:
+            proc.communicate(timeout=30)
         super().kill_leftovers()
 
 
@@ -158,14 +167,26 @@ def test_start_asking_for_another_port_or_flavor_names_the_running_server(proj: 
     assert resp.ping("127.0.0.1", other) == "ready"
 
 
-def test_up_with_another_port_stops_at_start_with_the_restart_hint(proj: Daily) -> None:
+def test_up_with_another_port_or_flavor_says_one_error_with_the_restart_hint(
+    proj: Daily,
+) -> None:
     assert proj.invoke("start").returncode == 0
     other = free_port()
-    result = proj.invoke("up", "--port", str(other), INVOKE_API_COMMAND="true")
-    assert result.returncode == 1
-    assert f"invoke restart --port {other}" in result.stderr
-    assert "up stopped: the start step failed" in result.stderr
-    assert "up 4/4" not in result.stderr  # the application never started
+    for args, differ, hint in (
+        (["--port", str(other)], f"port {other} (it runs on {proj.port})", "--port"),
+        (["--flavor", "garnet"], "flavor garnet (it runs redis)", "--flavor"),
+    ):
+        result = proj.invoke("up", *args, INVOKE_API_COMMAND="true")
+        assert result.returncode == 1, result.stderr
+        # One error line (and its hint), nothing else: no step ran, not even fetch.
+        lines = result.stderr.splitlines()
+        assert len(_one_error(result.stderr)) == 1 and len(lines) == 2, result.stderr
+        assert lines[0].startswith("error: up: redis ") and differ in lines[0]
+        assert lines[1].startswith("hint: run `invoke restart ") and hint in lines[1]
+        assert "then `invoke up` again" in lines[1]
+    assert resp.ping("127.0.0.1", other) == "down"  # nothing was started there
+    same = proj.invoke("up", "--port", str(proj.port), "--no-verify", INVOKE_API_COMMAND="true")
+    assert same.returncode == 0 and "already running" in same.stderr, same.stderr
 
 
 # --- item 8: stop --no-save's help, invoke reset -------------------------------------------------
@@ -367,6 +388,39 @@ def test_a_new_up_stops_what_a_killed_up_left_running(proj: Daily) -> None:
     assert "stopped what a killed `invoke up` left running: api" in err
 
 
+def test_down_from_another_shell_stops_an_api_started_on_its_own(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    api = proj.up_in_background("api", INVOKE_API_COMMAND=_python(_SLEEPER))
+    recorded = proj.wait_recorded(api, 1, proj.api_file)
+    assert [entry["name"] for entry in recorded["processes"]] == ["api"]
+    pid = recorded["processes"][0]["pid"]
+    again = proj.invoke("api", INVOKE_API_COMMAND=_python(_SLEEPER))  # a second copy: refused
+    assert again.returncode == 1 and f"another `invoke api` (pid {api.pid})" in again.stderr
+    down = proj.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the API that `invoke api` runs" in down.stderr
+    _out, err = api.communicate(timeout=60)
+    assert api.returncode == 0, err  # stopped on purpose: not the API's SIGTERM code
+    assert "`invoke down` stopped the API" in err
+    assert _wait_dead(pid)
+    assert resp.ping("127.0.0.1", proj.port) == "down"
+    assert not proj.api_file.exists()
+
+
+def test_down_stops_the_api_a_killed_invoke_api_left_running(proj: Daily) -> None:
+    assert proj.invoke("start").returncode == 0
+    api = proj.up_in_background("api", INVOKE_API_COMMAND=_python(_SLEEPER))
+    pid = proj.wait_recorded(api, 1, proj.api_file)["processes"][0]["pid"]
+    api.send_signal(signal.SIGKILL)  # no clean-up by `invoke api`: its API keeps running
+    api.wait(timeout=30)  # (its pipes stay open: the API shares them)
+    assert _alive(pid)
+    down = proj.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the API that `invoke api` runs" in down.stderr
+    assert _wait_dead(pid)
+    assert not proj.api_file.exists()
+
+
 def test_api_after_ctrl_c_says_whether_the_server_still_runs(proj: Daily, tmp_path: Path) -> None:
     assert proj.invoke("start").returncode == 0
     ready = tmp_path / "ready"
@@ -448,6 +502,32 @@ def test_up_options_port_flavor_no_fetch_no_verify(proj: Daily) -> None:
     helptext = proj.invoke("--help", "up").stdout
     for option in ("--port", "--flavor", "--no-verify", "--no-fetch", "invoke start"):
         assert option in helptext
+
+
+def test_up_auto_offline_warns_once_then_says_the_fallback_in_one_line(proj: Daily) -> None:
+    dead = {
+        "INVOKE_SERVER_FLAVOR": "auto",
+        "INVOKE_RELEASE_GITHUB_API": f"http://127.0.0.1:{free_port()}",
+        "INVOKE_RELEASE_LOOKUP_TIMEOUT": "2",
+    }
+    if "no dragonfly binary yet" not in proj.invoke("up", "--no-verify", **dead).stderr:
+        pytest.skip("auto means dragonfly only on Linux x86_64/aarch64")
+
+    def fetch_step(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        begin = next(i for i, s in enumerate(lines) if s.startswith("==> up 1/4: fetch"))
+        end = next(i for i, s in enumerate(lines) if s.startswith("==> up 2/4"))
+        return lines[begin + 1 : end]
+
+    (proj.root / "bin" / ".release-lookup-failed.json").unlink()  # the first run, again
+    first = fetch_step(proj.invoke("up", "--no-verify", **dead))
+    assert any(s.startswith("warning: release unreachable") for s in first), first
+    assert any(s.startswith("hint: set server.flavor: redis") for s in first), first
+    for _ in range(2):  # every later run in the same situation: one line, no warning
+        [line] = fetch_step(proj.invoke("up", "--no-verify", **dead))
+        assert line.startswith("release still unreachable (last asked "), line
+        assert "using the local redis" in line and " again " in line
 
 
 # --- run, env --shell, cli -----------------------------------------------------------------------

@@ -515,6 +515,32 @@ def test_auto_offline_falls_back_to_local_redis(
         fetch(make_settings(flavor="dragonfly", release={"github_api": dead}), opts(retries=1))
 
 
+def test_auto_offline_warns_in_full_once_per_situation(
+    make_settings: Callable[..., Settings], redis_server_path: Path
+) -> None:
+    """`repeated` (one line in tasks.py) only for the same local server as the last fallback:
+    a different choice, or the network back in between, is a new situation (full warning)."""
+    from devserver import offline
+
+    if KEY not in {("linux", "x86_64"), ("linux", "aarch64")}:
+        pytest.skip("auto means dragonfly only on Linux")
+    auto = make_settings(flavor="auto", release={"github_api": f"http://127.0.0.1:{free_port()}"})
+    first = fetch(auto, opts(retries=1))
+    assert first.action == "fallback" and not first.repeated
+    again = fetch(auto, opts(retries=1))  # the remembered failure, the same local server
+    assert again.repeated and again.short.startswith("last asked ")
+    forced = fetch(auto, opts(retries=1, force=True))  # asked again, failed again: same choice
+    assert forced.repeated and "could not be reached" in forced.short
+    note = auto.bin_dir / offline.NOTE
+    data = json.loads(note.read_text())
+    assert data["fallback"] == f"redis {first.version} {first.path}"
+    note.write_text(json.dumps({**data, "fallback": "redis 6.0.0 /old/redis-server"}))
+    assert not fetch(auto, opts(retries=1)).repeated  # chosen differently than last time
+    assert fetch(auto, opts(retries=1)).repeated
+    offline.forget(auto.bin_dir)  # a lookup worked in between: a new situation
+    assert not fetch(auto, opts(retries=1)).repeated
+
+
 def test_redis_on_posix_downloads_nothing(
     settings: Settings, gh: FakeGitHub, redis_server_path: Path
 ) -> None:

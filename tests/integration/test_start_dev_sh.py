@@ -22,14 +22,15 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="start_dev.sh is
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "start_dev.sh"
 STEPS = ["fetch", "start", "verify"]
+APP = "up --no-fetch --no-verify"  # the last step: what `invoke up` runs for the application
 
 # A stand-in interpreter: records its arguments, fails the step named in STUB_FAIL (with 7,
-# which the script must turn into its own exit 1), and ends `-m invoke api` with STUB_API_CODE.
+# which the script must turn into its own exit 1), and ends `-m invoke up` with STUB_API_CODE.
 STUB = """#!/bin/sh
 echo "$*" >> "$STUB_LOG"
 [ "${2:-}" = devserver.requirements_check ] && [ -n "${STUB_SATISFIED:-}" ] && echo satisfied
 [ -n "${STUB_FAIL:-}" ] && [ "${3:-}" = "$STUB_FAIL" ] && exit 7
-[ "${3:-}" = api ] && exit "${STUB_API_CODE:-0}"
+[ "${3:-}" = up ] && exit "${STUB_API_CODE:-0}"
 exit 0
 """
 
@@ -86,7 +87,7 @@ def _log(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_steps_run_in_order_then_the_api_and_its_code_is_returned(
+def test_steps_run_in_order_then_the_application_and_its_code_is_returned(
     tmp_path: Path, stub_env: dict[str, str]
 ) -> None:
     project = _project(tmp_path / "with space" / "proj")
@@ -94,7 +95,7 @@ def test_steps_run_in_order_then_the_api_and_its_code_is_returned(
     elsewhere.mkdir()
     result = _run(project / "start_dev.sh", elsewhere, {**stub_env, "STUB_API_CODE": "5"})
     assert result.returncode == 5, result.stderr
-    assert _log(tmp_path) == [f"-m invoke {step}" for step in [*STEPS, "api"]]
+    assert _log(tmp_path) == [f"-m invoke {step}" for step in [*STEPS, APP]]
     assert not (project / ".venv").exists()  # DEV_PYTHON: no venv, no pip
 
 
@@ -127,7 +128,7 @@ def test_venv_is_created_requirements_installed_once_and_again_when_changed(
     project = _project(tmp_path / "app")
     env = _venv_env(tmp_path, stub_env)
     pip = "-m pip install --disable-pip-version-check -r requirements.txt"
-    invoke = [f"-m invoke {step}" for step in [*STEPS, "api"]]
+    invoke = [f"-m invoke {step}" for step in [*STEPS, APP]]
 
     first = _run(project / "start_dev.sh", tmp_path, env)
     assert first.returncode == 0, first.stderr
@@ -243,13 +244,28 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         shutil.copytree(
             ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
-    api_code = "import os; print('API got REDIS_URL=' + os.environ['REDIS_URL'])"
+    # The API prints, then lets the worker (from the Procfile) print and end: `up` then stops
+    # the API and passes on the worker's 0. Files, not timing, order the two.
+    (project / "api_app.py").write_text(
+        "import os, time\n"
+        "print('API got REDIS_URL=' + os.environ['REDIS_URL'], flush=True)\n"
+        "open('api-printed', 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    (project / "worker_app.py").write_text(
+        "import os, time\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not os.path.exists('api-printed') and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('worker got REDIS_URL=' + os.environ['REDIS_URL'], flush=True)\n"
+    )
+    (project / "Procfile").write_text("worker: python worker_app.py\n")
     env = {
         **os.environ,
         "DEV_PYTHON": sys.executable,
         "INVOKE_SERVER_FLAVOR": "redis",
         "INVOKE_SERVER_PORT": str(free_port()),
-        "INVOKE_API_COMMAND": f'"{sys.executable}" -c "{api_code}"',
+        "INVOKE_API_COMMAND": "python api_app.py",
         "NO_COLOR": "1",
         # Lifecycle, not performance: a busy 2-core CI box must not fail on a latency p99.
         "INVOKE_VERIFY_ITERATIONS": "20",
@@ -263,7 +279,9 @@ def real_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     _stop_server(project, env)
 
 
-def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, str]]) -> None:
+def test_end_to_end_fetch_start_verify_then_ups_application(
+    real_project: tuple[Path, dict[str, str]],
+) -> None:
     project, env = real_project
     result = subprocess.run(
         ["/bin/sh", str(project / "start_dev.sh")],
@@ -277,10 +295,13 @@ def test_end_to_end_fetch_start_verify_api(real_project: tuple[Path, dict[str, s
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     port = env["INVOKE_SERVER_PORT"]
-    assert f"API got REDIS_URL=redis://127.0.0.1:{port}/0" in result.stdout
-    assert (project / "data" / "server.json").exists()  # the server keeps running after the API
+    # What `invoke up` runs: api.command and the Procfile's worker, prefixed with their names.
+    assert f"api    | API got REDIS_URL=redis://127.0.0.1:{port}/0" in result.stdout, output
+    assert f"worker | worker got REDIS_URL=redis://127.0.0.1:{port}/0" in result.stdout, output
+    assert (project / "data" / "server.json").exists()  # the server keeps running after the app
+    assert not (project / "data" / "app.json").exists()  # recorded for `down`, then cleared
     headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
-    assert [h.split()[2] for h in headers] == [*STEPS, "api"]
+    assert [h.split()[2] for h in headers] == [*STEPS, "up"]
 
 
 def test_the_end_says_to_cd_to_the_project_when_run_from_elsewhere(

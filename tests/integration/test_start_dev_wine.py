@@ -35,15 +35,16 @@ pytestmark = pytest.mark.wine
 ROOT = Path(__file__).resolve().parents[2]
 WINE = Path("/usr/lib/wine/wine64")
 STEPS = ["fetch", "start", "verify"]
+APP = "up --no-fetch --no-verify"  # the last step: what `invoke up` runs for the application
 
 # The stand-in interpreter: append the arguments to STUB_LOG; fail the step named in STUB_FAIL
-# (with 7: the script must answer with its own exit 1); end `-m invoke api` with STUB_API_CODE.
+# (with 7: the script must answer with its own exit 1); end `-m invoke up` with STUB_API_CODE.
 STUB_CMD = "\r\n".join(
     [
         "@echo off",
         '>>"%STUB_LOG%" echo %*',
         'if not "%STUB_FAIL%"=="" if "%STUB_FAIL%"=="%3" exit /b 7',
-        'if "%3"=="api" exit /b %STUB_API_CODE%',
+        'if "%3"=="up" exit /b %STUB_API_CODE%',
         "exit /b 0",
         "",
     ]
@@ -162,15 +163,15 @@ def test_steps_in_order_from_another_folder_with_spaces(
         STUB_API_CODE="0",
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert calls == [f"-m invoke {step}" for step in [*STEPS, "api"]]
+    assert calls == [f"-m invoke {step}" for step in [*STEPS, APP]]
     assert not (project / ".venv").exists()  # DEV_PYTHON: no venv, no pip
     headers = [line for line in result.stdout.splitlines() if line.startswith("==>")]
-    assert [h.split()[2] for h in headers] == [*STEPS, "api"]
+    assert [h.split()[2] for h in headers] == [*STEPS, "up"]
     assert ".venv\\Scripts\\activate.bat" in result.stdout  # how to reach invoke afterwards
 
 
 @pytest.mark.parametrize("failing", STEPS)
-def test_a_failing_step_stops_before_the_api(
+def test_a_failing_step_stops_before_the_application(
     wine_env: dict[str, str], tmp_path: Path, failing: str
 ) -> None:
     project = _project(tmp_path / "dev (x86) & co")  # parentheses and & in %~dp0 and %PY%
@@ -188,7 +189,7 @@ def test_a_failing_step_stops_before_the_api(
     assert "invoke tail" in result.stdout
 
 
-def test_the_api_failing_fails_the_script(wine_env: dict[str, str], tmp_path: Path) -> None:
+def test_the_application_failing_fails_the_script(wine_env: dict[str, str], tmp_path: Path) -> None:
     project = _project(tmp_path / "app")
     result, calls = run_bat(
         wine_env,
@@ -198,7 +199,7 @@ def test_the_api_failing_fails_the_script(wine_env: dict[str, str], tmp_path: Pa
         DEV_PYTHON=z_path(project / "stub python.cmd"),
         STUB_API_CODE="5",
     )
-    assert calls[-1] == "-m invoke api"
+    assert calls[-1] == f"-m invoke {APP}"
     assert result.returncode != 0  # Wine's call reports 1 for any non-zero code (see top)
 
 
@@ -284,7 +285,7 @@ def test_an_error_pauses_unless_dev_no_pause(wine_env: dict[str, str], tmp_path:
     assert PAUSE_PROMPT not in quiet.stdout
 
 
-def test_no_python_pauses_too_and_the_api_end_as_well(
+def test_no_python_pauses_too_and_the_application_end_as_well(
     wine_env: dict[str, str], tmp_path: Path
 ) -> None:
     project = _project(tmp_path / "app")
@@ -302,8 +303,8 @@ def test_no_python_pauses_too_and_the_api_end_as_well(
         DEV_PYTHON=z_path(project / "stub python.cmd"),
         STUB_API_CODE="0",
     )
-    assert ended.returncode == 0 and calls[-1] == "-m invoke api"
-    assert PAUSE_PROMPT in ended.stdout  # `invoke api` ending at once must not close the window
+    assert ended.returncode == 0 and calls[-1] == f"-m invoke {APP}"
+    assert PAUSE_PROMPT in ended.stdout  # the application ending at once must not close the window
 
 
 def test_existing_venv_stops_the_server_before_pip(
@@ -323,7 +324,7 @@ def test_existing_venv_stops_the_server_before_pip(
         "-c import sys",
         "-m invoke stop",
         "-m pip install --disable-pip-version-check -r requirements.txt",
-        *[f"-m invoke {step}" for step in [*STEPS, "api"]],
+        *[f"-m invoke {step}" for step in [*STEPS, APP]],
     ]
     assert (project / ".venv" / "requirements.installed.txt").exists()  # the stamp
 

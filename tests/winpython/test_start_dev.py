@@ -5,9 +5,10 @@ cp311 interpreter, on Wine's PATH through WINEPATH), creates ``.venv`` with it, 
 requirements.txt with pip offline from the win_amd64 wheelhouse (PIP_NO_INDEX and
 PIP_FIND_LINKS, which pip reads from the environment), then ``invoke fetch`` downloads the
 test server's zip from a loopback mirror (release.url) and checks its sha256
-(release.sha256), ``invoke start``, ``invoke verify``, and ``invoke api`` runs a small API
-script that talks to the server through REDIS_URL. ``invoke stop`` afterwards, with the venv
-the script made, must leave no process. (``fetch --archive`` of the same zip is run by the
+(release.sha256), ``invoke start``, ``invoke verify``, and ``invoke up --no-fetch
+--no-verify`` runs a small API script (api.command, through up's process manager) that
+talks to the server through REDIS_URL. ``invoke stop`` afterwards, with the venv the script
+made, must leave no process. (``fetch --archive`` of the same zip is run by the
 lifecycle fixtures: start_dev.bat passes no options to fetch, so here the configuration says
 where the archive is.)
 
@@ -87,7 +88,7 @@ def test_start_dev_bat_end_to_end(
         cfg = (root / ".venv" / "pyvenv.cfg").read_text(encoding="utf-8")
         assert "cp311" in cfg  # made by the real interpreter found on PATH
         headers = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("==>")]
-        assert headers == ["fetch", "start", "verify", "api"], output
+        assert headers == ["fetch", "start", "verify", "up"], output
         assert any(ASSET in p for p in requested), requested
         manifest = (root / "bin" / "redis.json").read_text(encoding="utf-8")
         assert digest in manifest
