@@ -52,6 +52,13 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"redis://{auth}{host}:{self.port}/0"
 
+    def client(self, **kwargs: Any) -> Any:
+        """A new redis-py client for this server (the caller closes it), as the pytest
+        fixture's ``devserver.client()``; ``kwargs`` go to ``redis.Redis.from_url``."""
+        import redis
+
+        return redis.Redis.from_url(self.url, **kwargs)
+
 
 def settings(root: str | Path = ".", **server: Any) -> Settings:
     """Validated Settings for a project folder, with ``server.*`` keys given as keywords.

@@ -83,6 +83,15 @@ def test_start_refuses_a_running_server_on_another_port(
         kill_recorded(project / "data" / "server.json")
 
 
+def test_a_library_server_gives_a_client_like_the_fixture(redis_server_path: Path) -> None:
+    with (
+        devserver.ephemeral(flavor="redis", binary=redis_server_path) as server,
+        server.client(decode_responses=True) as client,
+    ):
+        client.set("k", "v")
+        assert client.get("k") == "v"
+
+
 def test_the_library_prints_nothing(redis_server_path: Path, tmp_path: Path) -> None:
     code = (
         "import devserver, sys\n"
