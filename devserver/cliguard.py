@@ -1,4 +1,5 @@
-"""One line instead of a traceback for configuration errors Invoke raises before a task runs.
+"""One line instead of a traceback for configuration errors Invoke raises before a task runs
+(and nothing for a reader that left early from Invoke's own output, ``invoke --list | head``).
 
 Invoke imports tasks.py first and only then merges the project's invoke.yaml, a runtime
 config (``-f``) and the ``INVOKE_*`` environment into its config; a YAML syntax error, a
@@ -76,6 +77,9 @@ def install(report: Report) -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(exc, BrokenPipeError):  # `invoke --list | head -1`: the reader left
+            _stdout_to_null()  # so the flush at exit does not fail again; exit code 1
+            return
         try:
             described = describe(exc, tb)
         except Exception:
@@ -86,3 +90,12 @@ def install(report: Report) -> None:
             report(*described)
 
     sys.excepthook = hook
+
+
+def _stdout_to_null() -> None:
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

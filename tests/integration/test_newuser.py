@@ -124,3 +124,14 @@ def test_env_cli_run_name_a_port_that_differs_from_the_running_server(proj: Proj
     assert note in ran.stderr.splitlines()
     same = proj.invoke("env")  # the port asked for is the running one: nothing to say
     assert same.stderr == ""
+
+
+def test_invokes_own_output_into_a_closed_pipe_is_no_traceback(proj: Project) -> None:  # noqa: F811
+    # `invoke --list | head -1` printed Invoke's BrokenPipeError traceback (the tasks handled
+    # it, Invoke's own --list and task help did not). Plain `invoke --help` is printed
+    # before Invoke loads tasks.py, where no code of ours runs yet: not covered.
+    for args in (("--list",), ("--help", "start"), ("start", "--help")):
+        result = _into_closed_pipe(proj, *args)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "BrokenPipe" not in result.stderr, (args, result.stderr)
+        assert result.returncode == 1, (args, result.stderr)
