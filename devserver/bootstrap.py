@@ -245,10 +245,9 @@ def main() -> None:
     except OSError as exc:
         _hand_over("spawn_failed", spec, exc, secret_dir)
     except Exception as exc:
-        if secret_dir:
-            import shutil
+        from .supervisor import remove_secret
 
-            shutil.rmtree(secret_dir, ignore_errors=True)
+        remove_secret(secret_dir)
         _hand_over("report", exc)
     log_fd = open_log(spec)
     try:
@@ -438,7 +437,7 @@ def _forked(
     except OSError as exc:
         supervisor.finish(supervisor.spawn_failed(spec, exc, secret_dir))
     except Exception as exc:
-        supervisor._remove_secret(secret_dir)
+        supervisor.remove_secret(secret_dir)
         supervisor.finish(supervisor.report(exc))
     try:
         _hand_over_by_exec(spec, python, env, cwd, child, secret_dir)
@@ -449,17 +448,14 @@ def _forked(
             os.unlink(spec["state_file"])
         except OSError:
             pass
-        supervisor._remove_secret(secret_dir)
-        from .errors import StartError
+        supervisor.remove_secret(secret_dir)
+        from .errors import DevServerError, StartError
 
-        why = StartError(
-            f"the supervisor could not take over: {exc}",
-            hint="set DEVSERVER_NO_FORK=1 to start it the other way, and report this",
-        )
-        if isinstance(exc, OSError) and getattr(exc, "filename", None) == python:
+        why = exc
+        if not isinstance(exc, DevServerError):
             why = StartError(
-                f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
-                hint="check that this user can run that interpreter (and the folders above it)",
+                f"the supervisor could not take over: {exc}",
+                hint="set DEVSERVER_NO_FORK=1 to start it the other way, and report this",
             )
         supervisor.finish(supervisor.report(why))
 
@@ -468,7 +464,7 @@ def _hand_over_by_exec(
     spec: Spec, python: str, env: dict[str, str], cwd: str, child: Child, secret_dir: str
 ) -> None:
     """Record the server, put what the supervisor needs in a memfd and exec it; returns
-    (raising) only when something of that failed."""
+    (raising) only when something of that failed: StartError when the exec did."""
     log_fd = open_log(spec)
     try:
         listener, token, error = record_first(spec, child)
@@ -498,8 +494,9 @@ def _hand_over_by_exec(
     try:
         os.execve(python, [python, "-S", "-c", code, str(memo)], env)
     except OSError as exc:
-        exc.filename = python
-        raise
+        from .supervisor import python_error
+
+        raise python_error(python, exc) from None
 
 
 def resume() -> None:

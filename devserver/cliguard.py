@@ -78,7 +78,7 @@ def install(report: Report) -> None:
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if isinstance(exc, BrokenPipeError):  # `invoke --list | head -1`: the reader left
-            _stdout_to_null()  # so the flush at exit does not fail again; exit code 1
+            reader_left()  # the exit code stays 1
             return
         try:
             described = describe(exc, tb)
@@ -92,7 +92,11 @@ def install(report: Report) -> None:
     sys.excepthook = hook
 
 
-def _stdout_to_null() -> None:
+def reader_left() -> None:
+    """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
+
+    stdout is pointed at the null device, so Python's flush at exit does not fail again.
+    """
     import os
 
     try:

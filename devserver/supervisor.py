@@ -93,12 +93,17 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
             stdout=subprocess.PIPE,
         )
     except OSError as exc:
-        from .errors import StartError
+        raise python_error(python, exc) from None
 
-        raise StartError(
-            f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
-            hint="check that this user can run that interpreter (and the folders above it)",
-        ) from None
+
+def python_error(python: str, exc: OSError) -> Exception:
+    """The StartError for a supervisor interpreter that cannot be run (spawned or exec'd)."""
+    from .errors import StartError
+
+    return StartError(
+        f"cannot run the supervisor's Python {python}: {exc.strerror or exc}",
+        hint="check that this user can run that interpreter (and the folders above it)",
+    )
 
 
 def supervisor_command(python: str = "") -> list[str]:
@@ -525,7 +530,7 @@ def supervise(
             setup(supervisor)
         return supervisor.run(on_recorded)
     finally:
-        _remove_secret(secret_dir)
+        remove_secret(secret_dir)
 
 
 def spawn_failed(spec: Spec, exc: OSError, secret_dir: str = "") -> int:
@@ -535,14 +540,15 @@ def spawn_failed(spec: Spec, exc: OSError, secret_dir: str = "") -> int:
 
     from .logs import RotatingWriter
 
-    _remove_secret(secret_dir)
+    remove_secret(secret_dir)
     log = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
     log.marker(f"could not start {spec['binary']}: {exc}")
     log.close()
     return 127
 
 
-def _remove_secret(secret_dir: str) -> None:
+def remove_secret(secret_dir: str) -> None:
+    """Remove the password file's private folder (Garnet), if there is one."""
     if secret_dir:
         import shutil
 
@@ -576,7 +582,7 @@ def adopt(spec: Spec, child: Child, secret_dir: str, first: First, log_fd: int =
             _detached(sup)
             return sup.run(_close_report, first)
         finally:
-            _remove_secret(secret_dir)
+            remove_secret(secret_dir)
 
     return _reporting(body)
 

@@ -109,7 +109,7 @@ def handled(func: F) -> F:
             console.info("interrupted")
             raise Exit(code=130) from None
         except BrokenPipeError:  # `invoke verify | head -1`: the reader left before the end
-            _reader_left()
+            cliguard.reader_left()
             raise Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -131,7 +131,7 @@ def _echo_while_read() -> Callable[[str], None]:
             console.log_line(line)
         except BrokenPipeError:
             gone = True
-            _reader_left()
+            cliguard.reader_left()
 
     return echo
 
@@ -148,17 +148,6 @@ def _note_other_port(settings: Settings, state: Any) -> None:
             f"the running server is on {state.port}; {how} says {settings.port}: using the "
             f"running server (`invoke restart --port {settings.port}` moves it)"
         )
-
-
-def _reader_left() -> None:
-    """stdout's reader is gone (``| head``, ``| grep -q``): no traceback, nothing more to say.
-
-    stdout is pointed at the null device, so Python's flush at exit does not fail again.
-    """
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 _SOURCES = {
@@ -449,7 +438,7 @@ def tail(
         stop_event.set()
         raise
     except BrokenPipeError:  # e.g. `invoke tail | head`: the reader left, not an error
-        _reader_left()
+        cliguard.reader_left()
 
 
 @task(
@@ -496,7 +485,7 @@ def status(c: Context, json: bool = False) -> None:
     try:
         _status_report(info, json)
     except BrokenPipeError:  # `invoke status | grep -q running`: the exit code still tells
-        _reader_left()
+        cliguard.reader_left()
         raise Exit(code=0 if info["running"] else STATUS_NOT_RUNNING) from None
 
 

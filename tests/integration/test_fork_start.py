@@ -207,6 +207,10 @@ def fork():
     raise BlockingIOError(11, "Resource temporarily unavailable")
 os.fork = fork
 """
+NO_PYTHON_TO_EXEC = """
+from devserver import compat
+compat.python_for_background = lambda: "/nonexistent/python3"
+"""
 NO_MEMFD_IN_THE_COPY = """
 def memfd_create(*args, **kwargs):
     raise OSError(38, "Function not implemented")
@@ -219,8 +223,9 @@ os.memfd_create = memfd_create  # after can_fork() probed it: only the forked co
     [
         (CTRL_C_AFTER_FORK, "KeyboardInterrupt"),
         (NO_MEMFD_IN_THE_COPY, "the supervisor could not take over"),
+        (NO_PYTHON_TO_EXEC, "cannot run the supervisor's Python /nonexistent/python3"),
     ],
-    ids=["ctrl-c-right-after-fork", "handover-fails-in-the-copy"],
+    ids=["ctrl-c-right-after-fork", "handover-fails-in-the-copy", "no-python-to-exec"],
 )
 def test_a_fault_around_the_fork_undoes_the_start(
     project: Path, redis_server_path: Path, inject: str, outcome: str
