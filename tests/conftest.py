@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -143,6 +144,24 @@ def make_settings(project: Path) -> SettingsFactory:
         return load_settings({"server": base, **sections}, project)
 
     return factory
+
+
+def popen_invoke(
+    env: dict[str, str], *args: str, output: bool = True, **popen: Any
+) -> subprocess.Popen[str]:
+    """``python -m invoke <args>`` in the repository, running on (text mode): stdout and
+    stderr captured, or sent to the null device with ``output=False``; ``popen`` adds
+    options such as ``start_new_session=True``."""
+    stream = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=stream,
+        stderr=stream,
+        text=True,
+        **popen,
+    )
 
 
 def kill_recorded(state_file: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from devserver import resp
-from tests.conftest import ROOT, free_port, kill_recorded
+from tests.conftest import ROOT, free_port, kill_recorded, popen_invoke
 
 
 def env_for(project: Path, port: int, **extra: str) -> dict[str, str]:
@@ -162,14 +162,7 @@ def wait_foreground_ready(
 def test_foreground_ctrl_c_stops_gracefully(project: Path) -> None:
     port = free_port()
     env = env_for(project, port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start", "--foreground"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_invoke(env, "start", "--foreground")
     try:
         # The server may answer PING a few ms before the foreground records it: wait for both.
         state = wait_foreground_ready(proc, project, port)

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from devserver import resp
-from tests.conftest import ROOT, _start_ticks, free_port, kill_recorded
+from tests.conftest import ROOT, _start_ticks, free_port, kill_recorded, popen_invoke
 from tests.integration.test_cli import env_for, invoke, wait_foreground_ready
 
 ROOT_ONLY = pytest.mark.skipif(
@@ -301,15 +301,8 @@ def test_a_second_ctrl_c_during_start_never_leaves_the_server(project: Path, tag
     outcomes: dict[str, int] = {}
     for anchor, offset in moments:
         for second in (0.005, 0.3):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "invoke", "start"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # its own group, which a terminal's Ctrl+C reaches
-            )
+            # its own group, which a terminal's Ctrl+C reaches
+            proc = popen_invoke(env, "start", start_new_session=True)
             _wait_for(proc, anchor, state_file)
             time.sleep(offset)
             for delay in (0, second):
@@ -355,14 +348,7 @@ def test_foreground_hangup_or_sigterm_stops_gracefully(
 ) -> None:
     port = free_port()
     env = tagged_env(project, port, tag)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start", "--foreground"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_invoke(env, "start", "--foreground")
     try:
         state = wait_foreground_ready(proc, project, port)
         proc.send_signal(signum)
@@ -404,13 +390,7 @@ def test_supervisor_killed_takes_the_server_down_gracefully(project: Path, tag: 
 def test_killed_foreground_takes_the_server_down(project: Path, tag: str) -> None:
     port = free_port()
     env = tagged_env(project, port, tag)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start", "--foreground"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = popen_invoke(env, "start", "--foreground", output=False)
     try:
         state = wait_foreground_ready(proc, project, port)
     finally:
@@ -548,13 +528,7 @@ def test_start_killed_outright_while_waiting_leaves_nothing(project: Path, tag: 
     fake_server(project, "import time\nprint('slow boot', flush=True)\ntime.sleep(120)")
     port = free_port()
     env = tagged_env(project, port, tag)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = popen_invoke(env, "start", output=False)
     state_file = project / "data" / "server.json"
     deadline = time.monotonic() + 30
     while not state_file.exists():

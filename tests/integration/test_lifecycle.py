@@ -21,7 +21,7 @@ from devserver import process, resp
 from devserver.errors import PortInUse, StartError
 from devserver.process import StartResult
 from devserver.state import read_state
-from tests.conftest import ROOT, SettingsFactory, free_port
+from tests.conftest import SettingsFactory, free_port, popen_invoke
 
 
 def alive(pid: int) -> bool:
@@ -348,14 +348,7 @@ def test_ctrl_c_while_waiting_leaves_nothing_behind(project: Path) -> None:
     from tests.integration.test_cli import env_for
 
     env = env_for(project, free_port())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_invoke(env, "start")
     state_file = project / "data" / "server.json"
     deadline = time.monotonic() + 20
     while not state_file.exists():

@@ -19,6 +19,7 @@ import pytest
 
 from devserver.bootstrap import encode_spec
 from devserver.supervisor import supervisor_command, supervisor_env
+from tests.conftest import popen_invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (\d{7}|\[devserver\] .*)")
@@ -204,14 +205,7 @@ def test_invoke_tail_follow_ctrl_c_while_waiting_for_a_log_exits_130(project: Pa
         INVOKE_SERVER_DATA_DIR=str(project / "data"),
         INVOKE_SERVER_FLAVOR="auto",  # no log of any flavor yet: it waits for the first
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "tail", "-f"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_invoke(env, "tail", "-f")
     assert proc.stderr is not None
     while "waiting for it to appear" not in (line := proc.stderr.readline()):
         assert line, proc.communicate(timeout=10)

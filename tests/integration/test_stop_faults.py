@@ -13,7 +13,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 
 from devserver import process, resp
 from tests import misbehaving_server
-from tests.conftest import ROOT, SettingsFactory, free_port
+from tests.conftest import SettingsFactory, free_port, popen_invoke
 from tests.integration.test_cli import env_for, invoke
 from tests.integration.test_lifecycle import _fake_server, alive, wait_dead
 
@@ -193,14 +192,7 @@ def test_cli_says_which_escalation_it_used(project: Path) -> None:
 def test_stop_during_a_start_waiting_for_ping_cancels_it(project: Path) -> None:
     _fake_server(project, "import time\nprint('slow boot', flush=True)\ntime.sleep(60)")
     env = env_for(project, free_port(), INVOKE_SERVER_STARTUP_TIMEOUT="40")
-    starting = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "start"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    starting = popen_invoke(env, "start")
     state_file = project / "data" / "server.json"
     try:
         deadline = time.monotonic() + 20
