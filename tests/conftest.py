@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,22 @@ def popen_invoke(
         text=True,
         **popen,
     )
+
+
+def wait_dead(pid: int, timeout: float = 15) -> bool:
+    """Whether ``pid`` has exited within ``timeout`` s (a zombie counts: its parent reaps it)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 def kill_recorded(state_file: Path) -> None:

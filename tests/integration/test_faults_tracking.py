@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from devserver import resp
-from tests.conftest import ROOT, _start_ticks, free_port, kill_recorded, popen_invoke
+from tests.conftest import ROOT, _start_ticks, free_port, kill_recorded, popen_invoke, wait_dead
 from tests.integration.test_cli import env_for, invoke, wait_foreground_ready
 
 ROOT_ONLY = pytest.mark.skipif(
@@ -60,19 +60,6 @@ def wait_none_tagged(tag: str, timeout: float = 10) -> list[psutil.Process]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
-
-
-def wait_dead(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
 
 
 def _can(*argv: str) -> bool:

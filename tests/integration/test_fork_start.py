@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from devserver import process, resp
-from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
+from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded, wait_dead
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
 
@@ -99,18 +99,6 @@ def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(x for x in status.splitlines() if x.startswith("VmRSS"))
     return int(line.split()[1]) / 1024
-
-
-def wait_dead(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
