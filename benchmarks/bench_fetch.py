@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import ROOT, Goal, Options, Row
-from devserver import compat
+from devserver.system import compat
 
 NAMES = ("fetch", "fetch.rss")
 
@@ -32,7 +32,7 @@ import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from devserver.config import load_settings
-from devserver.release import FetchOptions, fetch
+from devserver.fetch.release import FetchOptions, fetch
 settings = load_settings({{"server": {{"flavor": "dragonfly", "bin_dir": {bin_dir!r}}}}},
                          Path({project!r}))
 result = fetch(settings, FetchOptions(url={url!r}, sha256={sha!r}))

@@ -36,7 +36,7 @@ from benchmarks.harness import (
     run_quiet,
     timed,
 )
-from devserver import resp
+from devserver.server import resp
 
 NAMES = ("start", "stop", "start.library", "throughput")
 NOOP_TASKS = "from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n"
@@ -221,7 +221,7 @@ def _cli_rows(opts: Options, exe: str, work: Path, start: Row, stop: Row) -> Non
 
 
 def _library_row(opts: Options, exe: str, work: Path, row: Row) -> None:
-    from devserver import process
+    from devserver.server import process
 
     bare = BareServer(exe, work / "bare-lib")
     settings = library_settings(work / "library", free_port())

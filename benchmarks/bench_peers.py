@@ -148,7 +148,7 @@ def rows(opts: Options, wanted: set[str]) -> list[Row]:
 
 
 def _measure(opts: Options, peer: Peer, start: Row, stop: Row) -> None:
-    from devserver import process
+    from devserver.server import process
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{peer.name}-"))
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devserver import process  # noqa: E402
 from devserver.config import Settings, load_settings  # noqa: E402
+from devserver.server import process  # noqa: E402
 from tests import misbehaving_server  # noqa: E402
 
 BEHAVIOURS = [

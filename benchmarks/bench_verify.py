@@ -31,7 +31,7 @@ from benchmarks.harness import ROOT, Goal, Options, Row, free_port, interleave, 
 
 NAMES = ("verify", "verify.ping-p50")
 ITERATIONS = 200  # invoke.yaml's verify.iterations
-CONNECT_SAMPLES = 15  # devserver/checks/latency.py
+CONNECT_SAMPLES = 15  # devserver/verify/latency.py
 
 
 def bare_work(port: int, iterations: int = ITERATIONS) -> float:

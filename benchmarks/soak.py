@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devserver import process, resp  # noqa: E402
 from devserver.config import load_settings  # noqa: E402
+from devserver.server import process, resp  # noqa: E402
 
 LOG_RATE = 400  # soak-line-<n> lines per second
 LOG_MAX_BYTES = 256 * 1024

@@ -1,7 +1,7 @@
 """devserver: fetch, run, check and stop a local Redis-compatible server.
 
 The library never prints and its core never imports invoke: it returns values and raises
-:class:`devserver.errors.DevServerError`; ``devserver/tasks.py`` and ``console.py`` talk to
+:class:`devserver.errors.DevServerError`; ``devserver/cli/tasks.py`` and ``console.py`` talk to
 the person. For scripts: ``with devserver.ephemeral() as server: ...`` and
 ``devserver.start/stop/status(devserver.settings(...))`` (devserver/library.py), imported
 only when used so ``import devserver`` (every ``invoke`` run) stays cheap.
@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # real types for type checkers; at run time imported on first use
     from typing import Any
 
-    from .library import Server, ephemeral, settings, start, status, stop
+    from devserver.library import Server, ephemeral, settings, start, status, stop
 
 __all__ = ["Server", "__version__", "ephemeral", "settings", "start", "status", "stop"]
 
@@ -27,7 +27,7 @@ _LIBRARY = ("Server", "ephemeral", "settings", "start", "status", "stop")
 
 def __getattr__(name: str) -> Any:
     if name in _LIBRARY:
-        from . import library
+        from devserver import library
 
         return getattr(library, name)
     raise AttributeError(f"module 'devserver' has no attribute {name!r}")

@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import compat
-from .config import Settings
-from .errors import ConfigError
+from devserver.config import Settings
+from devserver.errors import ConfigError
+from devserver.system import compat
 
 MIB = 1024 * 1024
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from devserver.errors import ConfigError
 
 FLAVORS = ("auto", "dragonfly", "redis", "garnet")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .config import Settings, load_settings
+from devserver.config import Settings, load_settings
 
 # Ephemeral servers keep nothing: the per-flavor switches that turn persistence off (the
 # data folder is a temporary one anyway, and the stop is a SHUTDOWN NOSAVE).
@@ -76,9 +76,9 @@ def start(config: Settings) -> Server:
     binary) is refused with StartError, as ``invoke start --port N`` refuses it: handing back
     a server on another port than the caller connects to would only fail later.
     """
-    from . import process
-    from .errors import StartError
-    from .running import differences
+    from devserver.errors import StartError
+    from devserver.server import process
+    from devserver.server.running import differences
 
     result = process.start(config)
     if result.already_running:
@@ -101,14 +101,14 @@ def start(config: Settings) -> Server:
 
 def stop(config: Settings, save: bool = True) -> bool:
     """Stop the project's server (as ``invoke stop``); False when it was not running."""
-    from . import process
+    from devserver.server import process
 
     return process.stop(config, save=save).was_running
 
 
 def status(config: Settings) -> dict[str, Any]:
     """The same object as ``invoke status --json`` (``running`` is False when stopped)."""
-    from . import process
+    from devserver.server import process
 
     return process.status(config)
 
@@ -138,8 +138,8 @@ def ephemeral(
     default this process: the supervisor notices and stops it). ``workdir``: put the data
     and log folders there (kept) instead of a temporary folder (removed).
     """
-    from .bootstrap import can_fork
-    from .supervisor import launch_supervisor
+    from devserver.supervisor.bootstrap import can_fork
+    from devserver.supervisor.core import launch_supervisor
 
     # A spawned supervisor's interpreter starts while we import and check (as `start`); a
     # single-threaded Linux process forks one after the checks instead, which is faster.
@@ -148,7 +148,7 @@ def ephemeral(
     try:
         try:
             config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
-            from . import process
+            from devserver.server import process
         except BaseException:
             if early is not None:
                 _dismiss(early[0])
@@ -178,7 +178,7 @@ def ephemeral_settings(
 
     With flavor auto the binary is chosen here, so the switches are the right flavor's.
     """
-    from .binaries import choose_binary
+    from devserver.fetch.binaries import choose_binary
 
     host = "127.0.0.1"
     config = settings(

@@ -9,7 +9,7 @@ on; ``-p no:devserver.pytest_plugin`` turns it off.
 Why these choices: an ephemeral server has a free port and its data and log folders in
 pytest's temporary folder, keeps nothing (no snapshot, stopped with SHUTDOWN NOSAVE), and is
 stopped at the end of the session, after Ctrl+C (pytest tears session fixtures down), and
-when pytest is killed outright (the supervisor watches this process: devserver/owner.py).
+when pytest is killed outright (the supervisor watches this process: devserver/supervisor/owner.py).
 Under pytest-xdist every worker starts its own server, so no test sees another's keys; with
 ``--devserver-url`` worker N uses the URL's database number + N instead. A missing binary
 fails only the tests that use a fixture, with the same one line and hint as ``invoke start``.
@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
-from .errors import DevServerError
-from .library import Server, ephemeral
+from devserver.errors import DevServerError
+from devserver.library import Server, ephemeral
 
 _OPTIONS = {
     "devserver_flavor": "server flavor: auto (default), dragonfly, redis or garnet",

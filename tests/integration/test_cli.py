@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from devserver import resp
+from devserver.server import resp
 from tests.conftest import ROOT, free_port, kill_recorded, popen_invoke
 
 

@@ -1,7 +1,7 @@
 """Issue 9 item 13: config shapes Invoke itself chokes on give one line, not a traceback.
 
 Invoke merges the project's invoke.yaml, a runtime config (``INVOKE_RUNTIME_CONFIG`` or
-``-f``) and the environment after importing tasks.py; devserver/cliguard.py turns its errors
+``-f``) and the environment after importing tasks.py; devserver/cli/cliguard.py turns its errors
 into the tool's ``error:``/``hint:`` pair. The project's own invoke.yaml is shared by the
 whole suite, so these cases come through a runtime config file or the user's config.
 """

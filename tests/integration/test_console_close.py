@@ -18,7 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devserver import compat, foreground, resp
+from devserver.server import resp
+from devserver.supervisor import foreground
+from devserver.system import compat
 from tests.conftest import SettingsFactory
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver import resp
+from devserver.server import resp
 from tests.conftest import free_port
 from tests.integration.test_up import ROOT, Project
 

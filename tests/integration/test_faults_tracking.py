@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver import resp
+from devserver.server import resp
 from tests.conftest import ROOT, _start_ticks, free_port, kill_recorded, popen_invoke, wait_dead
 from tests.integration.test_cli import env_for, invoke, wait_foreground_ready
 

@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
-from devserver import compat, download, process, resp
 from devserver.catalog import GARNET, REDIS, Asset
 from devserver.config import Settings
 from devserver.errors import BinaryNotFound, ChecksumError, FetchError, NetworkError, UnsafeArchive
-from devserver.release import FetchOptions, fetch
+from devserver.fetch import download
+from devserver.fetch.release import FetchOptions, fetch
+from devserver.server import process, resp
+from devserver.system import compat
 from tests.archives import build, tree
 from tests.conftest import ROOT, free_port
 from tests.fakegithub import FakeGitHub, Route
@@ -520,7 +522,7 @@ def test_auto_offline_warns_in_full_once_per_situation(
 ) -> None:
     """`repeated` (one line in tasks.py) only for the same local server as the last fallback:
     a different choice, or the network back in between, is a new situation (full warning)."""
-    from devserver import offline
+    from devserver.fetch import offline
 
     if KEY not in {("linux", "x86_64"), ("linux", "aarch64")}:
         pytest.skip("auto means dragonfly only on Linux")
@@ -553,7 +555,7 @@ def test_redis_on_posix_downloads_nothing(
 def test_redis_on_posix_without_any_local_binary_says_how_to_get_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver import discovery
+    from devserver.fetch import discovery
 
     monkeypatch.setattr(discovery, "on_path", lambda name: [])
     monkeypatch.setattr(discovery, "bundled_binaries", lambda: [])

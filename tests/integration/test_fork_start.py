@@ -1,4 +1,4 @@
-"""``process.start`` from a single-threaded caller forks its supervisor (devserver/bootstrap.py
+"""``process.start`` from a single-threaded caller forks its supervisor (supervisor/bootstrap.py
 ``fork_supervisor``): real redis-server, the caller a fresh Python process of its own (the
 test runner's workers have threads, so in-process starts take the spawned path).
 
@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver import process, resp
+from devserver.server import process, resp
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded, wait_dead
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
@@ -35,7 +35,7 @@ for i in range(0, len(big), 4096):
     big[i] = 1
 held = open(os.path.join({project!r}, "held-by-caller"), "w")
 os.set_inheritable(held.fileno(), True)  # even an inheritable file of the caller's stays here
-from devserver import bootstrap, process
+from devserver.supervisor import bootstrap; from devserver.server import process
 from pathlib import Path
 from devserver.config import load_settings
 from devserver.errors import DevServerError
@@ -117,7 +117,9 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         # moment before that exec: it waits for the state file and PING only)
         assert psutil.Process(sup).ppid() == seen["me"]
         deadline = time.monotonic() + 15
-        while "devserver.bootstrap import resume" not in " ".join(psutil.Process(sup).cmdline()):
+        while "devserver.supervisor.bootstrap import resume" not in " ".join(
+            psutil.Process(sup).cmdline()
+        ):
             assert time.monotonic() < deadline, psutil.Process(sup).cmdline()
             time.sleep(0.01)
         assert psutil.Process(pid).ppid() == sup
@@ -196,7 +198,7 @@ def fork():
 os.fork = fork
 """
 NO_PYTHON_TO_EXEC = """
-from devserver import compat
+from devserver.system import compat
 compat.python_for_background = lambda: "/nonexistent/python3"
 """
 NO_MEMFD_IN_THE_COPY = """

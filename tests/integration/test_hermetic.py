@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devserver import process
+from devserver.server import process
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
 from tests.integration.test_cli import env_for
 from tests.integration.test_verify import StartRedis, start_redis  # noqa: F401 (fixture)

@@ -116,7 +116,7 @@ def test_console_script_reads_the_current_folders_invoke_yaml(tmp_path: Path) ->
     (tmp_path / "invoke.yaml").write_text(f'server:\n  flavor: redis\n  port: "{port}"\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "devserver.program", "status", "--json"],
+        [sys.executable, "-m", "devserver.cli.program", "status", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -137,10 +137,10 @@ def test_invoke_variables_apply_in_a_project_without_invoke_yaml(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     env.update(INVOKE_SERVER_PORT=str(port), INVOKE_SERVER_FLAVOR="redis")
     if runner == "invoke":
-        (tmp_path / "tasks.py").write_text("from devserver.tasks import ns  # noqa: F401\n")
+        (tmp_path / "tasks.py").write_text("from devserver.cli.tasks import ns  # noqa: F401\n")
         argv = [sys.executable, "-m", "invoke", "status", "--json"]
     else:
-        argv = [sys.executable, "-m", "devserver.program", "status", "--json"]
+        argv = [sys.executable, "-m", "devserver.cli.program", "status", "--json"]
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 3, result.stderr
     assert f'"port": {port}' in result.stdout and '"flavor": "redis"' in result.stdout

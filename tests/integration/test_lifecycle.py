@@ -17,10 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver import process, resp
 from devserver.errors import PortInUse, StartError
-from devserver.process import StartResult
-from devserver.state import read_state
+from devserver.server import process, resp
+from devserver.server.process import StartResult
+from devserver.server.state import read_state
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 
 
@@ -395,7 +395,7 @@ def test_garbage_on_the_control_socket_does_not_break_stop(make_settings: Settin
 
 
 def test_foreground_refuses_data_written_by_a_newer_version(make_settings: SettingsFactory) -> None:
-    from devserver.foreground import run_foreground
+    from devserver.supervisor.foreground import run_foreground
 
     settings = make_settings()
     data_dir = settings.data_dir / "redis"

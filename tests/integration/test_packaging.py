@@ -23,7 +23,9 @@ import pytest
 
 from tests.conftest import ROOT, free_port, kill_recorded
 
-TWO_LINE_TASKS = '"""My application\'s tasks."""\nfrom devserver.tasks import ns  # noqa: F401\n'
+TWO_LINE_TASKS = (
+    '"""My application\'s tasks."""\nfrom devserver.cli.tasks import ns  # noqa: F401\n'
+)
 
 USER_TEST = """
 def test_queue(redis_client):

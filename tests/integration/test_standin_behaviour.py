@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from devserver import compat
+from devserver.system import compat
 from tests.archives import tree
 from tests.conftest import free_port
 from tests.standins import package

@@ -22,11 +22,13 @@ import psutil
 import pytest
 import redis
 
-from devserver import binaries, compat, process
 from devserver.catalog import DRAGONFLY
-from devserver.checks.latency import OPERATIONS
 from devserver.errors import StartError
-from devserver.release import FetchOptions, fetch
+from devserver.fetch import binaries
+from devserver.fetch.release import FetchOptions, fetch
+from devserver.server import process
+from devserver.system import compat
+from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.fakegithub import FakeGitHub
 from tests.standins import package

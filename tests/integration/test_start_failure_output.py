@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devserver import process
 from devserver.errors import StartError
+from devserver.server import process
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devserver import process, resp
+from devserver.server import process, resp
 from tests import misbehaving_server
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 from tests.integration.test_cli import env_for, invoke

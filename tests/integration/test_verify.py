@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 import redis
 
-from devserver import resp
-from devserver.checks import runner
-from devserver.checks.functional import PREFIX
-from devserver.checks.latency import OPERATIONS
-from devserver.checks.target import Target, from_settings, from_url
 from devserver.errors import VerifyError
+from devserver.server import resp
+from devserver.verify import runner
+from devserver.verify.functional import PREFIX
+from devserver.verify.latency import OPERATIONS
+from devserver.verify.target import Target, from_settings, from_url
 from tests.conftest import ROOT, SettingsFactory, free_port
 
 GENEROUS = dict.fromkeys(OPERATIONS, 10_000.0)

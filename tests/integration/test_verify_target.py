@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from devserver import process
-from devserver.checks.target import from_settings
+from devserver.server import process
+from devserver.verify.target import from_settings
 from tests.conftest import SettingsFactory, free_port
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devserver import compat
+from devserver.system import compat
 from tests.archives import build
 
 HERE = Path(__file__).resolve().parent

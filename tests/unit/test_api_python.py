@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from devserver import app, compat
+from devserver.app import env as app
+from devserver.system import compat
 
 
 def _fake_system_python(folder: Path) -> Path:

@@ -1,4 +1,4 @@
-"""devserver.app: REDIS_URL, .env formatting and merging, and the API runner with real children.
+"""devserver.app.env: REDIS_URL, .env formatting and merging, and the API runner with real children.
 
 The merge tests compare bytes: "without touching its other lines" means byte for byte, line
 endings and odd encodings included. The runner tests start real Python processes, because
@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from redis.connection import parse_url
 
-from devserver import app, compat
+from devserver.app import env as app
 from devserver.config import load_settings
 from devserver.errors import ConfigError
+from devserver.system import compat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -266,7 +267,7 @@ def test_ctrl_c_goes_to_the_api_and_its_exit_code_comes_back(tmp_path: Path) -> 
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from devserver import app
+        from devserver.app import env as app
         result = app.run_api('"{sys.executable}" api.py', {{}}, Path('.'))
         print(result.code, result.interrupted)
         sys.exit(result.code)

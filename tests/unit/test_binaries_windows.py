@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from devserver import binaries, compat, discovery
 from devserver.catalog import DRAGONFLY, GARNET, REDIS
 from devserver.config import Settings, load_settings
 from devserver.errors import BinaryNotFound
+from devserver.fetch import binaries, discovery
+from devserver.system import compat
 
 MSOPENTECH = "Redis server v=3.0.504 sha=00000000:0 malloc=jemalloc-3.6.0 bits=64 build=a4f7a6e8"
 

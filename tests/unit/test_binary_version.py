@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from devserver import binaries, compat
 from devserver.catalog import DRAGONFLY
 from devserver.config import load_settings
+from devserver.fetch import binaries
+from devserver.system import compat
 
 
 def test_release_version_from_what_the_binary_reports() -> None:

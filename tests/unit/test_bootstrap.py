@@ -1,4 +1,4 @@
-"""The supervisor's lean start (devserver/bootstrap.py, devserver/posixproc.py): the spec
+"""The supervisor's lean start (supervisor/bootstrap.py, system/posix.py): the spec
 framing, the state JSON written without json, fork/exec with a parent-death signal, and the
 Popen-like handle. Real processes; POSIX (Linux for /proc and prctl)."""
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from devserver import bootstrap, posixproc
+from devserver.supervisor import bootstrap
+from devserver.system import posix as posixproc
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX fork/exec")
@@ -199,7 +200,7 @@ def test_prctl_is_libc_prctl() -> None:
 PARENT = """
 import sys, time
 sys.path.insert(0, {root!r})
-from devserver import posixproc
+from devserver.system import posix as posixproc
 argv = [sys.executable, "-c", {child!r}]
 spec = {{"argv": argv, "env": {{}}, "cwd": {cwd!r}, "stdin_config": ""}}
 child = posixproc.spawn(spec, prctl=posixproc.load_prctl())
@@ -251,7 +252,11 @@ def test_can_fork_only_single_threaded_and_not_when_disabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fresh = subprocess.run(
-        [sys.executable, "-c", "from devserver import bootstrap; print(bootstrap.can_fork())"],
+        [
+            sys.executable,
+            "-c",
+            "from devserver.supervisor import bootstrap; print(bootstrap.can_fork())",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -276,16 +281,20 @@ def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_wind
 ) -> None:
     """Windows has no fork: its supervisor spawns through subprocess (supervisor.run); both
     read the same spec framing."""
-    from devserver import compat, supervisor
+    from devserver.supervisor import core as supervisor
+    from devserver.system import compat
 
     monkeypatch.setattr(compat, "WINDOWS", False)
     assert supervisor.supervisor_command("py")[1:] == [
         "-S",
         "-c",
-        "from devserver.bootstrap import main; main()",
+        "from devserver.supervisor.bootstrap import main; main()",
     ]
     monkeypatch.setattr(compat, "WINDOWS", True)
-    assert supervisor.supervisor_command("py")[-1] == "from devserver.supervisor import run; run()"
+    assert (
+        supervisor.supervisor_command("py")[-1]
+        == "from devserver.supervisor.core import run; run()"
+    )
 
 
 def test_the_windows_supervisor_reads_the_same_spec(tmp_path: Path) -> None:
@@ -296,7 +305,7 @@ def test_the_windows_supervisor_reads_the_same_spec(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                "import sys; from devserver import supervisor as s; sys.exit(s.main())",
+                "import sys; from devserver.supervisor import core as s; sys.exit(s.main())",
             ],
             cwd=ROOT,
             input=data,

@@ -6,8 +6,8 @@ import ssl
 
 import redis
 
-from devserver.checks.client import command_error, fault, is_fault
-from devserver.checks.target import Target
+from devserver.verify.client import command_error, fault, is_fault
+from devserver.verify.target import Target
 
 LOCAL = Target(host="127.0.0.1", port=6399, configured=True)
 REMOTE = Target(host="cache", port=6380, password="hunter2")

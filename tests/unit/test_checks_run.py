@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 import pytest
 import redis
 
-from devserver.checks import functional, latency, runner
-from devserver.checks.functional import CheckFailed, Keys
-from devserver.checks.latency import OpLatency, percentile
-from devserver.checks.target import Target
 from devserver.config import DEFAULT_THRESHOLDS_MS
 from devserver.errors import VerifyError
+from devserver.verify import functional, latency, runner
+from devserver.verify.functional import CheckFailed, Keys
+from devserver.verify.latency import OpLatency, percentile
+from devserver.verify.target import Target
 
 TARGET = Target(host="127.0.0.1", port=6399, password="hunter2", configured=True)
 

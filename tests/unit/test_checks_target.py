@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devserver.checks.client import connection_kwargs
-from devserver.checks.target import Target, from_settings, from_url
 from devserver.errors import VerifyError
+from devserver.verify.client import connection_kwargs
+from devserver.verify.target import Target, from_settings, from_url
 from tests.conftest import SettingsFactory
 
 

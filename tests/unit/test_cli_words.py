@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devserver.cli import stray_word
+from devserver.cli.redis_prompt import stray_word
 
 TASKS = ["cli", "status", "stop"]
 

@@ -1,4 +1,4 @@
-"""devserver/cliguard.py against the real exceptions Invoke raises (no subprocess)."""
+"""devserver/cli/cliguard.py against the real exceptions Invoke raises (no subprocess)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from invoke.config import Config
 from invoke.env import Environment
 
-from devserver import cliguard
+from devserver.cli import cliguard
 
 
 def _raised(

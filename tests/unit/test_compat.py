@@ -13,7 +13,7 @@ from unittest import mock
 import psutil
 import pytest
 
-from devserver import compat
+from devserver.system import compat
 
 
 @pytest.fixture()
@@ -225,7 +225,7 @@ def test_parent_death_signal_reaches_a_real_child() -> None:
         "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)"
     )
     spawner = (
-        "import subprocess, sys; from devserver import compat\n"
+        "import subprocess, sys; from devserver.system import compat\n"
         "kwargs = compat.parent_death_kwargs(); assert kwargs, 'not armed'\n"
         f"subprocess.run([sys.executable, '-c', {ask!r}], **kwargs)\n"
     )

@@ -15,7 +15,8 @@ from unittest import mock
 
 import pytest
 
-from devserver import atomic, compat, state
+from devserver.server import state
+from devserver.system import atomic, compat
 
 
 @pytest.fixture()
@@ -232,7 +233,7 @@ def test_a_windows_without_the_api_is_best_effort(windows: None) -> None:
 def test_a_supervisor_killed_by_ctrl_c_is_reported_by_name(windows: None, tmp_path: Path) -> None:
     from devserver.config import load_settings
     from devserver.errors import StartError
-    from devserver.readiness import LogEcho, wait_ready
+    from devserver.server.readiness import LogEcho, wait_ready
 
     settings = load_settings({"server": {"flavor": "redis"}}, tmp_path)
     sup = mock.Mock(returncode=3221225786)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from devserver import cli, procs, reset, running, shellenv
+from devserver.app import procs, shellenv
+from devserver.cli import redis_prompt as cli
 from devserver.config import load_settings
 from devserver.errors import ConfigError
-from devserver.state import ServerState
+from devserver.server import reset, running
+from devserver.server.state import ServerState
 
 
 def _state(**changes: object) -> ServerState:
@@ -144,7 +146,7 @@ def test_app_processes_on_windows_get_a_group_and_ctrl_break(
     import subprocess
     from unittest import mock
 
-    from devserver import compat
+    from devserver.system import compat
 
     monkeypatch.setattr(compat, "WINDOWS", True)
     with mock.patch.object(subprocess, "Popen") as popen:
@@ -175,7 +177,7 @@ def test_app_processes_on_posix_get_a_session_and_sigterm_to_the_group() -> None
     import subprocess
     from unittest import mock
 
-    from devserver import compat
+    from devserver.system import compat
 
     with mock.patch.object(subprocess, "Popen") as popen:
         compat.spawn_app("uvicorn app:app --port 8000", {}, Path("/p"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devserver.console import level_of
-from devserver.readiness import LogEcho, banner_line
+from devserver.cli.console import level_of
+from devserver.server.readiness import LogEcho, banner_line
 
 STAMP = "[2026-12-01 18:21:57] "
 

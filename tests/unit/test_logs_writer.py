@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import pytest
 
-from devserver import logs
-from devserver.logs import BackgroundSink, RotatingWriter, tee
+from devserver.supervisor import logs
+from devserver.supervisor.logs import BackgroundSink, RotatingWriter, tee
 
 
 class FakeClock:

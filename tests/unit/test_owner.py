@@ -9,7 +9,7 @@ import threading
 
 import psutil
 
-from devserver import owner
+from devserver.supervisor import owner
 
 
 def test_watch_calls_on_gone_once_the_owner_is_no_longer_alive() -> None:

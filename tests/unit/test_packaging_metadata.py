@@ -49,7 +49,7 @@ def test_version_console_script_and_plugin_entry_point() -> None:
     project = pyproject()["project"]
     assert isinstance(project, dict)
     assert project["version"] == devserver.__version__
-    assert project["scripts"] == {"devserver": "devserver.program:main"}
+    assert project["scripts"] == {"devserver": "devserver.cli.program:main"}
     # The entry point's name is the module's, so `-p devserver.pytest_plugin` is the same plugin.
     assert project["entry-points"]["pytest11"] == {
         "devserver.pytest_plugin": "devserver.pytest_plugin"
@@ -59,7 +59,7 @@ def test_version_console_script_and_plugin_entry_point() -> None:
         ".".join(p.relative_to(ROOT).parent.parts)
         for p in (ROOT / "devserver").rglob("__init__.py")
     }
-    assert set(packages) == on_disk  # every sub-package ships (checks/ included)
+    assert set(packages) == on_disk  # every sub-package ships
 
 
 def _keys(tree: object, prefix: str = "") -> set[str]:

@@ -11,8 +11,9 @@ from unittest import mock
 import psutil
 import pytest
 
-from devserver import compat, ports
 from devserver.errors import PortInUse
+from devserver.server import ports
+from devserver.system import compat
 
 PORT = 6379
 

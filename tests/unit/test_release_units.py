@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from devserver import compat, install, release, resolve
-from devserver.download import check_url, is_loopback
 from devserver.errors import ConfigError, FetchError, NetworkError, UnsupportedPlatform
+from devserver.fetch import install, release, resolve
+from devserver.fetch.download import check_url, is_loopback
+from devserver.system import compat
 from tests.archives import tree
 
 HEX_A = "a" * 64
@@ -240,7 +241,7 @@ def test_installed_binary_means_no_network_and_no_requests_import(project: Path)
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from pathlib import Path
-from devserver import release
+from devserver.fetch import release
 from devserver.config import load_settings
 config = {{"server": {{"flavor": "dragonfly"}}, "release": {{"github_api": "http://127.0.0.1:9"}}}}
 settings = load_settings(config, Path({str(project)!r}))
@@ -253,8 +254,8 @@ print(result.action, result.version, "requests" in sys.modules)
 
 
 def test_refused_connections_are_retried_with_backoff_but_dns_failure_is_not() -> None:
-    from devserver import download
     from devserver.errors import NetworkError
+    from devserver.fetch import download
     from tests.conftest import free_port
 
     slept: list[float] = []
@@ -271,7 +272,7 @@ def test_refused_connections_are_retried_with_backoff_but_dns_failure_is_not() -
 def test_work_folders_of_killed_fetches_are_swept(tmp_path: Path) -> None:
     import os
 
-    from devserver.release import sweep_stale_work
+    from devserver.fetch.release import sweep_stale_work
 
     dead = tmp_path / ".fetch-999999999-abc"  # no such pid
     (dead / "x").mkdir(parents=True)
@@ -285,7 +286,7 @@ def test_work_folders_of_killed_fetches_are_swept(tmp_path: Path) -> None:
 
 
 def test_a_failed_lookup_is_remembered_for_a_while(tmp_path: Path) -> None:
-    from devserver import offline
+    from devserver.fetch import offline
 
     offline.remember(tmp_path / "bin", "api.github.com timed out", clock=1000.0)
     found = offline.recent(tmp_path / "bin", 600, clock=1100.0)
@@ -302,7 +303,7 @@ def test_lookup_gives_up_at_its_total_budget_not_after_all_retries() -> None:
     """Each try would wait 30 s; the total budget (15 s by default) ends the lookup first."""
     import requests
 
-    from devserver import download
+    from devserver.fetch import download
 
     tries: list[float] = []
 

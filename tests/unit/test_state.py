@@ -15,10 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver import compat
-from devserver.atomic import write_atomic
 from devserver.errors import StateError, UntrustedState
-from devserver.state import (
+from devserver.server.state import (
     ServerState,
     project_lock,
     read_state,
@@ -27,6 +25,8 @@ from devserver.state import (
     supervisor_alive,
     verified_process,
 )
+from devserver.system import compat
+from devserver.system.atomic import write_atomic
 
 
 def make_state(
@@ -256,7 +256,7 @@ def _unreadable_exe(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreadable_exe_is_unknown_and_the_create_time_decides(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from devserver.state import verified_process
+    from devserver.server.state import verified_process
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -273,7 +273,7 @@ def test_unreadable_exe_is_unknown_and_the_create_time_decides(
 def test_supervisor_records_the_launched_binary_when_the_exe_is_unreadable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from devserver.supervisor import Supervisor
+    from devserver.supervisor.core import Supervisor
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -288,7 +288,7 @@ def test_supervisor_records_the_launched_binary_when_the_exe_is_unreadable(
             "state_file": str(tmp_path / "server.json"),
         }
         _unreadable_exe(monkeypatch)
-        from devserver import compat
+        from devserver.system import compat
 
         monkeypatch.setattr(compat, "proc_identity", lambda pid: None)  # as on Windows: psutil
         Supervisor(spec, child).record_state(0)  # type: ignore[arg-type]
@@ -311,7 +311,7 @@ def test_project_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     lock = tmp_path / "server.lock"
     code = (
         "import sys, time; sys.path.insert(0, sys.argv[2]);"
-        "from devserver.state import project_lock; from pathlib import Path\n"
+        "from devserver.server.state import project_lock; from pathlib import Path\n"
         "with project_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(30)"
     )
     holder = subprocess.Popen(
@@ -333,7 +333,7 @@ def test_runs_binary_when_the_os_hides_exe_and_cmdline() -> None:
     decides when it is readable, and nothing is trusted when it is not."""
     from unittest import mock
 
-    from devserver.state import runs_binary
+    from devserver.server.state import runs_binary
 
     hidden = mock.Mock()
     hidden.exe.side_effect = OSError(22, "[WinError 87]")

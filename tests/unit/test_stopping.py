@@ -1,10 +1,10 @@
-"""stop's save detection (devserver/stopping.py), with a fake clock and real files."""
+"""stop's save detection (devserver/server/stopping.py), with a fake clock and real files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from devserver.stopping import SAVE_QUIET, _SaveWatch
+from devserver.server.stopping import SAVE_QUIET, _SaveWatch
 
 
 class Clock:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from devserver import tail
-from devserver.logs import RotatingWriter
+from devserver.supervisor.logs import RotatingWriter
 from devserver.tail import Follower, follow, last_lines
 
 

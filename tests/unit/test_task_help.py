@@ -8,7 +8,7 @@ import sys
 import pytest
 from invoke.tasks import Task
 
-from devserver import tasks
+from devserver.cli import tasks
 
 
 def _tasks() -> dict[str, Task]:  # type: ignore[type-arg]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from devserver.errors import FetchError, UnsafeArchive
-from devserver.unpack import check_name, extract, link_escapes, sniff
+from devserver.fetch.unpack import check_name, extract, link_escapes, sniff
 from tests.archives import KINDS, build, tree
 
 GOOD: list[tuple[Any, ...]] = [

@@ -14,11 +14,12 @@ from unittest import mock
 
 import pytest
 
-from devserver import compat, process, wsl
-from devserver.binaries import Binary
 from devserver.config import Settings, load_settings
 from devserver.errors import StartError, StopError, UnsupportedPlatform
-from devserver.state import ServerState
+from devserver.fetch.binaries import Binary
+from devserver.server import process
+from devserver.server.state import ServerState
+from devserver.system import compat, wsl
 
 
 class FakeWSL:
@@ -248,7 +249,7 @@ class _NoAnswer:
 def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver import stopping
+    from devserver.server import stopping
 
     settings = _settings(tmp_path, stop_timeout=10)
     state = _wsl_state(tmp_path)

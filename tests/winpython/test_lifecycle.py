@@ -98,7 +98,7 @@ def test_supervisor_pid_is_the_real_interpreter_not_the_venv_launcher(
     cmdline = json.loads(str(seen["cmdline"]))
     assert Path(cmdline[0].replace("\\", "/")).name.lower() == "python.exe"
     assert "cp311" in cmdline[0].lower() and "scripts" not in cmdline[0].lower(), cmdline
-    assert "devserver.supervisor" in " ".join(cmdline)
+    assert "devserver.supervisor.core" in " ".join(cmdline)
     # The server is the supervisor's child, in the recorded identity.
     server = str(state["pid"])
     assert int(server) in winproject.probe("procs", sup)[sup]["children"]  # type: ignore[operator]
@@ -126,7 +126,7 @@ def test_start_waits_on_the_lock_held_by_another_process(winproject: WinProject)
     holder = winproject.python_code(
         "import sys, subprocess; from pathlib import Path; "
         "from devserver.config import load_settings; "
-        "from devserver.state import project_lock; "
+        "from devserver.server.state import project_lock; "
         "lock = load_settings({'server': {}}, Path.cwd()).lock_file; "
         "cm = project_lock(lock); cm.__enter__(); "
         "r = subprocess.run([sys.executable, '-m', 'invoke', 'start', '--timeout', '2'], "

@@ -1,0 +1,1 @@
+"""The application's processes: its environment, its API, its Procfile processes."""

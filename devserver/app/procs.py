@@ -1,0 +1,224 @@
+"""Several application processes at once (``invoke up``): an API and a worker, Procfile-style.
+
+Why not honcho (the anchor for this, 2.0.0): on Windows it starts each command with
+``shell=True`` and stops it with TerminateProcess on that pid, which is cmd.exe's, so the
+application under it keeps running; it runs one ``multiprocessing`` child per command; and it
+neither exposes the pids with an identity to record nor lets another shell (``invoke down``)
+stop what it started. What we need is small: spawn through compat.spawn_app, one reader
+thread per process prefixing its lines, stop all when one ends, record pid + identity.
+
+The first process to exit ends the run: the others are asked to stop (compat.ask_app_to_stop),
+killed after ``grace`` seconds, and the first one's exit code is the result (Ctrl+C: 130;
+stopped by ``invoke down``: 0). The library prints nothing: lines and events go to callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from devserver.errors import ConfigError, DevServerError
+from devserver.system import compat
+
+
+class AppError(DevServerError):
+    """An application process could not be started."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the run ended: ``first`` is the process that ended it (None: Ctrl+C or down)."""
+
+    code: int
+    first: str | None
+    reason: str  # "exited", "interrupted" or "stopped" (invoke down)
+
+
+LineSink = Callable[[str, str], None]  # (process name, line)
+Spawn = Callable[[str, Mapping[str, str], Path], "subprocess.Popen[bytes]"]
+
+_PROC_LINE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(.+)$")
+
+
+def parse_procfile(text: str) -> dict[str, str]:
+    """``name: command`` lines as foreman and honcho read them (# comments, blanks skipped)."""
+    found: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PROC_LINE_RE.match(line)
+        if not match:
+            raise ConfigError(
+                f"Procfile line {number} is not 'name: command': {line!r}",
+                hint="write one process per line, e.g. 'worker: python -m myapp.worker'",
+            )
+        found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def app_processes(
+    api_command: str, processes: Mapping[str, str], procfile: Path | None
+) -> dict[str, str]:
+    """What ``up`` runs: ``api.command`` as "api", plus app.processes (else the Procfile)."""
+    extra = dict(processes)
+    if not extra and procfile is not None and procfile.is_file():
+        extra = parse_procfile(procfile.read_text(encoding="utf-8"))
+    result = {"api": api_command} if api_command else {}
+    if "api" in result and "api" in extra:
+        raise ConfigError(
+            "two processes are named 'api': api.command and app.processes (or the Procfile)",
+            hint="leave api.command empty, or rename the other process",
+        )
+    result.update(extra)
+    return result
+
+
+def process_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for an application process: ours + REDIS_URL/api.env, with the
+    folder of the interpreter running the tool (a venv's scripts) first on PATH, so a bare
+    ``python`` in a command is the venv's, as after activating it."""
+    env = dict(base)
+    env.update(extra)
+    scripts = os.path.dirname(sys.executable)
+    key = next((k for k in env if k.upper() == "PATH"), "PATH")
+    parts = [p for p in env.get(key, "").split(os.pathsep) if p]
+    env[key] = os.pathsep.join([scripts, *[p for p in parts if p != scripts]])
+    env.setdefault("PYTHONUNBUFFERED", "1")  # lines reach the prefixing reader as printed
+    return env
+
+
+def _read_lines(name: str, stream: IO[bytes], out: queue.Queue[tuple[str, str | None]]) -> None:
+    """A reader thread: bytes decoded as UTF-8 with replacement, one queue item per line."""
+    for raw in iter(stream.readline, b""):
+        out.put((name, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    out.put((name, None))
+
+
+@contextmanager
+def _interrupts(flag: threading.Event) -> Iterator[None]:
+    """Ctrl+C / SIGTERM set a flag the loop acts on (main thread only; else nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in compat.interrupt_signals()}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def run_processes(
+    commands: Mapping[str, str],
+    env: Mapping[str, str],
+    cwd: Path,
+    on_line: LineSink,
+    on_event: LineSink,
+    on_started: Callable[[dict[str, int]], None] = lambda pids: None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    grace: float = 5.0,
+    spawn: Spawn = compat.spawn_app,
+) -> RunResult:
+    """Run every command until the first one ends (or Ctrl+C, or a stop request); stop the rest.
+
+    ``on_started`` gets {name: pid} once all are running (``up`` records them for
+    ``invoke down``); ``stop_requested`` is polled about every 0.1 s.
+    """
+    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    interrupted = threading.Event()
+    with _interrupts(interrupted):
+        try:
+            for name, command in commands.items():
+                try:
+                    procs[name] = spawn(command, env, cwd)
+                except OSError as exc:
+                    raise AppError(
+                        f"cannot start the {name} process ({command!r}): {exc.strerror or exc}",
+                        hint="check app.processes / api.command in invoke.yaml",
+                    ) from None
+                stream = procs[name].stdout
+                assert stream is not None  # spawn_app pipes it
+                threading.Thread(
+                    target=_read_lines, args=(name, stream, lines), daemon=True
+                ).start()
+                on_event(name, f"started (pid {procs[name].pid}): {command}")
+            on_started({name: proc.pid for name, proc in procs.items()})
+            return _supervise(procs, lines, on_line, on_event, interrupted, stop_requested, grace)
+        except BaseException:
+            for proc in procs.values():
+                compat.kill_app(proc)
+            raise
+
+
+def _supervise(
+    procs: dict[str, subprocess.Popen[bytes]],
+    lines: queue.Queue[tuple[str, str | None]],
+    on_line: LineSink,
+    on_event: LineSink,
+    interrupted: threading.Event,
+    stop_requested: Callable[[], bool],
+    grace: float,
+) -> RunResult:
+    """The loop: print lines, notice the first exit or a stop, stop the rest, drain output."""
+    open_streams = set(procs)
+    codes: dict[str, int] = {}
+    first: str | None = None
+    reason = ""
+    deadline: float | None = None
+    next_check = 0.0
+    while open_streams or len(codes) < len(procs):
+        try:
+            name, text = lines.get(timeout=0.1)
+            if text is None:
+                open_streams.discard(name)
+            else:
+                on_line(name, text)
+        except queue.Empty:
+            pass
+        for name, proc in procs.items():
+            if name not in codes and proc.poll() is not None:
+                codes[name] = compat.exit_code(proc.returncode)
+                on_event(name, f"exited with {compat.describe_exit(proc.returncode)}")
+                if not reason:
+                    first, reason = name, "exited"
+        if not reason and interrupted.is_set():
+            reason = "interrupted"
+        if not reason and time.monotonic() >= next_check:  # a file read: not on every line
+            next_check = time.monotonic() + 0.1
+            if stop_requested():
+                reason = "stopped"
+        if reason and deadline is None:
+            deadline = time.monotonic() + grace
+            for name, proc in procs.items():
+                if name not in codes:
+                    on_event(name, "stopping")
+                    if not compat.ask_app_to_stop(proc):
+                        on_event(name, "cannot be asked to stop (no shared console): killing it")
+                        compat.kill_app(proc)
+        if deadline is not None and time.monotonic() > deadline:
+            for name, proc in procs.items():
+                if name not in codes and proc.poll() is None:
+                    on_event(name, f"did not stop within {grace:g}s: killing it")
+                    compat.kill_app(proc)
+            if len(codes) == len(procs):
+                break  # all exited; a grandchild may keep a pipe open: stop reading
+            deadline = time.monotonic() + grace
+    if reason == "interrupted":
+        return RunResult(130, None, reason)
+    if reason == "stopped":
+        return RunResult(0, None, reason)
+    assert first is not None
+    return RunResult(codes[first], first, reason)

@@ -1,0 +1,169 @@
+"""What ``invoke up`` (or ``invoke api``) started for the application, recorded so ``invoke
+down`` can stop it: docker compose's ``down`` stops what ``up`` or one of its parts started.
+
+``data/app.json`` sits beside the server's state file and holds the owner (the ``up`` process)
+and each application process as (name, pid, create time, executable), recorded with
+state.identity_of and checked with state.verified_process before any signal, exactly like the
+server: a PID reused since is never signalled.
+
+``down`` from another shell first asks the owner (``"stop_requested": true`` in the file; the
+owner polls it every 0.1 s), which stops its processes the way it stops them on Ctrl+C and
+removes the file. Only when the owner is gone or does not answer in time does ``down`` stop
+the recorded processes itself (POSIX: SIGTERM, then a kill; Windows: a tree kill).
+
+``invoke api`` (the API alone, in the foreground) keeps its own record, ``data/api.json``, in
+the same shape (``who="api"``). Its owner does not poll: it waits on its API, which shares the
+terminal, so ``down`` marks the stop as requested and stops the API itself; the owner then
+sees the mark, says who stopped it and removes the record. ``invoke run`` is a one-off (a
+migration, a script) and is not recorded, as ``docker compose down`` leaves ``run``'s
+containers alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devserver.config import Settings
+from devserver.errors import DevServerError
+from devserver.server.state import identity_of, verified_process
+from devserver.system import compat
+from devserver.system.atomic import PRIVATE_MODE, write_atomic
+
+
+def app_state_file(settings: Settings, who: str = "up") -> Path:
+    """``data/app.json`` for ``up``'s processes, ``data/api.json`` for ``invoke api``'s."""
+    return settings.data_dir / ("app.json" if who == "up" else f"{who}.json")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _entry(name: str, pid: int) -> dict[str, Any]:
+    ident = identity_of(pid)
+    create_time, exe = ident if ident else (0.0, "")
+    return {"name": name, "pid": pid, "create_time": create_time, "exe": exe}
+
+
+def _live(entry: Mapping[str, Any]) -> Any | None:
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return None
+    return verified_process(pid, float(entry.get("create_time") or 0), str(entry.get("exe", "")))
+
+
+def running_owner(settings: Settings, who: str = "up") -> int | None:
+    """The pid of an ``up`` (``invoke api``) that still runs this project's processes."""
+    data = _read(app_state_file(settings, who))
+    if data is None or _live(data.get("owner") or {}) is None:
+        return None
+    return int(data["owner"]["pid"])
+
+
+def record(settings: Settings, pids: Mapping[str, int], who: str = "up") -> None:
+    """Written by ``up`` once every process runs (private: nothing secret, but no reason)."""
+    data = {
+        "owner": _entry(who, os.getpid()),
+        "processes": [_entry(name, pid) for name, pid in pids.items()],
+        "stop_requested": False,
+    }
+    path = app_state_file(settings, who)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2), mode=PRIVATE_MODE)
+
+
+def clear(settings: Settings, who: str = "up") -> None:
+    """The owner removes the record once its processes have ended."""
+    path = app_state_file(settings, who)
+    data = _read(path)
+    if data is not None and (data.get("owner") or {}).get("pid") != os.getpid():
+        return  # not ours (another up recorded since): leave it
+    path.unlink(missing_ok=True)
+
+
+def stop_was_requested(settings: Settings, who: str = "up") -> bool:
+    """Polled by the owner: has ``invoke down`` asked it to stop?"""
+    data = _read(app_state_file(settings, who))
+    return bool(data and data.get("stop_requested"))
+
+
+@dataclass
+class AppStop:
+    """What ``down`` did to the application processes, for its one-line report."""
+
+    stopped: list[str] = field(default_factory=list)
+    by_owner: bool = False
+    stale: bool = False
+    left: list[str] = field(default_factory=list)
+
+
+def _alive(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[Any], timeout: float, path: Path | None = None) -> bool:
+    """Until every process has exited (a zombie counts) and ``path``, if given, is gone."""
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = [proc for proc in procs if _alive(proc)]
+        if not procs and (path is None or not path.exists()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppStop:
+    """Stop what ``up`` started: through its owner when it answers, else ourselves.
+
+    ``who="api"``: the owner (``invoke api``) is told, not waited for; we stop its API.
+    """
+    path = app_state_file(settings, who)
+    data = _read(path)
+    result = AppStop()
+    if data is None:
+        return result
+    entries = [e for e in data.get("processes") or [] if isinstance(e, dict)]
+    live = [(str(e.get("name")), p) for e in entries if (p := _live(e)) is not None]
+    owner = _live(data.get("owner") or {})
+    if owner is None and not live:
+        path.unlink(missing_ok=True)
+        result.stale = True
+        return result
+    result.stopped = [name for name, _ in live]
+    if owner is not None:
+        try:
+            write_atomic(path, json.dumps({**data, "stop_requested": True}), mode=PRIVATE_MODE)
+        except OSError as exc:
+            raise DevServerError(f"cannot write {path}: {exc.strerror or exc}") from None
+        # the owner's grace period for its processes, plus a little for its own exit
+        if who == "up" and _wait_gone([p for _, p in live], timeout + 5.0, path):
+            result.by_owner = True
+            return result
+    for _name, proc in live:
+        compat.stop_recorded_app(proc)
+    _wait_gone([p for _, p in live], timeout)
+    for _name, proc in live:
+        if _alive(proc):
+            compat.kill_tree(proc)
+    _wait_gone([p for _, p in live], 3.0)
+    result.left = [name for name, proc in live if _alive(proc)]
+    if owner is not None and _alive(owner):  # it reads the mark, then removes the record
+        _wait_gone([], 5.0, path)
+    path.unlink(missing_ok=True)
+    return result

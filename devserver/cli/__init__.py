@@ -1,0 +1,1 @@
+"""Talking to the person: the Invoke tasks, the console, the ``devserver`` program."""

@@ -1,0 +1,1 @@
+"""Getting a server: resolve a release, download, verify, unpack, install into bin/."""

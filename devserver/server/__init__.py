@@ -1,0 +1,1 @@
+"""The caller's side of a server's life: state file, start, readiness, stop, status."""

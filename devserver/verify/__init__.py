@@ -1,0 +1,1 @@
+"""The checks ``invoke verify`` runs against a server, and their runner."""
