@@ -269,7 +269,14 @@ def open_log(spec: Spec) -> int:
 
 # What the supervisor needs after the spawn, heaviest last (``import devserver.supervisor.core``
 # is 25-40 ms in a fresh interpreter, mostly subprocess, typing and re).
-_WARM = ("threading", "socket", "json", ".logs", ".compat", ".supervisor")
+_WARM = (
+    "threading",
+    "socket",
+    "json",
+    "devserver.supervisor.logs",
+    "devserver.system.compat",
+    "devserver.supervisor.core",
+)
 
 
 def warm_up(fd: int) -> None:
@@ -285,10 +292,7 @@ def warm_up(fd: int) -> None:
     for name in _WARM:
         if select.select([fd], [], [], 0)[0]:
             return  # the spec (or the end of stdin) is there: spawn first
-        if name.startswith("."):
-            __import__(__package__ + name)
-        else:
-            __import__(name)
+        __import__(name)
 
 
 def _hand_over(name: str, *args: Any) -> NoReturn:
