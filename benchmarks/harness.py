@@ -266,7 +266,7 @@ def table_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def markdown_lines(result: dict[str, Any]) -> list[str]:
-    """The README's performance table, regenerated from ``bench --json`` output."""
+    """docs/performance.md's table, regenerated from ``bench --json`` output."""
     m = result["machine"]
     lines = [
         f"Measured {m['date_utc']} UTC with `{m['command']}` (commit {m['commit'] or '?'}) on "

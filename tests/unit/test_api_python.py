@@ -1,7 +1,8 @@
 """``api.command: python -m myapp.api`` runs the tool's own interpreter (issue 11, item 2).
 
-The README's example says ``python``; with the venv not activated, PATH's ``python`` is the
-system one, which lacks the venv's packages. A fake ``python`` first on PATH stands in for it.
+The documented example (docs/configuration.md) says ``python``; with the venv not activated,
+PATH's ``python`` is the system one, which lacks the venv's packages. A fake ``python`` first on
+PATH stands in for it.
 """
 
 from __future__ import annotations

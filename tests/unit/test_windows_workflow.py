@@ -1,5 +1,5 @@
-"""The GitHub Actions Windows job cannot run here: check it parses, has the shape the README
-promises, and runs exactly the commands the README's Windows section lists."""
+"""The GitHub Actions Windows job cannot run here: check it parses, has the shape docs/windows.md
+promises, and runs exactly the commands docs/windows.md lists."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def workflow() -> dict[Any, Any]:
     return data
 
 
-def readme_block(marker: str) -> list[str]:
-    """The lines of the first fenced block after ``<!-- ci: marker -->`` in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def doc_block(page: str, marker: str) -> list[str]:
+    """The lines of the first fenced block after ``<!-- ci: marker -->`` in ``page``."""
+    text = (ROOT / page).read_text(encoding="utf-8")
     after = text.split(f"<!-- ci: {marker} -->", 1)[1]
     block = re.search(r"```[a-z]*\n(.*?)```", after, re.S)
     assert block, f"no code block after the {marker} marker"
@@ -56,21 +56,21 @@ def test_windows_job_runs_on_windows_with_python_311_and_313() -> None:
     assert setup and setup[0]["with"]["python-version"] == "${{ matrix.python-version }}"
 
 
-def test_the_workflow_runs_the_readmes_commands_in_order() -> None:
-    readme = readme_block("windows-commands")
-    env_lines = [line for line in readme if line.startswith("set ") and "PATH" not in line]
-    commands = [line for line in readme if line not in env_lines]
+def test_the_workflow_runs_the_documented_commands_in_order() -> None:
+    documented = doc_block("docs/windows.md", "windows-commands")
+    env_lines = [line for line in documented if line.startswith("set ") and "PATH" not in line]
+    commands = [line for line in documented if line not in env_lines]
     assert run_lines() == commands
     (job,) = workflow()["jobs"].values()
     start_dev = next(s for s in steps() if s.get("run") == "start_dev.bat")
     given = {**job["env"], **start_dev.get("env", {})}
-    for line in env_lines:  # `set NAME=value` in the README is the job's / step's env
+    for line in env_lines:  # `set NAME=value` in the page is the job's / step's env
         name, value = line[4:].split("=", 1)
         assert given[name] == value
 
 
 def test_the_windows_test_command_is_the_readmes_test_command_minus_wine() -> None:
-    linux = readme_block("test-command")[0]
+    linux = doc_block("README.md", "test-command")[0]
     windows = next(line for line in run_lines() if "pytest" in line)
     assert windows.startswith(linux + " ")  # the same suite, with only the Wine layers left out
     assert windows.removeprefix(linux).strip() == '-m "not wine and not winpython"'
