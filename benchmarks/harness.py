@@ -158,7 +158,7 @@ def redis_server() -> str | None:
     found = shutil.which("redis-server")
     if found:
         return found
-    from devserver.fetch.binaries import bundled_redis
+    from devserver.fetch.discovery import bundled_redis
 
     bundled = bundled_redis()
     return str(bundled) if bundled else None

@@ -178,7 +178,7 @@ def ephemeral_settings(
 
     With flavor auto the binary is chosen here, so the switches are the right flavor's.
     """
-    from devserver.fetch.binaries import choose_binary
+    from devserver.fetch.choice import choose_binary
 
     host = "127.0.0.1"
     config = settings(

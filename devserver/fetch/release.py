@@ -28,6 +28,7 @@ from devserver.errors import (
     UnsupportedPlatform,
 )
 from devserver.fetch import binaries, offline, resolve
+from devserver.fetch.choice import find_binary
 from devserver.fetch.install import (
     Runner,
     dotnet_majors,
@@ -36,6 +37,7 @@ from devserver.fetch.install import (
     probe_writable,
     run_quietly,
 )
+from devserver.fetch.manifest import installed_binary, read_manifest
 from devserver.fetch.resolve import Plan
 from devserver.fetch.unpack import extract
 from devserver.system import compat
@@ -136,8 +138,8 @@ def fetch(
     if not explicit and (_local_only(flavor) or settings.binary is not None):
         return _local(settings, flavor)  # server.binary: that one runs, nothing to download
     asset = _platform_asset(flavor, explicit)
-    installed = binaries.installed_binary(settings, flavor)
-    manifest = binaries.read_manifest(settings, name) or {}
+    installed = installed_binary(settings, flavor)
+    manifest = read_manifest(settings, name) or {}
     wanted = "latest" if options.upgrade else settings.version
     if options.upgrade and settings.version != "latest":
         reporter.warn(f"server.version pins {settings.version}; --upgrade fetches the latest")
@@ -215,7 +217,7 @@ def _fall_back(settings: Settings, reason: str, short: str) -> FetchResult:
     (devserver.fetch.offline), so the caller can say a repeat in one line instead of warning again.
     """
     try:
-        binary = binaries.find_binary(settings, "redis")
+        binary = find_binary(settings, "redis")
     except BinaryNotFound:
         raise NetworkError(
             reason,
@@ -249,7 +251,7 @@ def _local_only(flavor: Flavor) -> bool:
 
 def _local(settings: Settings, flavor: Flavor) -> FetchResult:
     try:
-        binary = binaries.find_binary(settings, flavor.name)
+        binary = find_binary(settings, flavor.name)
     except BinaryNotFound:
         if settings.binary is not None:
             raise

@@ -20,7 +20,8 @@ from typing import Any
 from devserver.catalog import build_launch, get_flavor
 from devserver.config import Settings
 from devserver.errors import StartError, StateError, UntrustedState
-from devserver.fetch.binaries import Binary, choose_binary
+from devserver.fetch.binaries import Binary
+from devserver.fetch.choice import choose_binary
 from devserver.server import datadir, resp
 from devserver.server.ports import check_port_free
 from devserver.server.readiness import LineSink, LogEcho, wait_ready

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from devserver.catalog import get_flavor
 from devserver.errors import BinaryNotFound, ConfigError, StartError
-from devserver.fetch import binaries, discovery
+from devserver.fetch import choice, discovery
 from devserver.server import datadir, process
 from devserver.system import compat
 from tests.conftest import ROOT, SettingsFactory, free_port
@@ -55,9 +56,9 @@ def test_a_bundled_server_on_path_is_the_last_choice(
     system_exe = fake_server(tmp_path / "usr" / "bin", "7.0.15")
     monkeypatch.setenv("PATH", f"{venv_exe.parent}{os.pathsep}{system_exe.parent}")  # activated
     settings = make_settings()
-    chosen = binaries.find_binary(settings, "redis")
+    chosen = choice.find_binary(settings, "redis")
     assert (chosen.path, chosen.source, chosen.version) == (system_exe, "path", "7.0.15")
-    found = discovery.candidates(settings, binaries.get_flavor("redis"))
+    found = discovery.candidates(settings, get_flavor("redis"))
     assert [(b.path, b.source) for b in found] == [(system_exe, "path"), (venv_exe, "bundled")]
 
 
@@ -81,12 +82,12 @@ def test_the_binary_that_can_read_the_data_wins(
     new = fake_server(tmp_path / "b", "7.0.15")
     monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{new.parent}")
     settings = make_settings()
-    assert binaries.find_binary(settings, "redis").path == old  # no data yet: PATH order
+    assert choice.find_binary(settings, "redis").path == old  # no data yet: PATH order
     data = settings.flavor_data_dir("redis")
     data.mkdir(parents=True)
     datadir.record_version(data, "7.0.15")  # as after a run of the system Redis 7.0
-    assert binaries.find_binary(settings, "redis").path == new
-    rows = discovery.survey(settings, ("redis",))
+    assert choice.find_binary(settings, "redis").path == new
+    rows = choice.survey(settings, ("redis",))
     assert [(r["path"], r["can_read_data"], r["chosen"]) for r in rows] == [
         (str(old), False, False),
         (str(new), True, True),
@@ -99,7 +100,7 @@ def test_server_binary_names_one_explicitly(
     first = fake_server(tmp_path / "a", "7.0.15")
     mine = fake_server(tmp_path / "mine", "7.2.4")
     monkeypatch.setenv("PATH", str(first.parent))
-    chosen = binaries.choose_binary(make_settings(flavor="auto", binary=str(mine)))
+    chosen = choice.choose_binary(make_settings(flavor="auto", binary=str(mine)))
     assert (chosen.flavor, chosen.path, chosen.source, chosen.version) == (
         "redis",
         mine,
@@ -107,11 +108,11 @@ def test_server_binary_names_one_explicitly(
         "7.2.4",
     )
     with pytest.raises(BinaryNotFound, match="does not exist"):
-        binaries.choose_binary(make_settings(binary=str(tmp_path / "missing")))
+        choice.choose_binary(make_settings(binary=str(tmp_path / "missing")))
     odd = fake_server(tmp_path / "odd", "1.0", "my-server")
     with pytest.raises(ConfigError, match="which flavor"):
-        binaries.choose_binary(make_settings(flavor="auto", binary=str(odd)))
-    assert binaries.choose_binary(make_settings(flavor="redis", binary=str(odd))).path == odd
+        choice.choose_binary(make_settings(flavor="auto", binary=str(odd)))
+    assert choice.choose_binary(make_settings(flavor="redis", binary=str(odd))).path == odd
 
 
 def test_start_refuses_only_when_nothing_found_can_read_the_data(

@@ -24,7 +24,7 @@ import redis
 
 from devserver.catalog import DRAGONFLY
 from devserver.errors import StartError
-from devserver.fetch import binaries
+from devserver.fetch import choice
 from devserver.fetch.release import FetchOptions, fetch
 from devserver.server import process
 from devserver.system import compat
@@ -176,7 +176,7 @@ def test_no_save_crash_recovery_and_auto(
     installer = make_settings(flavor="dragonfly")
     fetch(installer, FetchOptions(archive=archive, allow_unverified=True))
     settings = make_settings(flavor="auto", threads=2, maxmemory=512 * 1024 * 1024)
-    assert binaries.choose_binary(settings).flavor == "dragonfly"  # installed: auto takes it
+    assert choice.choose_binary(settings).flavor == "dragonfly"  # installed: auto takes it
 
     def client() -> redis.Redis:
         return redis.Redis(port=settings.port)
@@ -237,7 +237,7 @@ def test_installed_version_comes_from_the_binary_when_the_name_has_none(
     result = fetch(settings, options)
     assert result.version == TAG
     assert result.manifest["version"] == TAG
-    assert binaries.find_binary(settings, "dragonfly").version == TAG
+    assert choice.find_binary(settings, "dragonfly").version == TAG
 
 
 def test_a_slow_save_after_the_ok_is_not_killed(

@@ -11,7 +11,7 @@ import pytest
 from devserver.catalog import DRAGONFLY, GARNET, REDIS
 from devserver.config import Settings, load_settings
 from devserver.errors import BinaryNotFound
-from devserver.fetch import binaries, discovery
+from devserver.fetch import binaries, choice, discovery
 from devserver.system import compat
 
 MSOPENTECH = "Redis server v=3.0.504 sha=00000000:0 malloc=jemalloc-3.6.0 bits=64 build=a4f7a6e8"
@@ -50,7 +50,7 @@ def test_msopentech_redis_on_path_is_refused_with_the_reason(
 ) -> None:
     old = fake_redis(windows_path, MSOPENTECH)
     with pytest.raises(BinaryNotFound) as err:
-        binaries.find_binary(_settings(tmp_path), "redis")
+        choice.find_binary(_settings(tmp_path), "redis")
     assert f"skipped {old} is Redis 3.0.504" in err.value.message
     assert "--protected-mode" in err.value.message and "MSOpenTech" in err.value.message
     assert "invoke fetch --flavor redis" in err.value.hint
@@ -58,7 +58,7 @@ def test_msopentech_redis_on_path_is_refused_with_the_reason(
 
 def test_a_current_redis_on_path_is_used(tmp_path: Path, windows_path: Path) -> None:
     fake_redis(windows_path, "Redis server v=5.0.14.1 sha=ec77f72d:0 malloc=jemalloc-5.2.1")
-    found = binaries.find_binary(_settings(tmp_path), "redis")
+    found = choice.find_binary(_settings(tmp_path), "redis")
     assert (found.source, found.version) == ("path", "5.0.14.1")
 
 
@@ -68,7 +68,7 @@ def test_an_old_redis_on_path_gives_way_to_the_bundled_one(
     fake_redis(windows_path, MSOPENTECH)
     bundled = fake_redis(tmp_path / "wheel", "Redis server v=6.2.14 sha=0:0")
     monkeypatch.setattr(discovery, "bundled_binaries", lambda: [bundled])
-    found = binaries.find_binary(_settings(tmp_path), "redis")
+    found = choice.find_binary(_settings(tmp_path), "redis")
     assert (found.source, found.path) == ("bundled", bundled)
 
 

@@ -16,6 +16,7 @@ import pytest
 from devserver.catalog import DRAGONFLY
 from devserver.config import load_settings
 from devserver.fetch import binaries
+from devserver.fetch.manifest import installed_binary
 from devserver.system import compat
 
 
@@ -41,5 +42,5 @@ def test_an_unknown_recorded_version_falls_back_to_the_binarys(tmp_path: Path) -
     (settings.bin_dir / "dragonfly").write_text("#!/bin/sh\nexit 1\n")
     manifest = {"version": "unknown", "exe": "dragonfly", "exe_version": "1.40.1-6fa2c9d1"}
     (settings.bin_dir / "dragonfly.json").write_text(json.dumps(manifest))
-    found = binaries.installed_binary(settings, DRAGONFLY)
+    found = installed_binary(settings, DRAGONFLY)
     assert found is not None and found.version == "v1.40.1"
