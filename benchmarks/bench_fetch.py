@@ -32,7 +32,8 @@ import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from devserver.config import load_settings
-from devserver.fetch.release import FetchOptions, fetch
+from devserver.fetch.options import FetchOptions
+from devserver.fetch.release import fetch
 settings = load_settings({{"server": {{"flavor": "dragonfly", "bin_dir": {bin_dir!r}}}}},
                          Path({project!r}))
 result = fetch(settings, FetchOptions(url={url!r}, sha256={sha!r}))

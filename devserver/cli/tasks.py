@@ -538,7 +538,7 @@ def _status_report(info: dict[str, Any], json: bool) -> None:
 
 
 class _FetchReporter:
-    """How devserver.fetch.release reports progress: the library never prints, this does."""
+    """How devserver.fetch reports progress: the library never prints, this does."""
 
     def info(self, text: str) -> None:
         console.info(text)
@@ -618,12 +618,13 @@ def fetch(
 ) -> None:
     """Download, verify and install the server into bin/ (no network call once installed)."""
     from devserver.fetch import release
+    from devserver.fetch.options import FetchOptions
 
     settings = settings_from(c, flavor=flavor, version=version, binary=binary)
     if list or json:
         _fetch_list(settings, json)
         return
-    options = release.FetchOptions(
+    options = FetchOptions(
         upgrade=upgrade,
         force=force,
         url=url or "",

@@ -1,74 +1,33 @@
-"""Moving an extracted release into ``bin/`` so that bin/ is either all old or all new.
+"""From a resolved plan to bin/: obtain the archive, check its sha256, unpack it in a work
+folder, and move the executable into ``bin/`` so that bin/ is either all old or all new.
 
 Everything is staged first (inside bin/ under dot-names, so the final step is a same-directory
 rename), then swapped in with ``os.replace``, executable first and manifest last. If any step
 fails, the swaps already made are undone and the staged files removed: a failed fetch leaves
-bin/ exactly as it was. Also here: choosing the executable among several builds (Garnet ships
-one per .NET version) by asking ``dotnet`` which runtimes are installed.
+bin/ exactly as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
-import subprocess
-from collections.abc import Callable, Iterable
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from devserver.errors import FetchError
+from devserver.config import Settings
+from devserver.errors import ChecksumError, FetchError
+from devserver.fetch import binaries
+from devserver.fetch.dotnet import dotnet_majors, pick_dotnet_build
+from devserver.fetch.manifest import new_record
+from devserver.fetch.options import Bar, FetchOptions, FetchResult, Reporter, policy
+from devserver.fetch.resolve import Plan
+from devserver.fetch.unpack import extract
+from devserver.system import compat
 from devserver.system.atomic import check_writable
-
-Runner = Callable[[list[str]], str]
-_RUNTIME_RE = re.compile(r"^Microsoft\.NETCore\.App\s+(\d+)\.\d+", re.MULTILINE)
-_NET_DIR_RE = re.compile(r"^net(\d+)\.\d+$")
-
-
-def run_quietly(argv: list[str]) -> str:
-    """stdout of a short command, or "" when it is missing or fails."""
-    try:
-        out = subprocess.run(
-            argv, capture_output=True, timeout=20, check=False, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.decode("utf-8", "replace")
-
-
-def dotnet_majors(run: Runner = run_quietly) -> set[int]:
-    """Major versions of the installed .NET runtimes (``Microsoft.NETCore.App`` lines)."""
-    return {int(m) for m in _RUNTIME_RE.findall(run(["dotnet", "--list-runtimes"]))}
-
-
-def pick_dotnet_build(candidates: Iterable[str], majors: set[int]) -> str:
-    """The candidate under the newest ``netN.0/`` folder whose runtime is installed.
-
-    A framework-dependent .NET app runs only on its own major runtime by default
-    (roll-forward stops at minor versions), so net8.0 needs .NET 8 and net10.0 needs .NET 10.
-    """
-    builds: dict[int, str] = {}
-    plain = []
-    for name in candidates:
-        versions = [int(m.group(1)) for part in name.split("/") if (m := _NET_DIR_RE.match(part))]
-        if versions:
-            builds[versions[-1]] = name
-        else:
-            plain.append(name)
-    if not builds:
-        return min(plain, key=len)
-    usable = sorted(v for v in builds if v in majors)
-    if usable:
-        return builds[usable[-1]]
-    wanted = " or ".join(f".NET {v}" for v in sorted(builds))
-    found = ", ".join(f".NET {v}" for v in sorted(majors)) or "no .NET runtime"
-    raise FetchError(
-        f"Garnet needs the {wanted} runtime, but this machine has {found}",
-        hint=f"install the {wanted} runtime (https://dotnet.microsoft.com/download), "
-        "then run fetch again",
-    )
 
 
 def probe_writable(bin_dir: Path) -> None:
@@ -142,3 +101,134 @@ def install(
     for _, backup in swapped:
         if backup is not None:
             _remove(backup)
+
+
+def sweep_stale_work(parent: Path) -> None:
+    """Remove work folders left by a fetch that was killed outright (no cleanup could run).
+
+    Each is named after its fetch's pid; one whose pid no longer runs is abandoned. A reused
+    pid only means a stale folder survives until a later fetch, never that a live one goes.
+    """
+    # Imported here: psutil loads in tens of milliseconds, and only an install needs it.
+    import psutil
+
+    for path in parent.glob(".fetch-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and path.is_dir() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def install_release(
+    settings: Settings, options: FetchOptions, reporter: Reporter, plan: Plan
+) -> FetchResult:
+    """Download (or read) the archive, verify, extract into a work dir, swap into bin/."""
+    flavor, asset = plan.flavor, plan.asset
+    if not plan.sha256 and not options.allow_unverified:
+        raise ChecksumError(
+            f"no sha256 is published or pinned for {plan.name}: refusing an unverified install",
+            hint="pass --sha256 HEX from a trusted source, or --allow-unverified to accept it "
+            "(the computed hash is then recorded in the manifest)",
+        )
+    majors = dotnet_majors(options.dotnet) if flavor.runtime == "dotnet" else set()
+    if flavor.runtime == "dotnet" and not majors:
+        raise FetchError(
+            "Garnet needs a .NET runtime (8 or newer), and `dotnet` found none",
+            hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download",
+        )
+    probe_writable(settings.bin_dir)
+    sweep_stale_work(settings.bin_dir.parent)
+    try:
+        settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".fetch-{os.getpid()}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.bin_dir.parent))
+    except OSError as exc:
+        raise FetchError(
+            f"cannot create a work directory in {settings.bin_dir.parent}: {exc.strerror or exc}",
+            hint="fix its permissions",
+        ) from None
+    try:
+        archive, digest = _obtain(plan, options, reporter, work)
+        if plan.sha256 and digest != plan.sha256:
+            raise ChecksumError(
+                f"sha256 mismatch for {plan.name}: expected {plan.sha256}, got {digest}",
+                hint="the download is corrupt or was tampered "
+                "with; nothing was installed. Try again, or check --sha256",
+            )
+        if not plan.sha256:
+            reporter.warn(
+                f"UNVERIFIED: {plan.name} has no published sha256; installing it "
+                f"anyway (--allow-unverified), sha256 {digest}"
+            )
+        tree = work / "x"
+        tree.mkdir()
+        hashes = extract(archive, tree, asset.member)
+        base = compat.exe_name(flavor.exe)
+        found = [n for n in hashes if asset.pattern != "*" or n.rsplit("/", 1)[-1] == base]
+        if not found:
+            raise FetchError(
+                f"{plan.name} holds no {flavor.title} executable (looked for {asset.member})",
+                hint="is this the right archive for this flavor and platform?",
+            )
+        member = pick_dotnet_build(found, majors) if majors else min(found, key=len)
+        return _place(settings, plan, tree, member, hashes[member], digest)
+    except OSError as exc:  # reading --archive, chmod, ...: environmental, not a bug report
+        raise FetchError(
+            f"fetch failed: {exc.strerror or exc} ({exc.filename or plan.name})",
+            hint="check permissions and free space",
+        ) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter, work: Path) -> tuple[Path, str]:
+    """The archive on disk and its sha256 (hashed while downloading, or read once if local)."""
+    if plan.archive is not None:
+        hasher = hashlib.sha256()
+        with open(plan.archive, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                hasher.update(chunk)
+        return plan.archive, hasher.hexdigest()
+    # Imported here: download.py imports requests, which only a real download needs.
+    from devserver.fetch import download
+
+    target = work / "archive"
+    bars: list[Bar] = []
+
+    def on_progress(done: int, total: int | None) -> None:
+        if not bars:
+            bars.append(reporter.progress(f"downloading {plan.name}", total))
+        bars[0].update(done)
+
+    reporter.info(f"downloading {plan.url}")
+    try:
+        digest, _ = download.download(
+            download.new_session(), plan.url, target, policy(options), on_progress
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    return target, digest
+
+
+def _place(
+    settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str, archive_sha: str
+) -> FetchResult:
+    """Make the chosen executable runnable, record what it is, and swap it into bin/."""
+    flavor, asset = plan.flavor, plan.asset
+    exe = tree.joinpath(*member.split("/"))
+    exe.chmod(0o755)  # Garnet's archives may lack the exec bit
+    version = "" if asset.via_wsl else binaries.read_version(flavor, exe)
+    # A direct --url/--archive of an asset whose name has no version (Dragonfly's
+    # dragonfly-x86_64.tar.gz) would be "unknown": the binary's own answer is better.
+    release = plan.version
+    if release == binaries.UNKNOWN_VERSION and binaries.release_version(version):
+        release = binaries.release_version(version)
+    if asset.folder:
+        folder = exe.parent
+        items, rel = [(folder, flavor.name)], f"{flavor.name}/{exe.name}"
+    else:
+        rel = flavor.exe if asset.via_wsl else compat.exe_name(flavor.exe)
+        items = [(exe, rel)]
+    manifest = new_record(plan, release, rel, version, archive_sha, exe_sha)
+    install(settings.bin_dir, items, f"{flavor.name}.json", manifest)
+    return FetchResult("installed", flavor.name, release, settings.bin_dir / rel, manifest, "bin")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from devserver.catalog import Flavor
 from devserver.config import Settings
 from devserver.fetch.binaries import UNKNOWN_VERSION, Binary, read_version, release_version
 from devserver.system import compat
+
+if TYPE_CHECKING:
+    from devserver.fetch.resolve import Plan
 
 
 def manifest_path(settings: Settings, flavor: str) -> Path:
@@ -45,3 +50,23 @@ def manifest_version(manifest: dict[str, object]) -> str:
     if recorded and recorded != UNKNOWN_VERSION:
         return recorded
     return release_version(str(manifest.get("exe_version") or ""))
+
+
+def new_record(
+    plan: Plan, release: str, rel: str, exe_version: str, archive_sha: str, exe_sha: str
+) -> dict[str, Any]:
+    """What an install records: where the executable came from, its digests and version."""
+    return {
+        "flavor": plan.flavor.name,
+        "version": release,
+        "asset": plan.name,
+        "url": plan.url,
+        "archive_sha256": archive_sha,
+        "exe_sha256": exe_sha,
+        "exe": rel,
+        "via_wsl": plan.asset.via_wsl,
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "verified": bool(plan.sha256),
+        "exe_version": exe_version,
+        "source": plan.source,
+    }

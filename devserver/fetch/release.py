@@ -1,115 +1,24 @@
 """fetch: resolve -> download -> verify digest -> unpack safely -> install atomically.
 
-The parts live beside it: resolve.py (which archive, which sha256), download.py (HTTP,
-imported only when the network is really needed), unpack.py (archive safety) and install.py
-(all-or-nothing bin/ update); this module decides *what* to do and in which order. An
+The parts live beside it: resolve.py (which archive, which sha256), install.py (download or
+read it, check it, unpack it, swap it into bin/ all or nothing), download.py (HTTP, imported
+only when the network is really needed), unpack.py (archive safety); this module decides
+*what* to do and in which order. An
 installed binary that satisfies the configured version means no network call at all, so
 ``invoke up`` works offline once fetched.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-
 from devserver.catalog import Asset, Flavor, get_flavor
 from devserver.config import Settings
-from devserver.errors import (
-    BinaryNotFound,
-    ChecksumError,
-    FetchError,
-    NetworkError,
-    UnsupportedPlatform,
-)
+from devserver.errors import BinaryNotFound, NetworkError, UnsupportedPlatform
 from devserver.fetch import binaries, offline, resolve
 from devserver.fetch.choice import find_binary
-from devserver.fetch.install import (
-    Runner,
-    dotnet_majors,
-    install,
-    pick_dotnet_build,
-    probe_writable,
-    run_quietly,
-)
+from devserver.fetch.install import install_release
 from devserver.fetch.manifest import installed_binary, read_manifest
-from devserver.fetch.resolve import Plan
-from devserver.fetch.unpack import extract
+from devserver.fetch.options import FetchOptions, FetchResult, QuietReporter, Reporter, policy
 from devserver.system import compat
-
-
-class Bar(Protocol):
-    def update(self, done: int) -> None: ...
-    def close(self) -> None: ...
-
-
-class Reporter(Protocol):
-    """How the library talks through tasks.py without printing (console.py implements it)."""
-
-    def info(self, text: str) -> None: ...
-    def warn(self, text: str) -> None: ...
-    def progress(self, label: str, total: int | None) -> Bar: ...
-
-
-class QuietReporter:
-    """Says nothing: for tests and library callers that only want the result."""
-
-    def info(self, text: str) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        pass
-
-    def progress(self, label: str, total: int | None) -> Bar:
-        return _NoBar()
-
-
-class _NoBar:
-    def update(self, done: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """Command-line choices. ``url``/``archive`` given here are explicit requests to install."""
-
-    upgrade: bool = False
-    force: bool = False
-    url: str = ""
-    sha256: str = ""
-    archive: Path | None = None
-    allow_unverified: bool = False
-    retries: int = 3
-    backoff: float = 0.5
-    timeout: float = 30.0
-    dotnet: Runner = run_quietly
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """What fetch did: "installed", "current" (nothing to do), "local" (redis on POSIX: the
-    system or bundled binary is used) or "fallback" (offline: local redis instead).
-
-    ``repeated``: a fallback to the same local server as the last one, whose full warning
-    was said then (``short`` is its reason in a few words, for a one-line report)."""
-
-    action: str
-    flavor: str
-    version: str
-    path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    reason: str = ""
-    repeated: bool = False
-    short: str = ""
 
 
 def target_flavor(settings: Settings) -> str:
@@ -175,7 +84,7 @@ def fetch(
             url=options.url,
             sha256=options.sha256,
             archive=options.archive,
-            policy=lambda: _policy(options, settings.release.lookup_timeout),
+            policy=lambda: policy(options, settings.release.lookup_timeout),
         )
         if lookup:
             offline.forget(settings.bin_dir)
@@ -197,7 +106,7 @@ def fetch(
         note = flavor.notes.get(compat.os_name(), "")
         if note:  # Dragonfly through WSL2, the community Redis build for Windows
             reporter.warn(note)
-        return _install(settings, options, reporter, plan)
+        return install_release(settings, options, reporter, plan)
     except NetworkError as exc:
         if not may_fall_back:
             raise
@@ -275,153 +184,3 @@ def _platform_asset(flavor: Flavor, explicit: bool) -> Asset:
         f"{flavor.title} publishes no build for {key[0]}/{key[1]}",
         hint=flavor.notes.get(key[0], "") or "choose another flavor with --flavor",
     )
-
-
-def _policy(options: FetchOptions, total: float | None = None) -> Any:
-    from devserver.fetch.download import Policy
-
-    return Policy(
-        retries=options.retries, backoff=options.backoff, timeout=options.timeout, total=total
-    )
-
-
-def sweep_stale_work(parent: Path) -> None:
-    """Remove work folders left by a fetch that was killed outright (no cleanup could run).
-
-    Each is named after its fetch's pid; one whose pid no longer runs is abandoned. A reused
-    pid only means a stale folder survives until a later fetch, never that a live one goes.
-    """
-    import psutil
-
-    for path in parent.glob(".fetch-*-*"):
-        pid = path.name.split("-")[1]
-        if pid.isdigit() and path.is_dir() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _install(
-    settings: Settings, options: FetchOptions, reporter: Reporter, plan: Plan
-) -> FetchResult:
-    """Download (or read) the archive, verify, extract into a work dir, swap into bin/."""
-    flavor, asset = plan.flavor, plan.asset
-    if not plan.sha256 and not options.allow_unverified:
-        raise ChecksumError(
-            f"no sha256 is published or pinned for {plan.name}: refusing an unverified install",
-            hint="pass --sha256 HEX from a trusted source, or --allow-unverified to accept it "
-            "(the computed hash is then recorded in the manifest)",
-        )
-    majors = dotnet_majors(options.dotnet) if flavor.runtime == "dotnet" else set()
-    if flavor.runtime == "dotnet" and not majors:
-        raise FetchError(
-            "Garnet needs a .NET runtime (8 or newer), and `dotnet` found none",
-            hint="install the .NET 8 runtime: https://dotnet.microsoft.com/download",
-        )
-    probe_writable(settings.bin_dir)
-    sweep_stale_work(settings.bin_dir.parent)
-    try:
-        settings.bin_dir.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".fetch-{os.getpid()}-"
-        work = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.bin_dir.parent))
-    except OSError as exc:
-        raise FetchError(
-            f"cannot create a work directory in {settings.bin_dir.parent}: {exc.strerror or exc}",
-            hint="fix its permissions",
-        ) from None
-    try:
-        archive, digest = _obtain(plan, options, reporter, work)
-        if plan.sha256 and digest != plan.sha256:
-            raise ChecksumError(
-                f"sha256 mismatch for {plan.name}: expected {plan.sha256}, got {digest}",
-                hint="the download is corrupt or was tampered "
-                "with; nothing was installed. Try again, or check --sha256",
-            )
-        if not plan.sha256:
-            reporter.warn(
-                f"UNVERIFIED: {plan.name} has no published sha256; installing it "
-                f"anyway (--allow-unverified), sha256 {digest}"
-            )
-        tree = work / "x"
-        tree.mkdir()
-        hashes = extract(archive, tree, asset.member)
-        base = compat.exe_name(flavor.exe)
-        found = [n for n in hashes if asset.pattern != "*" or n.rsplit("/", 1)[-1] == base]
-        if not found:
-            raise FetchError(
-                f"{plan.name} holds no {flavor.title} executable (looked for {asset.member})",
-                hint="is this the right archive for this flavor and platform?",
-            )
-        member = pick_dotnet_build(found, majors) if majors else min(found, key=len)
-        return _place(settings, plan, tree, member, hashes[member], digest)
-    except OSError as exc:  # reading --archive, chmod, ...: environmental, not a bug report
-        raise FetchError(
-            f"fetch failed: {exc.strerror or exc} ({exc.filename or plan.name})",
-            hint="check permissions and free space",
-        ) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _obtain(plan: Plan, options: FetchOptions, reporter: Reporter, work: Path) -> tuple[Path, str]:
-    """The archive on disk and its sha256 (hashed while downloading, or read once if local)."""
-    if plan.archive is not None:
-        hasher = hashlib.sha256()
-        with open(plan.archive, "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                hasher.update(chunk)
-        return plan.archive, hasher.hexdigest()
-    from devserver.fetch import download
-
-    target = work / "archive"
-    bars: list[Bar] = []
-
-    def on_progress(done: int, total: int | None) -> None:
-        if not bars:
-            bars.append(reporter.progress(f"downloading {plan.name}", total))
-        bars[0].update(done)
-
-    reporter.info(f"downloading {plan.url}")
-    try:
-        digest, _ = download.download(
-            download.new_session(), plan.url, target, _policy(options), on_progress
-        )
-    finally:
-        for bar in bars:
-            bar.close()
-    return target, digest
-
-
-def _place(
-    settings: Settings, plan: Plan, tree: Path, member: str, exe_sha: str, archive_sha: str
-) -> FetchResult:
-    """Make the chosen executable runnable, record what it is, and swap it into bin/."""
-    flavor, asset = plan.flavor, plan.asset
-    exe = tree.joinpath(*member.split("/"))
-    exe.chmod(0o755)  # Garnet's archives may lack the exec bit
-    version = "" if asset.via_wsl else binaries.read_version(flavor, exe)
-    # A direct --url/--archive of an asset whose name has no version (Dragonfly's
-    # dragonfly-x86_64.tar.gz) would be "unknown": the binary's own answer is better.
-    release = plan.version
-    if release == binaries.UNKNOWN_VERSION and binaries.release_version(version):
-        release = binaries.release_version(version)
-    if asset.folder:
-        folder = exe.parent
-        items, rel = [(folder, flavor.name)], f"{flavor.name}/{exe.name}"
-    else:
-        rel = flavor.exe if asset.via_wsl else compat.exe_name(flavor.exe)
-        items = [(exe, rel)]
-    manifest: dict[str, Any] = {
-        "flavor": flavor.name,
-        "version": release,
-        "asset": plan.name,
-        "url": plan.url,
-        "archive_sha256": archive_sha,
-        "exe_sha256": exe_sha,
-        "exe": rel,
-        "via_wsl": asset.via_wsl,
-        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "verified": bool(plan.sha256),
-        "exe_version": version,
-        "source": plan.source,
-    }
-    install(settings.bin_dir, items, f"{flavor.name}.json", manifest)
-    return FetchResult("installed", flavor.name, release, settings.bin_dir / rel, manifest, "bin")

@@ -79,6 +79,7 @@ def plan(
         )
     url = url or settings.release.url
     if url:
+        # Imported here: download.py imports requests, which only a real download needs.
         from devserver.fetch.download import check_url
 
         check_url(url)
@@ -99,6 +100,7 @@ def resolve_github(
     settings: Settings, flavor: Flavor, asset: Asset, wanted: str, pinned: str, policy: Any
 ) -> Plan:
     """Look the release up (``latest`` or a tag) and pick this platform's asset."""
+    # Imported here: download.py imports requests, which only a real lookup needs.
     from devserver.fetch import download
 
     base = f"{settings.release.github_api}/repos/{flavor.repo}/releases"

@@ -25,7 +25,8 @@ from devserver.catalog import GARNET, REDIS, Asset
 from devserver.config import Settings
 from devserver.errors import BinaryNotFound, ChecksumError, FetchError, NetworkError, UnsafeArchive
 from devserver.fetch import download
-from devserver.fetch.release import FetchOptions, fetch
+from devserver.fetch.options import FetchOptions
+from devserver.fetch.release import fetch
 from devserver.server import process, resp
 from devserver.system import compat
 from tests.archives import build, tree

@@ -25,7 +25,8 @@ import redis
 from devserver.catalog import DRAGONFLY
 from devserver.errors import StartError
 from devserver.fetch import choice
-from devserver.fetch.release import FetchOptions, fetch
+from devserver.fetch.options import FetchOptions
+from devserver.fetch.release import fetch
 from devserver.server import process
 from devserver.system import compat
 from devserver.verify.latency import OPERATIONS

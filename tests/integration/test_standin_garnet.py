@@ -23,7 +23,8 @@ import redis
 
 from devserver.catalog import GARNET
 from devserver.errors import StartError
-from devserver.fetch.release import FetchOptions, fetch
+from devserver.fetch.options import FetchOptions
+from devserver.fetch.release import fetch
 from devserver.server import process
 from devserver.system import compat
 from devserver.verify.latency import OPERATIONS

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from devserver.errors import ConfigError, FetchError, NetworkError, UnsupportedPlatform
-from devserver.fetch import install, release, resolve
+from devserver.fetch import dotnet, install, release, resolve
 from devserver.fetch.download import check_url, is_loopback
+from devserver.fetch.options import FetchOptions
 from devserver.system import compat
 from tests.archives import tree
 
@@ -101,9 +102,9 @@ def test_dotnet_majors_parses_list_runtimes_with_a_fake_runner() -> None:
         calls.append(argv)
         return RUNTIMES + "Microsoft.NETCore.App 10.0.1 [/x]\n"
 
-    assert install.dotnet_majors(fake) == {8, 10}
+    assert dotnet.dotnet_majors(fake) == {8, 10}
     assert calls == [["dotnet", "--list-runtimes"]]
-    assert install.dotnet_majors(lambda argv: "") == set()  # dotnet missing
+    assert dotnet.dotnet_majors(lambda argv: "") == set()  # dotnet missing
 
 
 @pytest.mark.parametrize(
@@ -115,14 +116,14 @@ def test_dotnet_majors_parses_list_runtimes_with_a_fake_runner() -> None:
     ],
 )
 def test_garnet_build_follows_the_installed_runtime(runtimes: str, expected: str) -> None:
-    majors = install.dotnet_majors(lambda argv: runtimes)
-    assert install.pick_dotnet_build(BUILDS, majors) == expected
+    majors = dotnet.dotnet_majors(lambda argv: runtimes)
+    assert dotnet.pick_dotnet_build(BUILDS, majors) == expected
 
 
 def test_garnet_without_a_matching_runtime_names_what_to_install() -> None:
-    majors = install.dotnet_majors(lambda argv: "Microsoft.NETCore.App 6.0.3 [/x]\n")
+    majors = dotnet.dotnet_majors(lambda argv: "Microsoft.NETCore.App 6.0.3 [/x]\n")
     with pytest.raises(FetchError) as info:
-        install.pick_dotnet_build(BUILDS, majors)
+        dotnet.pick_dotnet_build(BUILDS, majors)
     assert ".NET 8 or .NET 10" in info.value.message and ".NET 6" in info.value.message
     assert "dotnet.microsoft.com" in info.value.hint
 
@@ -183,7 +184,7 @@ def test_bad_sha256_option_is_a_config_error(make_settings: object, tmp_path: Pa
     with pytest.raises(ConfigError, match="invalid sha256"):
         release.fetch(
             make_settings(flavor="dragonfly"),  # type: ignore[operator]
-            release.FetchOptions(archive=archive, sha256="xyz"),
+            FetchOptions(archive=archive, sha256="xyz"),
         )
 
 
@@ -272,7 +273,7 @@ def test_refused_connections_are_retried_with_backoff_but_dns_failure_is_not() -
 def test_work_folders_of_killed_fetches_are_swept(tmp_path: Path) -> None:
     import os
 
-    from devserver.fetch.release import sweep_stale_work
+    from devserver.fetch.install import sweep_stale_work
 
     dead = tmp_path / ".fetch-999999999-abc"  # no such pid
     (dead / "x").mkdir(parents=True)
