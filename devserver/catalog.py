@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from devserver.config import Settings
 from devserver.errors import ConfigError
 from devserver.system import compat
+
+if TYPE_CHECKING:
+    from devserver.config import Settings
 
 MIB = 1024 * 1024
 

@@ -43,7 +43,8 @@ try:
     from invoke.tasks import Task, task
 
     from devserver.cli import cliguard, console
-    from devserver.config import Settings, fill_from_environment, load_settings, whole_number
+    from devserver.config import Settings, fill_from_environment, load_settings
+    from devserver.config_values import whole_number
     from devserver.errors import ConfigError, DevServerError
     from devserver.system import compat
 except KeyboardInterrupt:
