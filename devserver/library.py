@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from devserver.catalog import FLAVORS
 from devserver.config import Settings, load_settings
 
-# Ephemeral servers keep nothing: the per-flavor switches that turn persistence off (the
-# data folder is a temporary one anyway, and the stop is a SHUTDOWN NOSAVE).
-_NO_PERSISTENCE: Mapping[str, str] = {
-    "redis": "--appendonly no --save ''",
-    "dragonfly": "",
-    "garnet": "",
-}
+# Ephemeral servers keep nothing: the per-flavor switches that turn persistence off.
+_NO_PERSISTENCE: Mapping[str, str] = {name: f.ephemeral_args for name, f in FLAVORS.items()}
 
 
 @dataclass(frozen=True)

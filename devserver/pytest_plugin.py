@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
+from devserver.catalog import DRAGONFLY, GARNET, REDIS, TLS_URL_SCHEME, URL_SCHEME
 from devserver.errors import DevServerError
 from devserver.library import Server, ephemeral
 
@@ -106,7 +107,7 @@ def external(url: str, worker: int) -> DevServer:
     import redis
 
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+    if parts.scheme not in (URL_SCHEME, TLS_URL_SCHEME) or not parts.hostname:
         raise DevServerError(
             f"invalid --devserver-url {url!r}", hint="use redis://[:password@]host:port/db"
         )
@@ -120,8 +121,8 @@ def external(url: str, worker: int) -> DevServer:
             f"cannot reach the server at --devserver-url ({exc})",
             hint="start it (`invoke start`) or check the URL",
         ) from None
-    flavor, version = "redis", str(info.get("redis_version", ""))
-    for name in ("dragonfly", "garnet"):
+    flavor, version = REDIS.name, str(info.get("redis_version", ""))
+    for name in (DRAGONFLY.name, GARNET.name):
         if f"{name}_version" in info:
             flavor, version = name, str(info[f"{name}_version"])
     server = Server(

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from devserver.catalog import Flavor
+from devserver.catalog import FLAVORS, Flavor
 from devserver.config import Settings
 from devserver.system.atomic import write_atomic
 
@@ -96,12 +96,9 @@ def cached_version(settings: Settings, flavor: Flavor, path: Path) -> str:
 def flavor_of_executable(path: Path) -> str | None:
     """redis-server/valkey-server -> redis, dragonfly* -> dragonfly, GarnetServer -> garnet."""
     name = path.name.lower().removesuffix(".exe")
-    if name.startswith("dragonfly"):
-        return "dragonfly"
-    if name.startswith("garnet"):
-        return "garnet"
-    if name in ("redis-server", "valkey-server") or name.startswith(("redis", "valkey")):
-        return "redis"
+    for flavor in FLAVORS.values():
+        if name.startswith(flavor.exe_prefixes):
+            return flavor.name
     return None
 
 

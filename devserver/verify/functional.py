@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from devserver.catalog import DRAGONFLY, GARNET, REDIS
 from devserver.verify.client import command_error
 
 T = TypeVar("T")
@@ -173,8 +174,8 @@ def describe_server(info: dict[str, Any]) -> str:
     """'dragonfly df-v1.25.0 (redis 7.4.0 compatible)', 'redis 7.0.15', ... from INFO fields."""
     redis_version = str(info.get("redis_version", "") or "")
     for field, name in (
-        ("dragonfly_version", "dragonfly"),
-        ("garnet_version", "garnet"),
+        (f"{DRAGONFLY.name}_version", DRAGONFLY.name),
+        (f"{GARNET.name}_version", GARNET.name),
         ("valkey_version", "valkey"),
     ):
         if info.get(field):
@@ -182,7 +183,7 @@ def describe_server(info: dict[str, Any]) -> str:
             return f"{name} {info[field]}{extra}"
     if not redis_version:
         return ""
-    name = str(info.get("server_name") or "redis")
+    name = str(info.get("server_name") or REDIS.name)
     mode = info.get("redis_mode")
     return f"{name} {redis_version}" + (f" ({mode})" if mode else "")
 

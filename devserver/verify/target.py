@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from devserver.catalog import TLS_URL_SCHEME, URL_SCHEME
 from devserver.config import Settings
 from devserver.errors import VerifyError
 from devserver.server.resp import connect_host
 
-SCHEMES = ("redis", "rediss")
+SCHEMES = (URL_SCHEME, TLS_URL_SCHEME)
 MASK = "***"
 URL_HINT = "use redis://[user:password@]host:port/db, or rediss://... for TLS"
 _SECRET_QUERY_KEYS = ("password", "ssl_password")
@@ -45,7 +46,7 @@ class Target:
     @property
     def display_url(self) -> str:
         """The URL with any password replaced by ``***``: safe to print and log."""
-        scheme = "rediss" if self.tls else "redis"
+        scheme = TLS_URL_SCHEME if self.tls else URL_SCHEME
         auth = ""
         if self.username or self.password:
             auth = quote(self.username, safe="")
