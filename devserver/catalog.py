@@ -1,9 +1,10 @@
 """Server flavors as data: where a release comes from, what to run, how to stop it.
 
-Adding a flavor means adding a ``Flavor`` entry, not another ``if name == ...`` branch. The
-facts (asset names, flags, shutdown behaviour) come from shared/reference/servers.md.
-Binary discovery and the argv/env/stdin of a launch are built here from that data, so that
-``process`` and ``release`` never need to know which server they handle.
+Adding a flavor means adding a ``Flavor`` entry, not another ``if name == ...`` branch: the
+facts (asset names, flags, shutdown behaviour) are written here, from each server's own
+releases and sources, and this is the only module that names a flavor. The argv/env/stdin of
+a launch are built here from that data, so that the server and fetch code never need to know
+which server they handle.
 """
 
 from __future__ import annotations

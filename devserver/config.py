@@ -26,7 +26,7 @@ from devserver.config_values import (
 )
 from devserver.errors import ConfigError
 
-# Operations verify times, with the PoC's targets (milliseconds; the median must stay below,
+# Operations verify times, with their targets (milliseconds; the median must stay below,
 # a p99 above is a warning). A connect is several round trips (TCP, then redis-py's CLIENT
 # SETINFO pair), and on a loaded 2-core machine its median reached 26 ms while PING's stayed
 # at 0.2 ms: 50 ms still catches a server that is really slow to accept.

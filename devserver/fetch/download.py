@@ -1,7 +1,7 @@
 """HTTP for fetch: URL policy, GitHub API calls and resumable, hashed, streamed downloads.
 
-Only ``invoke fetch`` needs the network, so only this module imports requests, and release.py
-imports it lazily: a fetch that finds the binary installed never pays for the import.
+Only ``invoke fetch`` needs the network, so only this module imports requests, and the modules
+that call it import it lazily: a fetch that finds the binary installed never pays for the import.
 
 Why the retry loop is written out instead of using urllib3's ``Retry``: a download that dies
 half-way must continue from the bytes already on disk (HTTP Range) while the sha256 keeps

@@ -7,7 +7,7 @@ that check; losing the connection is not caught here, because nothing after it c
 
 Every key a check writes comes from a ``Keys`` namespace: one random prefix per run, each key
 remembered, so cleanup deletes exactly what verify wrote and never scans or touches anyone
-else's data (the PoC deleted the application's real queue; this must never happen).
+else's data (a check that deleted the application's real queue must never happen).
 """
 
 from __future__ import annotations
