@@ -13,7 +13,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from devserver.catalog import TLS_URL_SCHEME, URL_SCHEME
 from devserver.config import Settings
-from devserver.errors import VerifyError
+from devserver.errors import StateError, VerifyError
+from devserver.server.process import current_state
 from devserver.server.resp import connect_host
 
 SCHEMES = (URL_SCHEME, TLS_URL_SCHEME)
@@ -92,9 +93,6 @@ def from_settings(settings: Settings, asked_port: int | None = None) -> Target:
 
 def running_address(settings: Settings) -> tuple[str, int] | None:
     """(host, port) of this project's running server, or None (not running, stale state)."""
-    from devserver.errors import StateError
-    from devserver.server.process import current_state
-
     try:
         state, proc = current_state(settings)
     except StateError:
