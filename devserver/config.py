@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from devserver.config_values import (
+    MAY_BE_EMPTY,
     OPTION_NAMES,
+    SERVER_DEFAULTS,
     SERVER_FIELDS,
     app_processes,
     as_text,
@@ -143,29 +145,6 @@ class Settings:
         return replace(self, **checked)
 
 
-# What an absent key means; invoke.yaml repeats these with a comment on each.
-SERVER_DEFAULTS: dict[str, Any] = {
-    "flavor": "auto",
-    "version": "latest",
-    "host": "127.0.0.1",
-    "port": 6379,
-    "password": "",
-    "bin_dir": "bin",
-    "data_dir": "data",
-    "log_dir": "logs",
-    "startup_timeout": 30,
-    "stop_timeout": 10,
-    "save_timeout": 300,
-    "log_max_bytes": 10 * 1024 * 1024,
-    "log_backups": 5,
-    "threads": 2,
-    "maxmemory": "1gb",
-    "extra_args": "",
-    "binary": "",
-}
-_MAY_BE_EMPTY = ("password", "extra_args", "binary")
-
-
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     section = config.get(name) or {}
     if not isinstance(section, Mapping):
@@ -191,7 +170,7 @@ def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
     values: dict[str, Any] = {}
     for key, conv in SERVER_FIELDS.items():
         raw = server.get(key)
-        if raw is None or (raw == "" and key not in _MAY_BE_EMPTY):
+        if raw is None or (raw == "" and key not in MAY_BE_EMPTY):
             raw = SERVER_DEFAULTS[key]
         values[key] = conv(f"server.{key}", raw, root)
 

@@ -133,8 +133,32 @@ SERVER_FIELDS: dict[str, Any] = {
 # Settings whose command-line option is not simply --<key>.
 OPTION_NAMES = {"startup_timeout": "--timeout"}
 
+# What an absent key means; invoke.yaml repeats these with a comment on each.
+SERVER_DEFAULTS: dict[str, Any] = {
+    "flavor": "auto",
+    "version": "latest",
+    "host": "127.0.0.1",
+    "port": 6379,
+    "password": "",
+    "bin_dir": "bin",
+    "data_dir": "data",
+    "log_dir": "logs",
+    "startup_timeout": 30,
+    "stop_timeout": 10,
+    "save_timeout": 300,
+    "log_max_bytes": 10 * 1024 * 1024,
+    "log_backups": 5,
+    "threads": 2,
+    "maxmemory": "1gb",
+    "extra_args": "",
+    "binary": "",
+}
+# Keys where an empty value is a value (no password, no extra arguments, no fixed binary).
+MAY_BE_EMPTY = ("password", "extra_args", "binary")
+
 
 def bad(key: str, value: Any, expected: str) -> ConfigError:
+    """The error for a bad value: key (or option), value, what was expected, where to fix it."""
     if key.startswith("-"):
         hint = f"pass a valid {key}"
     else:

@@ -1,1 +1,1 @@
-"""Getting a server: resolve a release, download, verify, unpack, install into bin/."""
+"""Getting a server: resolve, download, verify, unpack, install into bin/; which one runs."""
