@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import ROOT, Goal, Options, Row
-from devserver.system import compat
+from devserver.system import host
 
 NAMES = ("fetch", "fetch.rss")
 
@@ -43,11 +43,11 @@ assert result.action == "installed", result
 
 def make_asset(work: Path, size_mb: int) -> tuple[Path, str]:
     """A tar.gz holding one incompressible "binary" of size_mb (the archive is as large)."""
-    exe = work / f"dragonfly-{compat.cpu_arch()}"
+    exe = work / f"dragonfly-{host.cpu_arch()}"
     with open(exe, "wb") as handle:
         for _ in range(size_mb):
             handle.write(os.urandom(1 << 20))
-    archive = work / f"dragonfly-{compat.cpu_arch()}.tar.gz"
+    archive = work / f"dragonfly-{host.cpu_arch()}.tar.gz"
     with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         tar.add(exe, arcname=exe.name)
     exe.unlink()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devserver.errors import ConfigError
-from devserver.system import compat
+from devserver.system import spawn
 
 if TYPE_CHECKING:
     from devserver.config import Settings
@@ -297,7 +297,7 @@ def build_launch(
         "maxmemory": str(settings.maxmemory),
     }
     args = [part.format(**values) for part in flavor.argv]
-    env = compat.without_prefixes(base_env, (*flavor.env_strip, "INVOKE_"))
+    env = spawn.without_prefixes(base_env, (*flavor.env_strip, "INVOKE_"))
     stdin_config = ""
     secret_file: tuple[str, str] | None = None
     head = [exe]

@@ -8,7 +8,7 @@ Merging into a .env file touches only the lines of the keys we own: developers k
 own settings (and comments) in the same file, so every other line survives byte for byte
 (line endings, encoding, a BOM), and the new file replaces the old one atomically so an
 editor or a crash never sees half a file. Like the rest of the library this module never
-prints; platform differences (shell, Ctrl+C) live in compat.py.
+prints; platform differences (shell, Ctrl+C) live in system/appproc.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from devserver.config import Settings
 from devserver.errors import ConfigError, DevServerError
 from devserver.server import resp
 from devserver.server.state import ServerState
-from devserver.system import compat
+from devserver.system import appproc, kill, venv
 from devserver.system.atomic import write_atomic
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -277,21 +277,21 @@ def run_api(
     extra_env: Mapping[str, str],
     cwd: Path,
     base_env: Mapping[str, str] | None = None,
-    spawn: Spawn = compat.spawn_foreground,
+    spawn: Spawn = appproc.spawn_foreground,
     on_started: Callable[[int], None] = lambda pid: None,
 ) -> ApiResult:
     """Run the API command in the foreground until it exits; return its exit code.
 
     ``on_started`` gets the API's pid once it runs (``invoke api`` records it for ``down``).
 
-    Ctrl+C is the API's to handle (compat.relay_interrupts): we keep waiting so its own
+    Ctrl+C is the API's to handle (appproc.relay_interrupts): we keep waiting so its own
     graceful shutdown runs, and return whatever code it ends with. The server is not touched:
     stopping the API must not throw away the queue.
     """
-    env = compat.scripts_first(os.environ if base_env is None else base_env)
+    env = venv.scripts_first(os.environ if base_env is None else base_env)
     env.update(extra_env)
     try:
-        proc = spawn(compat.own_python(command), env, cwd)
+        proc = spawn(venv.own_python(command), env, cwd)
     except OSError as exc:
         raise ApiError(
             f"cannot run the API command {command!r}: {exc.strerror or exc}",
@@ -303,8 +303,8 @@ def run_api(
         import psutil
 
         with suppress(psutil.Error):
-            compat.kill_tree(psutil.Process(proc.pid))
+            kill.kill_tree(psutil.Process(proc.pid))
         proc.wait()
         raise
-    code, interrupted = compat.wait_relaying(proc)
+    code, interrupted = appproc.wait_relaying(proc)
     return ApiResult(code, interrupted=interrupted)

@@ -4,10 +4,10 @@ Why not honcho (the anchor for this, 2.0.0): on Windows it starts each command w
 ``shell=True`` and stops it with TerminateProcess on that pid, which is cmd.exe's, so the
 application under it keeps running; it runs one ``multiprocessing`` child per command; and it
 neither exposes the pids with an identity to record nor lets another shell (``invoke down``)
-stop what it started. What we need is small: spawn through compat.spawn_app, one reader
+stop what it started. What we need is small: spawn through appproc.spawn_app, one reader
 thread per process prefixing its lines, stop all when one ends, record pid + identity.
 
-The first process to exit ends the run: the others are asked to stop (compat.ask_app_to_stop),
+The first process to exit ends the run: the others are asked to stop (appproc.ask_app_to_stop),
 killed after ``grace`` seconds, and the first one's exit code is the result (Ctrl+C: 130;
 stopped by ``invoke down``: 0). The library prints nothing: lines and events go to callbacks.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from devserver.errors import ConfigError, DevServerError
-from devserver.system import compat
+from devserver.system import appproc, kill, signals
 
 
 class AppError(DevServerError):
@@ -112,7 +112,7 @@ def _interrupts(flag: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in compat.interrupt_signals()}
+    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in signals.interrupt_signals()}
     try:
         yield
     finally:
@@ -129,7 +129,7 @@ def run_processes(
     on_started: Callable[[dict[str, int]], None] = lambda pids: None,
     stop_requested: Callable[[], bool] = lambda: False,
     grace: float = 5.0,
-    spawn: Spawn = compat.spawn_app,
+    spawn: Spawn = appproc.spawn_app,
 ) -> RunResult:
     """Run every command until the first one ends (or Ctrl+C, or a stop request); stop the rest.
 
@@ -159,7 +159,7 @@ def run_processes(
             return _supervise(procs, lines, on_line, on_event, interrupted, stop_requested, grace)
         except BaseException:
             for proc in procs.values():
-                compat.kill_app(proc)
+                appproc.kill_app(proc)
             raise
 
 
@@ -190,8 +190,8 @@ def _supervise(
             pass
         for name, proc in procs.items():
             if name not in codes and proc.poll() is not None:
-                codes[name] = compat.exit_code(proc.returncode)
-                on_event(name, f"exited with {compat.describe_exit(proc.returncode)}")
+                codes[name] = kill.exit_code(proc.returncode)
+                on_event(name, f"exited with {kill.describe_exit(proc.returncode)}")
                 if not reason:
                     first, reason = name, "exited"
         if not reason and interrupted.is_set():
@@ -205,14 +205,14 @@ def _supervise(
             for name, proc in procs.items():
                 if name not in codes:
                     on_event(name, "stopping")
-                    if not compat.ask_app_to_stop(proc):
+                    if not appproc.ask_app_to_stop(proc):
                         on_event(name, "cannot be asked to stop (no shared console): killing it")
-                        compat.kill_app(proc)
+                        appproc.kill_app(proc)
         if deadline is not None and time.monotonic() > deadline:
             for name, proc in procs.items():
                 if name not in codes and proc.poll() is None:
                     on_event(name, f"did not stop within {grace:g}s: killing it")
-                    compat.kill_app(proc)
+                    appproc.kill_app(proc)
             if len(codes) == len(procs):
                 break  # all exited; a grandchild may keep a pipe open: stop reading
             deadline = time.monotonic() + grace

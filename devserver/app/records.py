@@ -32,7 +32,7 @@ from typing import Any
 from devserver.config import Settings
 from devserver.errors import DevServerError
 from devserver.server.state import identity_of, verified_process
-from devserver.system import compat
+from devserver.system import appproc, kill
 from devserver.system.atomic import PRIVATE_MODE, write_atomic
 
 
@@ -156,11 +156,11 @@ def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppSto
             result.by_owner = True
             return result
     for _name, proc in live:
-        compat.stop_recorded_app(proc)
+        appproc.stop_recorded_app(proc)
     _wait_gone([p for _, p in live], timeout)
     for _name, proc in live:
         if _alive(proc):
-            compat.kill_tree(proc)
+            kill.kill_tree(proc)
     _wait_gone([p for _, p in live], 3.0)
     result.left = [name for name, proc in live if _alive(proc)]
     if owner is not None and _alive(owner):  # it reads the mark, then removes the record

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devserver.errors import ConfigError, DevServerError
-from devserver.system import compat
+from devserver.system import appproc
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -64,4 +64,4 @@ def run_command(words: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
             f"cannot run {words[0]!r}: {exc.strerror or exc}",
             hint="check the command name (is it installed, and on PATH?)",
         ) from None
-    return compat.wait_relaying(proc)[0]
+    return appproc.wait_relaying(proc)[0]

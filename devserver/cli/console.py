@@ -36,7 +36,7 @@ def use_colour(stream: TextIO) -> bool:
     if key not in _colour_ready:
         enabled = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
         if enabled:
-            from devserver.system.compat import enable_ansi
+            from devserver.system.host import enable_ansi
 
             enable_ansi(stream)
         _colour_ready[key] = enabled

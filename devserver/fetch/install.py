@@ -26,7 +26,7 @@ from devserver.fetch.manifest import new_record
 from devserver.fetch.options import Bar, FetchOptions, FetchResult, Reporter, policy
 from devserver.fetch.resolve import Plan
 from devserver.fetch.unpack import extract
-from devserver.system import compat
+from devserver.system import host
 from devserver.system.atomic import check_writable
 
 
@@ -162,7 +162,7 @@ def install_release(
         tree = work / "x"
         tree.mkdir()
         hashes = extract(archive, tree, asset.member)
-        base = compat.exe_name(flavor.exe)
+        base = host.exe_name(flavor.exe)
         found = [n for n in hashes if asset.pattern != "*" or n.rsplit("/", 1)[-1] == base]
         if not found:
             raise FetchError(
@@ -227,7 +227,7 @@ def _place(
         folder = exe.parent
         items, rel = [(folder, flavor.name)], f"{flavor.name}/{exe.name}"
     else:
-        rel = flavor.exe if asset.via_wsl else compat.exe_name(flavor.exe)
+        rel = flavor.exe if asset.via_wsl else host.exe_name(flavor.exe)
         items = [(exe, rel)]
     manifest = new_record(plan, release, rel, version, archive_sha, exe_sha)
     install(settings.bin_dir, items, f"{flavor.name}.json", manifest)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from devserver.catalog import Flavor
 from devserver.config import Settings
 from devserver.fetch.binaries import UNKNOWN_VERSION, Binary, read_version, release_version
-from devserver.system import compat
+from devserver.system import host
 
 if TYPE_CHECKING:
     from devserver.fetch.resolve import Plan
@@ -34,7 +34,7 @@ def installed_binary(settings: Settings, flavor: Flavor) -> Binary | None:
     manifest = read_manifest(settings, flavor.name) or {}
     rel = manifest.get("exe")
     candidates = [settings.bin_dir / str(rel)] if isinstance(rel, str) and rel else []
-    candidates.append(settings.bin_dir / compat.exe_name(flavor.exe))
+    candidates.append(settings.bin_dir / host.exe_name(flavor.exe))
     for path in candidates:
         if path.is_file():
             version = manifest_version(manifest) or read_version(flavor, path)

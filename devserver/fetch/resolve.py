@@ -21,7 +21,7 @@ from devserver.catalog import Asset, Flavor
 from devserver.config import Settings
 from devserver.errors import ConfigError, FetchError
 from devserver.fetch.binaries import UNKNOWN_VERSION
-from devserver.system import compat
+from devserver.system import host
 
 _HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 _NAME_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)*)")
@@ -127,7 +127,7 @@ def resolve_github(
         names = ", ".join(str(a.get("name")) for a in assets[:8]) or "none"
         raise FetchError(
             f"release {tag} of {flavor.repo} has no asset {asset.pattern} "
-            f"for {compat.os_name()}/{compat.cpu_arch()} (assets: {names})",
+            f"for {host.os_name()}/{host.cpu_arch()} (assets: {names})",
             hint="pick another --version, or --flavor",
         )
     chosen = matches[0]

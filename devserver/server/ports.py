@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from devserver.errors import PortInUse
 from devserver.server import resp
-from devserver.system import compat
+from devserver.system.host import refused_connect_is_slow
 
 # WSL's NAT-mode localhost forwarder (wslrelay.exe) keeps listening on a port for up to
 # about a second after the Linux server closed it (WSL's localhost.cpp rescans the Linux
@@ -73,7 +73,7 @@ def _listener_table(host: str, port: int) -> tuple[bool, str]:
 
 
 def _probe(host: str, port: int) -> tuple[bool, str]:
-    if compat.WINDOWS:
+    if refused_connect_is_slow():
         try:
             return _listener_table(host, port)
         except Exception:  # psutil refused: fall back to what works everywhere

@@ -37,7 +37,7 @@ from devserver.server.stopping import StopResult, stop
 from devserver.supervisor.bootstrap import can_fork, encode_spec, fork_supervisor
 from devserver.supervisor.core import PACKAGE_PARENT, Spec, launch_supervisor, supervisor_env
 from devserver.supervisor.owner import identity
-from devserver.system import compat, wsl
+from devserver.system import kill, signals, spawn, wsl
 from devserver.system.atomic import check_writable
 from devserver.system.posix import Child
 
@@ -109,7 +109,7 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     argv, env = list(launch.argv), dict(launch.env)
     if binary.via_wsl:
         argv = wsl.server_argv(argv)
-        env = wsl.utf8_env(compat.wsl_env(env, [flavor.password_env]))
+        env = wsl.utf8_env(wsl.wsl_env(env, [flavor.password_env]))
     stop_save, terminate = flavor.stop_plan(save=True)
     return {
         "argv": argv,
@@ -243,7 +243,7 @@ def start(
         sup, broke_away = launch_supervisor()
     result: StartResult | None = None
     try:
-        with compat.interrupt_once() as hurried:
+        with signals.interrupt_once() as hurried:
             result = _start(
                 settings, sup, broke_away, on_line, on_binary, clock, began, hurried, owner_pid
             )
@@ -283,9 +283,9 @@ def _start(
             launched = True  # from here on the supervisor may be running a server
             forked = False
             if sup is None and can_fork():  # checked again: still one thread?
-                python = compat.python_for_background()
+                python = spawn.python_for_background()
                 # A Ctrl+C now is delivered once ``sup`` holds the fork, so the undo sees it.
-                with compat.sigint_blocked():
+                with signals.sigint_blocked():
                     try:
                         sup = fork_supervisor(ready.spec, python, supervisor_env(), PACKAGE_PARENT)
                         forked = True
@@ -399,7 +399,7 @@ def _kill_supervisor(sup: SupProc) -> None:
     import psutil
 
     try:
-        compat.kill_tree(psutil.Process(sup.pid))
+        kill.kill_tree(psutil.Process(sup.pid))
     except psutil.Error:
         pass
     sup.wait()
@@ -417,7 +417,7 @@ def _abandon(
     the server (recorded or not yet), logs it, removes a password file and exits. Only if it
     has not ended within ``timeout``, or another Ctrl+C asks to hurry (``hurried``), do we
     kill the server by its recorded identity and the supervisor's tree ourselves. The state
-    file goes last. Runs under :func:`compat.interrupt_once`, so Ctrl+C cannot cut it short.
+    file goes last. Runs under :func:`signals.interrupt_once`, so Ctrl+C cannot cut it short.
     """
     if sup.stdin is not None:
         try:
@@ -447,7 +447,7 @@ def _abandon(
 def _kill_server(settings: Settings, state: ServerState, proc: Any) -> None:
     """Kill a server at once (a failed start); under WSL the Linux process first."""
     wsl.kill_now(settings, state)
-    compat.kill_tree(proc)
+    kill.kill_tree(proc)
 
 
 def status(settings: Settings) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from devserver.config import Settings
 from devserver.errors import StartError, StateError
 from devserver.server import resp
 from devserver.server.state import ServerState, read_state
-from devserver.system import compat
+from devserver.system import kill
 from devserver.system.posix import Child
 from devserver.tail import printable
 
@@ -199,7 +199,7 @@ def wait_ready(
             # The supervisor marks the state "exited" before it ends: look once more.
             raise _exited(_read(settings), echo) or StartError(
                 "the supervisor exited before the server was ready "
-                f"({compat.describe_exit(sup.returncode)})",
+                f"({kill.describe_exit(sup.returncode)})",
                 hint=echo.hint(),
             )
         if clock() >= deadline:

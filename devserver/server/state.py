@@ -9,7 +9,7 @@ killed). A state file that fails the check is stale: it is reported and removed,
 acted on.
 
 The start time survives wall-clock steps: on Linux it is the start in clock ticks since
-boot (``compat.start_ticks``), on Windows and macOS psutil's create time (see
+boot (``lifetime.start_ticks``), on Windows and macOS psutil's create time (see
 :func:`same_start` for why that holds there).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from devserver.errors import LockBusy, StateError, UntrustedState
-from devserver.system import compat
+from devserver.system import files, kill, lifetime, wsl
 from devserver.system.atomic import PRIVATE_MODE, remove_file, write_atomic
 
 # psutil's create_time is a float derived from boot time and clock ticks; the same process
@@ -157,8 +157,8 @@ def remove_state(path: Path) -> None:
 
 def _exe_of(proc: Any) -> str | None:
     """The process's executable path or name; None when the OS tells neither (see
-    :func:`compat.process_exe`: access denied on Windows, OSError under Wine)."""
-    return compat.process_exe(proc)
+    :func:`kill.process_exe`: access denied on Windows, OSError under Wine)."""
+    return kill.process_exe(proc)
 
 
 def same_exe(recorded: str, actual: str) -> bool:
@@ -183,7 +183,7 @@ def same_start(proc: Any, create_time: float, start_ticks: int = 0) -> bool:
     written before ticks were recorded fall back to the create time too.
     """
     if start_ticks:
-        ticks = compat.start_ticks(proc.pid)
+        ticks = lifetime.start_ticks(proc.pid)
         if ticks is not None:
             return ticks == start_ticks
     return bool(abs(proc.create_time() - create_time) <= _CREATE_TIME_SLACK)
@@ -214,13 +214,13 @@ def runs_binary(proc: Any, binary: str) -> bool:
     the name too (Wine), the command line's program must be the binary."""
     import psutil
 
-    wanted = {_norm(binary), compat.wsl_path(binary)}
+    wanted = {_norm(binary), wsl.wsl_path(binary)}
     try:
         if _norm(proc.exe()) in wanted:
             return True
         args = proc.cmdline()[1:3]
     except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-        name = compat.process_exe(proc)  # the name, or None when it is hidden too
+        name = kill.process_exe(proc)  # the name, or None when it is hidden too
         if name is not None:
             return same_exe(binary, name)
         try:  # Wine: exe() and name() fail, but the command line names the program
@@ -324,7 +324,7 @@ def project_lock(path: Path, wait: float = 0.0, poll: float = 0.05) -> Iterator[
         ) from None
     with handle:
         deadline = time.monotonic() + wait
-        while not compat.try_lock(handle):
+        while not files.try_lock(handle):
             if time.monotonic() >= deadline:
                 raise LockBusy(
                     "another start or stop of this project is in progress",

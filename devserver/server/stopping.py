@@ -32,7 +32,7 @@ from devserver.errors import LockBusy, StopError, UntrustedState
 from devserver.server import resp
 from devserver.server.state import ServerState, project_lock, read_state, supervisor_alive
 from devserver.supervisor.bootstrap import reap_forked
-from devserver.system import compat, wsl
+from devserver.system import kill, wsl
 
 Progress = Callable[[str], None]
 
@@ -355,13 +355,13 @@ def _end(
             method = wsl.escalate(settings, state, proc)  # inside WSL, then wsl.exe last
         elif due and method == "shutdown":
             problem = problem or _why(request, refused, budget)
-            method = compat.terminate(proc)
+            method = kill.terminate(proc)
             # SIGTERM's share of the budget, also when a save ran past the budget first
             kill_at = max(kill_at, now + budget * (1 - GRACEFUL_SHARE))
             if method == "kill":
                 kill_deadline = now + KILL_WAIT
         elif due and method == "SIGTERM":
-            compat.kill_tree(proc)
+            kill.kill_tree(proc)
             problem += "; SIGTERM did not end it either"
             method, kill_deadline = "kill", now + KILL_WAIT
         elif method == "kill" and now >= kill_deadline:

@@ -14,7 +14,7 @@ The server is forked and exec'd by devserver/system/posix.py (PR_SET_PDEATHSIG n
 child); this process has started no thread when it forks.
 
 The spec framing (:func:`encode_spec` / :func:`read_spec`) is shared with Windows, whose
-supervisor still spawns through subprocess (no fork there; compat.spawn_detached).
+supervisor still spawns through subprocess (no fork there; spawn.spawn_detached).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _quote(text: str) -> str:
 def write_private(path: str, text: str) -> None:
     """Write ``path`` atomically (temp file, rename), readable by its owner only: what
     ``atomic.write_atomic(..., mode=PRIVATE_MODE)`` does on POSIX, which it imports too much
-    for this moment (pathlib, compat)."""
+    for this moment (pathlib, the platform modules)."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
@@ -274,7 +274,11 @@ _WARM = (
     "socket",
     "json",
     "devserver.supervisor.logs",
-    "devserver.system.compat",
+    "devserver.system.host",
+    "devserver.system.kill",
+    "devserver.system.lifetime",
+    "devserver.system.signals",
+    "devserver.system.spawn",
     "devserver.supervisor.core",
 )
 
@@ -349,7 +353,7 @@ def fork_supervisor(spec: Spec, python: str, env: dict[str, str], cwd: str) -> C
     the long-lived supervisor. The handle's stdin is the lifeline, its stdout the report
     pipe, as for a spawned bootstrap; the spec is not sent, the fork has it.
 
-    Call it with SIGINT blocked (``compat.sigint_blocked``) and keep the handle before
+    Call it with SIGINT blocked (``signals.sigint_blocked``) and keep the handle before
     unblocking: a Ctrl+C between the fork and the caller holding the handle would leave a
     server nobody undoes. The child unblocks it for itself. OSError: no fork (EAGAIN,
     ENOMEM, EMFILE); nothing was started.

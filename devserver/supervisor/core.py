@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypedDict
 
 from devserver.supervisor import bootstrap
-from devserver.system import compat
+from devserver.system import host, kill, lifetime, signals, spawn
 from devserver.system.posix import Child
 
 # Only what spawning the server needs is imported at module level: the server is started
@@ -86,7 +86,7 @@ def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
     command = supervisor_command()
     python = command[0]
     try:
-        return compat.spawn_detached(
+        return spawn.spawn_detached(
             command,
             cwd=PACKAGE_PARENT,  # so the import finds this very copy of the package
             stdin=subprocess.PIPE,
@@ -115,10 +115,10 @@ def supervisor_command(python: str = "") -> list[str]:
     """
     entry = (
         "supervisor.core import run; run"
-        if compat.WINDOWS
+        if not host.has_fork()
         else "supervisor.bootstrap import main; main"
     )
-    return [python or compat.python_for_background(), "-S", "-c", f"from devserver.{entry}()"]
+    return [python or spawn.python_for_background(), "-S", "-c", f"from devserver.{entry}()"]
 
 
 def supervisor_env() -> dict[str, str]:
@@ -126,7 +126,7 @@ def supervisor_env() -> dict[str, str]:
     them; the spec carries all it needs), and our sys.path as PYTHONPATH: it runs with -S,
     which skips the site module (milliseconds on ``invoke start``'s critical path), so the
     same packages are found this way."""
-    env = compat.without_prefixes(os.environ, ["INVOKE_"])
+    env = spawn.without_prefixes(os.environ, ["INVOKE_"])
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 
@@ -171,8 +171,8 @@ def spawn_server(spec: Spec, secret_path: str = "") -> subprocess.Popen[bytes]:
         stdin=subprocess.PIPE if spec["stdin_config"] else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        **compat.server_popen_kwargs(),
-        **compat.parent_death_kwargs(),  # before any thread of ours exists
+        **spawn.server_popen_kwargs(),
+        **lifetime.parent_death_kwargs(),  # before any thread of ours exists
     )
     if spec["stdin_config"] and proc.stdin is not None:
         try:
@@ -212,7 +212,7 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self.abandoned = False
         # Windows: the job object that kills the server if this process dies (held open).
-        self.job = compat.bind_to_this_process(proc)
+        self.job = lifetime.bind_to_this_process(proc)
         self.exited = threading.Event()  # set with exit_status once the server has ended
         self.exit_status = ""
         self.replying: list[threading.Thread] = []  # control clients owed an answer
@@ -228,8 +228,8 @@ class Supervisor:
         bootstrap has usually written it already, from /proc (``bootstrap.record_first``).
         """
         spec = self.spec
-        server = compat.proc_identity(self.proc.pid)
-        me = compat.proc_identity(os.getpid())
+        server = lifetime.proc_identity(self.proc.pid)
+        me = lifetime.proc_identity(os.getpid())
         if server is None or me is None:  # not Linux, or no /proc: psutil (imported only here)
             import psutil
 
@@ -237,7 +237,7 @@ class Supervisor:
                 child = psutil.Process(self.proc.pid)
                 # exe() may be unreadable (Windows: access denied; Wine: OSError WinError 87):
                 # then record the binary we launched rather than die with the server orphaned.
-                server = (child.create_time(), compat.process_exe(child) or spec["binary"], 0)
+                server = (child.create_time(), kill.process_exe(child) or spec["binary"], 0)
             except psutil.Error:
                 server = (0.0, spec["binary"], 0)
             me = (psutil.Process(os.getpid()).create_time(), "", 0)
@@ -253,7 +253,7 @@ class Supervisor:
         self.abandoned = True
         self.stop_requested.set()
         try:
-            compat.kill_tree(psutil.Process(self.proc.pid))
+            kill.kill_tree(psutil.Process(self.proc.pid))
         except psutil.Error:
             pass
 
@@ -411,7 +411,7 @@ class Supervisor:
         except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up right now
             self._interrupted()
         code = self._wait()
-        self.exit_status = compat.describe_exit(code)
+        self.exit_status = kill.describe_exit(code)
         self.exited.set()
         listener.close()
         try:
@@ -419,7 +419,7 @@ class Supervisor:
         except KeyboardInterrupt:
             pass  # the server has exited already: finish logging and the state
         uptime = time.monotonic() - started
-        writer.marker(f"server exited with {compat.describe_exit(code)} after {uptime:.1f}s")
+        writer.marker(f"server exited with {kill.describe_exit(code)} after {uptime:.1f}s")
         writer.close()
         self._finish_state(code)
         deadline = time.monotonic() + 1.0  # let ``invoke stop`` hear how the server ended
@@ -443,7 +443,7 @@ class Supervisor:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic() - seconds / 4))
         except subprocess.TimeoutExpired:
             with suppress(psutil.Error):
-                compat.kill_tree(psutil.Process(self.proc.pid))
+                kill.kill_tree(psutil.Process(self.proc.pid))
         self.finished.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def _wait(self) -> int:
@@ -451,7 +451,7 @@ class Supervisor:
 
         while True:
             try:
-                return compat.wait_interruptible(self.proc)
+                return signals.wait_interruptible(self.proc)
             except KeyboardInterrupt:
                 self._interrupted()
 
@@ -466,7 +466,7 @@ class Supervisor:
             import psutil
 
             try:
-                compat.kill_tree(psutil.Process(self.proc.pid))
+                kill.kill_tree(psutil.Process(self.proc.pid))
             except psutil.Error:
                 pass
         else:
@@ -508,7 +508,7 @@ class Supervisor:
             except OSError:
                 pass
             return
-        state.update(status="exited", exit_status=compat.describe_exit(code))
+        state.update(status="exited", exit_status=kill.describe_exit(code))
         _save_state(path, state)
 
 
@@ -566,7 +566,7 @@ def main() -> int:
     An empty stdin means ``start`` gave up before sending one (the port was taken, say):
     exit quietly. ``start`` spawns us early so our start-up overlaps its own checks.
     """
-    compat.preload_parent_death()  # while ``start`` still runs its checks
+    lifetime.preload_parent_death()  # while ``start`` still runs its checks
     try:
         spec = bootstrap.read_spec(0)
     except ValueError as exc:
@@ -597,7 +597,7 @@ def _detached(sup: Supervisor) -> None:
     lifeline and the owner."""
     import threading
 
-    compat.install_stop_signals(sup.shutdown)
+    signals.install_stop_signals(sup.shutdown)
     threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
     _watch_owner(sup)
 

@@ -2,7 +2,7 @@
 
 The console is a second sink of the same tee, and Ctrl+C asks the supervisor for the same
 graceful shutdown ``invoke stop`` would (a second Ctrl+C forces it); a closed terminal
-(SIGHUP) and SIGTERM do the same (``compat.foreground_stop_signals``). The state file is
+(SIGHUP) and SIGTERM do the same (``signals.foreground_stop_signals``). The state file is
 written as for a background start, so ``invoke status`` and ``invoke stop`` from another
 terminal work too. It is written just after the server was spawned, so for a few
 milliseconds the server may answer PING before ``status`` knows it; a kill -9 of this
@@ -22,7 +22,7 @@ from devserver.server import datadir
 from devserver.server.process import current_state, prepare
 from devserver.server.state import project_lock
 from devserver.supervisor.core import Supervisor, supervise
-from devserver.system import compat
+from devserver.system import signals
 
 # Windows ends a process about 5 s after its console window was closed: stop within 4.
 CONSOLE_CLOSE_GRACE = 4.0
@@ -30,7 +30,7 @@ CONSOLE_CLOSE_GRACE = 4.0
 
 def _stop_on_console_close(supervisor: Supervisor) -> None:
     """Windows: closing the terminal stops the server gracefully instead of orphaning it."""
-    compat.on_console_close(lambda: supervisor.stop_within(CONSOLE_CLOSE_GRACE))
+    signals.on_console_close(lambda: supervisor.stop_within(CONSOLE_CLOSE_GRACE))
 
 
 def run_foreground(
@@ -44,7 +44,7 @@ def run_foreground(
     which is held until the state file exists, so a concurrent ``invoke start`` sees this
     server instead of starting a second one.
     """
-    with compat.foreground_stop_signals():
+    with signals.foreground_stop_signals():
         return _run(settings, sink, on_binary)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from devserver.system import compat
+from devserver.system import files
 
 # Files only their owner may read: the state file holds the supervisor's control token.
 PRIVATE_MODE = 0o600
@@ -35,9 +35,9 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool
                 os.fsync(handle.fileno())
         os.chmod(tmp, mode)  # os.open's mode is masked by the umask
         if mode == PRIVATE_MODE:
-            compat.restrict_to_owner(tmp)  # Windows ignores the mode: an owner-only ACL
+            files.restrict_to_owner(tmp)  # Windows ignores the mode: an owner-only ACL
         # Windows refuses the rename while a reader has ``path`` open: retried briefly.
-        compat.retry_sharing(lambda: os.replace(tmp, path))
+        files.retry_sharing(lambda: os.replace(tmp, path))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -45,8 +45,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool
 
 def remove_file(path: Path) -> None:
     """Delete a file if it exists, retrying briefly while another process has it open
-    (Windows refuses to delete an open file, see ``compat.retry_sharing``)."""
-    compat.retry_sharing(lambda: path.unlink(missing_ok=True))
+    (Windows refuses to delete an open file, see ``files.retry_sharing``)."""
+    files.retry_sharing(lambda: path.unlink(missing_ok=True))
 
 
 def check_writable(directory: Path) -> None:
@@ -55,7 +55,7 @@ def check_writable(directory: Path) -> None:
     A real attempt, because ``os.access`` says yes to root even on a read-only or immutable
     directory.
     """
-    import tempfile
+    import tempfile  # costs milliseconds (random, shutil); a check before the start path's spawn
 
     fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
     os.close(fd)

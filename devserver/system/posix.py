@@ -13,6 +13,8 @@ safe.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal.py would import enum
+import _thread
 import os
 import sys
 import time
@@ -36,7 +38,7 @@ _prctl: list[Any] = []  # libc's prctl once looked up
 def proc_start_ticks(pid: int) -> int | None:
     """``/proc/<pid>/stat`` field 22 (start in clock ticks since boot), None without /proc.
 
-    ``compat.start_ticks`` is the platform-aware entry and says why this is the identity."""
+    ``lifetime.start_ticks`` is the platform-aware entry and says why this is the identity."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -86,7 +88,7 @@ def _libc_function(name: str) -> Callable[..., int]:
     itself is made of (unchanged since Python 2.5); where they differ, ctypes is used.
     """
     try:
-        import _ctypes
+        import _ctypes  # not built in: loaded only when prctl is wanted
 
         class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
             _type_ = "i"
@@ -98,7 +100,7 @@ def _libc_function(name: str) -> Callable[..., int]:
         handle = _ctypes.dlopen(None, 2)  # type: ignore[arg-type]  # None: the program itself
         return _Function(_ctypes.dlsym(handle, name))  # type: ignore[no-any-return]
     except (ImportError, AttributeError, TypeError):
-        import ctypes
+        import ctypes  # the slow way (see above), only where _ctypes differs
 
         return getattr(ctypes.CDLL(None, use_errno=True), name)  # type: ignore[no-any-return]
 
@@ -114,8 +116,6 @@ class Child:
     """
 
     def __init__(self, pid: int, stdout: BinaryIO | None, args: list[str]) -> None:
-        import _thread
-
         self.pid = pid
         self.stdout = stdout
         self.stdin: BinaryIO | None = None  # the lifeline, for a forked supervisor
@@ -152,7 +152,7 @@ class Child:
         while self.poll() is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                import subprocess
+                import subprocess  # not built in: the bootstrap imports only built-ins
 
                 raise subprocess.TimeoutExpired(self.args, timeout)
             time.sleep(min(delay, remaining))
@@ -259,8 +259,6 @@ def _exec_child(
         os.closerange(3, err_w)  # nothing but 0-2 (and the error pipe until exec) is passed
         os.closerange(err_w + 1, top)
         os.chdir(cwd)
-        import _signal  # type: ignore[import-not-found]  # signal.py would import enum
-
         # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
         for name in ("SIGPIPE", "SIGXFSZ"):
             if hasattr(_signal, name):

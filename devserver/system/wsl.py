@@ -1,7 +1,7 @@
-"""Dragonfly on Windows runs inside WSL2: the plumbing around ``wsl.exe`` (compat's WSL half).
+"""Dragonfly on Windows runs inside WSL2: the plumbing around ``wsl.exe``.
 
-Kept beside compat.py rather than in it (which holds the OS branches): nothing here asks
-which OS it is on; it is used only for a binary fetch marked ``via_wsl``. Facts behind it:
+Nothing here asks which OS it is on; it is used only for a binary fetch marked ``via_wsl``.
+Facts behind it:
 
 - The pid Windows sees is ``wsl.exe``'s. Killing it closes the relay and most likely
   SIGHUPs Dragonfly inside the VM with no snapshot (microsoft/WSL src/linux/init/init.cpp,
@@ -25,12 +25,12 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from devserver.catalog import DRAGONFLY
 from devserver.errors import StartError, StopError, UnsupportedPlatform
-from devserver.system import compat
+from devserver.system import kill
 
 if TYPE_CHECKING:
     from devserver.config import Settings
@@ -48,6 +48,27 @@ KILL_WAIT = 3.0
 
 # argv, timeout -> (exit code, output); swapped for a fake in the tests.
 Runner = Callable[[Sequence[str], float], tuple[int, str]]
+
+
+def wsl_path(path: Path | str) -> str:
+    """``C:\\x\\y`` -> ``/mnt/c/x/y``: the default automount rule, only :func:`linux_path`'s
+    fallback when WSL's own ``wslpath`` cannot be asked (a custom automount root, network
+    drives and UNC paths map differently)."""
+    win = PureWindowsPath(path)
+    drive = win.drive.rstrip(":").lower()
+    if not drive:
+        return PurePosixPath(*win.parts).as_posix()
+    return PurePosixPath("/mnt", drive, *win.parts[1:]).as_posix()
+
+
+def wsl_env(env: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Let variables cross into WSL: Windows passes only those listed in ``WSLENV``."""
+    result = dict(env)
+    listed = [item for item in result.get("WSLENV", "").split(":") if item]
+    listed += [f"{name}/u" for name in names if name in result]
+    if listed:
+        result["WSLENV"] = ":".join(listed)
+    return result
 
 
 def utf8_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -88,7 +109,7 @@ def linux_path(path: Path | str, runner: Runner | None = None) -> str:
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if code == 0 and lines and lines[-1].startswith("/"):
         return lines[-1]
-    return compat.wsl_path(path)
+    return wsl_path(path)
 
 
 def server_argv(argv: Sequence[str], runner: Runner | None = None) -> list[str]:
@@ -203,7 +224,7 @@ def stop_escalation(
                     f"dragonfly (Linux pid {pid} inside WSL) did not exit even after SIGKILL",
                     hint=f"check it with `wsl.exe -e ps -p {pid}`, or `wsl --shutdown`",
                 )
-    compat.kill_tree(wsl_proc)
+    kill.kill_tree(wsl_proc)
     return method
 
 

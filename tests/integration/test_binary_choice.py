@@ -21,11 +21,11 @@ from devserver.catalog import get_flavor
 from devserver.errors import BinaryNotFound, ConfigError, StartError
 from devserver.fetch import choice, discovery
 from devserver.server import datadir, process
-from devserver.system import compat
+from devserver.system import host
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
 
-pytestmark = pytest.mark.skipif(compat.WINDOWS, reason="shell scripts as fake servers")
+pytestmark = pytest.mark.skipif(host.WINDOWS, reason="shell scripts as fake servers")
 
 
 def fake_server(folder: Path, version: str, name: str = "redis-server") -> Path:

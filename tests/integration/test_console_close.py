@@ -20,7 +20,7 @@ import pytest
 
 from devserver.server import resp
 from devserver.supervisor import foreground
-from devserver.system import compat
+from devserver.system import signals
 from tests.conftest import SettingsFactory
 
 
@@ -28,7 +28,7 @@ def test_console_close_stops_the_foreground_server_gracefully(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handlers: list[Callable[[], object]] = []
-    monkeypatch.setattr(compat, "on_console_close", lambda stop: handlers.append(stop) or True)
+    monkeypatch.setattr(signals, "on_console_close", lambda stop: handlers.append(stop) or True)
     settings = make_settings()
     outcome: dict[str, object] = {}
 

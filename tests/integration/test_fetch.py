@@ -28,14 +28,14 @@ from devserver.fetch import download
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.server import process, resp
-from devserver.system import compat
+from devserver.system import host
 from tests.archives import build, tree
 from tests.conftest import ROOT, free_port
 from tests.fakegithub import FakeGitHub, Route
 
 FAST = FetchOptions(retries=2, backoff=0.01, timeout=5)
 REPO = REDIS.repo
-KEY = (compat.os_name(), compat.cpu_arch())
+KEY = (host.os_name(), host.cpu_arch())
 
 
 def opts(**changes: Any) -> FetchOptions:
@@ -603,10 +603,10 @@ def test_windows_redis_zip_folder_with_notes_digest(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The Windows branch, run on Linux by patching compat: folder install, digest in notes."""
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    monkeypatch.setattr(compat, "os_name", lambda: "windows")
-    monkeypatch.setattr(compat, "cpu_arch", lambda: "x86_64")
+    """The Windows branch, run on Linux by patching host: folder install, digest in notes."""
+    monkeypatch.setattr(host, "WINDOWS", True)
+    monkeypatch.setattr(host, "os_name", lambda: "windows")
+    monkeypatch.setattr(host, "cpu_arch", lambda: "x86_64")
     name = "Redis-8.2.1-Windows-x64-msys2.zip"
     top = name[:-4]
     archive = build(
@@ -660,7 +660,7 @@ def _invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 def test_cli_fetch_success_then_offline_then_expected_failures(
     project: Path, gh: FakeGitHub, tmp_path: Path
 ) -> None:
-    exe_name = f"dragonfly-{compat.cpu_arch()}"
+    exe_name = f"dragonfly-{host.cpu_arch()}"
     archive = build(
         tmp_path / f"{exe_name}.tar.gz",
         "tar.gz",
@@ -712,9 +712,9 @@ def test_windows_dragonfly_installs_the_linux_build_for_wsl(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    monkeypatch.setattr(compat, "os_name", lambda: "windows")
-    monkeypatch.setattr(compat, "cpu_arch", lambda: "x86_64")
+    monkeypatch.setattr(host, "WINDOWS", True)
+    monkeypatch.setattr(host, "os_name", lambda: "windows")
+    monkeypatch.setattr(host, "cpu_arch", lambda: "x86_64")
     archive = build(tmp_path / "d.tar.gz", "tar.gz", [("file", "dragonfly-x86_64", b"\x7fELF")])
     gh.release(
         "dragonflydb/dragonfly", "v1.25.0", {"dragonfly-x86_64.tar.gz": archive.read_bytes()}

@@ -198,8 +198,8 @@ def fork():
 os.fork = fork
 """
 NO_PYTHON_TO_EXEC = """
-from devserver.system import compat
-compat.python_for_background = lambda: "/nonexistent/python3"
+from devserver.system import spawn
+spawn.python_for_background = lambda: "/nonexistent/python3"
 """
 NO_MEMFD_IN_THE_COPY = """
 def memfd_create(*args, **kwargs):

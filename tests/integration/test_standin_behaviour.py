@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from devserver.system import compat
+from devserver.system import host
 from tests.archives import tree
 from tests.conftest import free_port
 from tests.standins import package
 
-pytestmark = pytest.mark.skipif(compat.os_name() != "linux", reason="Linux stand-ins")
+pytestmark = pytest.mark.skipif(host.os_name() != "linux", reason="Linux stand-ins")
 
 
 @pytest.fixture()

@@ -28,14 +28,14 @@ from devserver.fetch import choice
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.server import process
-from devserver.system import compat
+from devserver.system import host
 from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.fakegithub import FakeGitHub
 from tests.standins import package
 
 pytestmark = pytest.mark.skipif(
-    compat.os_name() != "linux", reason="Dragonfly runs natively on Linux only"
+    host.os_name() != "linux", reason="Dragonfly runs natively on Linux only"
 )
 
 TAG = "v1.40.1"

@@ -26,14 +26,14 @@ from devserver.errors import StartError
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.server import process
-from devserver.system import compat
+from devserver.system import host
 from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.fakegithub import FakeGitHub
 from tests.standins import package
 
 pytestmark = pytest.mark.skipif(
-    (compat.os_name(), compat.cpu_arch()) != ("linux", "x86_64"),
+    (host.os_name(), host.cpu_arch()) != ("linux", "x86_64"),
     reason="the stand-in is packaged as Garnet's linux-x64 release",
 )
 

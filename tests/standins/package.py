@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devserver.system import compat
+from devserver.system import host
 from tests.archives import build
 
 HERE = Path(__file__).resolve().parent
@@ -38,7 +38,7 @@ def launcher(stand_in: str, **config: Any) -> bytes:
 
 def dragonfly_archive(folder: Path, **config: Any) -> Path:
     """``dragonfly-<arch>.tar.gz`` as GitHub serves it (the name carries no version)."""
-    name = f"dragonfly-{compat.cpu_arch()}"
+    name = f"dragonfly-{host.cpu_arch()}"
     folder.mkdir(parents=True, exist_ok=True)
     return build(
         folder / f"{name}.tar.gz",

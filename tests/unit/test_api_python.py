@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devserver.app import env as app
-from devserver.system import compat
+from devserver.system import host, venv
 
 
 def _fake_system_python(folder: Path) -> Path:
@@ -26,7 +26,7 @@ def _fake_system_python(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="POSIX shell script as the fake python")
+@pytest.mark.skipif(host.WINDOWS, reason="POSIX shell script as the fake python")
 def test_python_in_api_command_is_the_tools_interpreter(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -43,7 +43,7 @@ def test_python_in_api_command_is_the_tools_interpreter(
     assert str(fake_dir) in path  # the rest of PATH is kept
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="POSIX shell script as the fake python")
+@pytest.mark.skipif(host.WINDOWS, reason="POSIX shell script as the fake python")
 def test_python_inside_a_shell_command_finds_the_venv_first(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -64,33 +64,33 @@ def test_python_inside_a_shell_command_finds_the_venv_first(
 
 def test_only_a_leading_python_word_is_replaced() -> None:
     exe = "/opt/venv/bin/python"
-    assert compat.own_python("python -m myapp.api", exe) == f"{exe} -m myapp.api"
-    assert compat.own_python("python3 app.py", exe) == f"{exe} app.py"
-    assert compat.own_python("python3.11 app.py", exe) == f"{exe} app.py"
-    assert compat.own_python("pythonista run", exe) == "pythonista run"
-    assert compat.own_python("uvicorn app:app", exe) == "uvicorn app:app"
-    spaced = compat.own_python("python -m x", "/my venv/bin/python")
+    assert venv.own_python("python -m myapp.api", exe) == f"{exe} -m myapp.api"
+    assert venv.own_python("python3 app.py", exe) == f"{exe} app.py"
+    assert venv.own_python("python3.11 app.py", exe) == f"{exe} app.py"
+    assert venv.own_python("pythonista run", exe) == "pythonista run"
+    assert venv.own_python("uvicorn app:app", exe) == "uvicorn app:app"
+    spaced = venv.own_python("python -m x", "/my venv/bin/python")
     assert spaced == "'/my venv/bin/python' -m x"
 
 
 def test_windows_quotes_the_interpreter_for_cmd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     exe = r"C:\Users\me\proj\.venv\Scripts\python.exe"
-    assert compat.own_python("python -m myapp.api", exe) == f'"{exe}" -m myapp.api'
-    assert compat.own_python("python.exe -m x", exe) == f'"{exe}" -m x'
-    assert compat.own_python("PYTHON app.py", exe) == f'"{exe}" app.py'
+    assert venv.own_python("python -m myapp.api", exe) == f'"{exe}" -m myapp.api'
+    assert venv.own_python("python.exe -m x", exe) == f'"{exe}" -m x'
+    assert venv.own_python("PYTHON app.py", exe) == f'"{exe}" app.py'
 
 
 def test_windows_puts_scripts_first_on_its_path_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows spells it ``Path`` and separates with ``;``: reuse that key, never add PATH."""
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     scripts = r"C:\proj\.venv\Scripts"
     env = {"Path": r"C:\Windows\system32;C:\Python311;c:\proj\.venv\scripts\\", "X": "1"}
-    out = compat.scripts_first(env, scripts)
+    out = venv.scripts_first(env, scripts)
     assert "PATH" not in out and out["X"] == "1"
     assert out["Path"] == r"C:\proj\.venv\Scripts;C:\Windows\system32;C:\Python311"
 
 
 def test_posix_scripts_first_without_a_path() -> None:
-    assert compat.scripts_first({}, "/v/bin") == {"PATH": "/v/bin"}
-    assert compat.scripts_first({"PATH": "/usr/bin:/v/bin"}, "/v/bin")["PATH"] == "/v/bin:/usr/bin"
+    assert venv.scripts_first({}, "/v/bin") == {"PATH": "/v/bin"}
+    assert venv.scripts_first({"PATH": "/usr/bin:/v/bin"}, "/v/bin")["PATH"] == "/v/bin:/usr/bin"

@@ -22,7 +22,7 @@ from redis.connection import parse_url
 from devserver.app import env as app
 from devserver.config import load_settings
 from devserver.errors import ConfigError
-from devserver.system import compat
+from devserver.system import appproc, host, kill
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,13 +172,13 @@ def test_merge_creates_a_private_file_and_keeps_an_existing_mode(tmp_path: Path)
     old.write_text("A=1\n")
     old.chmod(0o640)
     app.merge_env_file(old, {"REDIS_URL": "x"})
-    if not compat.WINDOWS:
+    if not host.WINDOWS:
         assert stat.S_IMODE(new.stat().st_mode) == 0o600
         assert stat.S_IMODE(old.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="symlinks need privileges on Windows")
+@pytest.mark.skipif(host.WINDOWS, reason="symlinks need privileges on Windows")
 def test_merge_follows_a_symlink(tmp_path: Path) -> None:
     real = tmp_path / "shared.env"
     real.write_text("A=1\n")
@@ -229,7 +229,7 @@ def test_shell_syntax_runs_through_the_shell(tmp_path: Path) -> None:
     assert result.code == 9
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="POSIX: cmd.exe runs every command on Windows")
+@pytest.mark.skipif(host.WINDOWS, reason="POSIX: cmd.exe runs every command on Windows")
 @pytest.mark.parametrize(
     ("command", "shell"),
     [
@@ -243,16 +243,16 @@ def test_shell_syntax_runs_through_the_shell(tmp_path: Path) -> None:
     ],
 )
 def test_simple_commands_are_executed_directly(command: str, shell: bool) -> None:
-    assert compat._needs_shell(command) is shell
+    assert appproc._needs_shell(command) is shell
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="POSIX: simple commands run without a shell")
+@pytest.mark.skipif(host.WINDOWS, reason="POSIX: simple commands run without a shell")
 def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(app.ApiError, match="no-such-command-for-devserver-tests"):
         app.run_api("no-such-command-for-devserver-tests --flag", {}, tmp_path)
 
 
-@pytest.mark.skipif(compat.WINDOWS, reason="POSIX signals")
+@pytest.mark.skipif(host.WINDOWS, reason="POSIX signals")
 def test_ctrl_c_goes_to_the_api_and_its_exit_code_comes_back(tmp_path: Path) -> None:
     """SIGINT to the runner (no terminal): forwarded to the API, which exits 42 on its own."""
     child = textwrap.dedent("""
@@ -295,13 +295,13 @@ def test_ctrl_c_goes_to_the_api_and_its_exit_code_comes_back(tmp_path: Path) -> 
 
 
 def test_signal_death_becomes_128_plus_n() -> None:
-    assert compat.exit_code(0) == 0
-    assert compat.exit_code(5) == 5
-    if not compat.WINDOWS:
-        assert compat.exit_code(-signal.SIGINT) == 130
+    assert kill.exit_code(0) == 0
+    assert kill.exit_code(5) == 5
+    if not host.WINDOWS:
+        assert kill.exit_code(-signal.SIGINT) == 130
 
 
-# --- Windows branches, checked on any OS by patching compat.WINDOWS ---------------------
+# --- Windows branches, checked on any OS by patching host.WINDOWS ---------------------
 
 
 def test_windows_always_runs_the_api_through_cmd(
@@ -314,9 +314,9 @@ def test_windows_always_runs_the_api_through_cmd(
         calls.append((args, kwargs))
         return object()
 
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     monkeypatch.setattr(subprocess, "Popen", fake_popen)
-    compat.spawn_foreground("npm run dev", {"A": "1"}, tmp_path)
+    appproc.spawn_foreground("npm run dev", {"A": "1"}, tmp_path)
     assert calls == [("npm run dev", {"shell": True, "env": {"A": "1"}, "cwd": str(tmp_path)})]
 
 
@@ -333,13 +333,13 @@ def test_windows_reports_ctrl_c_but_never_forwards_it(monkeypatch: pytest.Monkey
         def send_signal(self, signum: int) -> None:
             self.sent.append(signum)
 
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     child = Child()
     seen: list[int] = []
-    with compat.relay_interrupts(child, seen.append):  # type: ignore[arg-type]
+    with appproc.relay_interrupts(child, seen.append):  # type: ignore[arg-type]
         handler = signal.getsignal(signal.SIGINT)
         assert callable(handler)
         handler(signal.SIGINT, None)
     assert seen == [signal.SIGINT] and child.sent == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert compat.exit_code(-1073741510) == -1073741510  # Windows codes pass unchanged
+    assert kill.exit_code(-1073741510) == -1073741510  # Windows codes pass unchanged

@@ -12,7 +12,7 @@ from devserver.catalog import DRAGONFLY, GARNET, REDIS
 from devserver.config import Settings, load_settings
 from devserver.errors import BinaryNotFound
 from devserver.fetch import binaries, choice, discovery
-from devserver.system import compat
+from devserver.system import host
 
 MSOPENTECH = "Redis server v=3.0.504 sha=00000000:0 malloc=jemalloc-3.6.0 bits=64 build=a4f7a6e8"
 
@@ -38,7 +38,7 @@ def _settings(tmp_path: Path) -> Settings:
 @pytest.fixture()
 def windows_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Windows as far as binary discovery goes, with PATH holding only our folder."""
-    monkeypatch.setattr(compat, "os_name", lambda: "windows")
+    monkeypatch.setattr(host, "os_name", lambda: "windows")
     monkeypatch.setattr(discovery, "bundled_binaries", lambda: [])  # no wheel binary there
     folder = tmp_path / "Program Files" / "Redis"
     monkeypatch.setenv("PATH", str(folder))
@@ -106,9 +106,9 @@ def test_an_emulated_x64_python_on_arm64_windows_gets_the_arm64_assets(
     kernel32.IsWow64Process2.side_effect = is_wow64_process2
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: kernel32, raising=False)
     monkeypatch.setattr(platform, "machine", lambda: "AMD64")  # what emulated Python sees
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    assert compat.cpu_arch() == "aarch64"
+    monkeypatch.setattr(host, "WINDOWS", True)
+    assert host.cpu_arch() == "aarch64"
     kernel32.IsWow64Process2.side_effect = lambda *a: 0  # the call failed: trust Python
-    assert compat.cpu_arch() == "x86_64"
+    assert host.cpu_arch() == "x86_64"
     monkeypatch.setattr(ctypes, "WinDLL", mock.Mock(side_effect=AttributeError), raising=False)
-    assert compat.cpu_arch() == "x86_64"  # Windows before 1709: no IsWow64Process2
+    assert host.cpu_arch() == "x86_64"  # Windows before 1709: no IsWow64Process2

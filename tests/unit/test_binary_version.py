@@ -17,7 +17,7 @@ from devserver.catalog import DRAGONFLY
 from devserver.config import load_settings
 from devserver.fetch import binaries
 from devserver.fetch.manifest import installed_binary
-from devserver.system import compat
+from devserver.system import host
 
 
 def test_release_version_from_what_the_binary_reports() -> None:
@@ -27,7 +27,7 @@ def test_release_version_from_what_the_binary_reports() -> None:
     assert binaries.release_version("unknown") == ""
 
 
-@pytest.mark.skipif(compat.os_name() == "windows", reason="runs a #! script")
+@pytest.mark.skipif(host.os_name() == "windows", reason="runs a #! script")
 def test_read_version_ignores_the_ansi_colours(tmp_path: Path) -> None:
     exe = tmp_path / "dragonfly"
     text = "dragonfly \\x1b[0;32mv1.40.1-6fa2c9d1\\x1b[m\\nbuild time: \\x1b[0;33m2026\\x1b[m\\n"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from devserver.supervisor import bootstrap
+from devserver.system import host
 from devserver.system import posix as posixproc
 from tests.conftest import ROOT
 
@@ -200,7 +201,7 @@ def test_prctl_is_libc_prctl() -> None:
 PARENT = """
 import sys, time
 sys.path.insert(0, {root!r})
-from devserver.system import posix as posixproc
+from devserver.system import host, posix as posixproc
 argv = [sys.executable, "-c", {child!r}]
 spec = {{"argv": argv, "env": {{}}, "cwd": {cwd!r}, "stdin_config": ""}}
 child = posixproc.spawn(spec, prctl=posixproc.load_prctl())
@@ -282,15 +283,14 @@ def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_wind
     """Windows has no fork: its supervisor spawns through subprocess (supervisor.run); both
     read the same spec framing."""
     from devserver.supervisor import core as supervisor
-    from devserver.system import compat
 
-    monkeypatch.setattr(compat, "WINDOWS", False)
+    monkeypatch.setattr(host, "WINDOWS", False)
     assert supervisor.supervisor_command("py")[1:] == [
         "-S",
         "-c",
         "from devserver.supervisor.bootstrap import main; main()",
     ]
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     assert (
         supervisor.supervisor_command("py")[-1]
         == "from devserver.supervisor.core import run; run()"

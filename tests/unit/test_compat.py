@@ -1,4 +1,4 @@
-"""Windows branches of compat, exercised on Linux with the platform calls asserted."""
+"""Windows branches of devserver/system, exercised on Linux with the platform calls asserted."""
 
 from __future__ import annotations
 
@@ -13,24 +13,24 @@ from unittest import mock
 import psutil
 import pytest
 
-from devserver.system import compat
+from devserver.system import files, host, kill, lifetime, signals, spawn, wsl
 
 
 @pytest.fixture()
 def windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    monkeypatch.setattr(compat, "MACOS", False)
+    monkeypatch.setattr(host, "WINDOWS", True)
+    monkeypatch.setattr(host, "MACOS", False)
 
 
 def test_supervisor_spawn_on_windows_has_a_hidden_console_and_breaks_away(windows: None) -> None:
     """CREATE_NO_WINDOW, never DETACHED_PROCESS: a venv redirector passes its console on to the
     real interpreter, and a detached one has none, so Windows would open a visible window."""
     with mock.patch.object(subprocess, "Popen") as popen:
-        proc, broke_away = compat.spawn_detached(["py", "-m", "x"], Path("/p"))
+        proc, broke_away = spawn.spawn_detached(["py", "-m", "x"], Path("/p"))
     flags = popen.call_args.kwargs["creationflags"]
-    assert flags & compat.CREATE_NO_WINDOW and flags & compat.CREATE_NEW_PROCESS_GROUP
-    assert flags & compat.CREATE_BREAKAWAY_FROM_JOB
-    assert not flags & compat.DETACHED_PROCESS  # it would make CREATE_NO_WINDOW be ignored
+    assert flags & spawn.CREATE_NO_WINDOW and flags & spawn.CREATE_NEW_PROCESS_GROUP
+    assert flags & spawn.CREATE_BREAKAWAY_FROM_JOB
+    assert not flags & spawn.DETACHED_PROCESS  # it would make CREATE_NO_WINDOW be ignored
     assert (
         "shell" not in popen.call_args.kwargs and "start_new_session" not in popen.call_args.kwargs
     )
@@ -43,38 +43,38 @@ def test_job_that_forbids_breakaway_falls_back(windows: None) -> None:
 
     def fake_popen(argv: list[str], creationflags: int, **kw: Any) -> str:
         calls.append(creationflags)
-        if creationflags & compat.CREATE_BREAKAWAY_FROM_JOB:
+        if creationflags & spawn.CREATE_BREAKAWAY_FROM_JOB:
             raise PermissionError(5, "Access is denied")
         return "proc"
 
     with mock.patch.object(subprocess, "Popen", side_effect=fake_popen):
-        proc, broke_away = compat.spawn_detached(["py"], Path("/p"))
+        proc, broke_away = spawn.spawn_detached(["py"], Path("/p"))
     assert proc == "proc" and not broke_away
-    assert calls[1] == compat.CREATE_NO_WINDOW | compat.CREATE_NEW_PROCESS_GROUP
+    assert calls[1] == spawn.CREATE_NO_WINDOW | spawn.CREATE_NEW_PROCESS_GROUP
 
 
 def test_posix_spawn_starts_a_new_session() -> None:
     with mock.patch.object(subprocess, "Popen") as popen:
-        compat.spawn_detached(["py"], Path("/p"))
+        spawn.spawn_detached(["py"], Path("/p"))
     assert popen.call_args.kwargs["start_new_session"] is True
     assert "creationflags" not in popen.call_args.kwargs
 
 
 def test_server_gets_no_window_and_its_own_group_on_windows(windows: None) -> None:
-    kwargs = compat.server_popen_kwargs()
-    assert kwargs == {"creationflags": compat.CREATE_NEW_PROCESS_GROUP | compat.CREATE_NO_WINDOW}
-    assert not kwargs["creationflags"] & compat.DETACHED_PROCESS
+    kwargs = spawn.server_popen_kwargs()
+    assert kwargs == {"creationflags": spawn.CREATE_NEW_PROCESS_GROUP | spawn.CREATE_NO_WINDOW}
+    assert not kwargs["creationflags"] & spawn.DETACHED_PROCESS
 
 
 def test_server_gets_own_session_on_posix() -> None:
-    assert compat.server_popen_kwargs() == {"start_new_session": True}
+    assert spawn.server_popen_kwargs() == {"start_new_session": True}
 
 
 def test_windows_terminate_is_a_tree_kill_via_psutil(windows: None) -> None:
     proc, child = mock.Mock(pid=10), mock.Mock(pid=11)
     proc.children.return_value = [child]
     with mock.patch.object(subprocess, "run") as run:
-        compat.terminate(proc)
+        kill.terminate(proc)
     child.kill.assert_called_once_with()
     proc.kill.assert_called_once_with()
     proc.send_signal.assert_not_called()
@@ -86,78 +86,75 @@ def test_windows_taskkill_only_when_psutil_is_refused(windows: None) -> None:
     proc.children.return_value = []
     proc.kill.side_effect = psutil.AccessDenied(42)
     with mock.patch.object(subprocess, "run") as run:
-        compat.kill_tree(proc)
+        kill.kill_tree(proc)
     assert run.call_args.args[0] == ["taskkill", "/PID", "42", "/T", "/F"]
 
 
 def test_posix_terminate_sends_sigterm_through_psutil() -> None:
     proc = mock.Mock()
-    compat.terminate(proc)
+    kill.terminate(proc)
     proc.send_signal.assert_called_once_with(signal.SIGTERM)
 
 
 def test_exe_names_and_exit_descriptions(windows: None) -> None:
-    assert compat.exe_name("redis-server") == "redis-server.exe"
-    assert compat.exe_name("x.exe") == "x.exe"
-    assert compat.describe_exit(-9) == "code 0xFFFFFFF7 (-9)"  # no signals on Windows
-    assert compat.os_name() == "windows"
+    assert host.exe_name("redis-server") == "redis-server.exe"
+    assert host.exe_name("x.exe") == "x.exe"
+    assert kill.describe_exit(-9) == "code 0xFFFFFFF7 (-9)"  # no signals on Windows
+    assert host.os_name() == "windows"
 
 
 def test_posix_exit_descriptions() -> None:
-    assert compat.describe_exit(-9) == "signal SIGKILL"
-    assert compat.describe_exit(3) == "code 3"
+    assert kill.describe_exit(-9) == "signal SIGKILL"
+    assert kill.describe_exit(3) == "code 3"
 
 
 def test_wsl_fallback_paths() -> None:
     assert (
-        compat.wsl_path("C:\\Users\\me\\proj\\bin\\dragonfly")
-        == "/mnt/c/Users/me/proj/bin/dragonfly"
+        wsl.wsl_path("C:\\Users\\me\\proj\\bin\\dragonfly") == "/mnt/c/Users/me/proj/bin/dragonfly"
     )
 
 
 def test_windows_lock_uses_msvcrt(windows: None, tmp_path: Path) -> None:
     fake = mock.Mock(LK_NBLCK=2)
     with mock.patch.dict("sys.modules", {"msvcrt": fake}), open(tmp_path / "l", "a+b") as handle:
-        assert compat.try_lock(handle)
+        assert files.try_lock(handle)
         fake.locking.assert_called_once_with(handle.fileno(), 2, 1)
         fake.locking.side_effect = OSError
-        assert not compat.try_lock(handle)
+        assert not files.try_lock(handle)
 
 
 def test_prefixed_variables_are_stripped_case_insensitively() -> None:
     env = {"DFLY_port": "1", "dfly_x": "2", "INVOKE_SERVER_PASSWORD": "pw", "PATH": "/bin"}
-    assert compat.without_prefixes(env, ["DFLY_", "INVOKE_"]) == {"PATH": "/bin"}
+    assert spawn.without_prefixes(env, ["DFLY_", "INVOKE_"]) == {"PATH": "/bin"}
 
 
 def test_wsl_env_lists_the_password_variable() -> None:
-    env = compat.wsl_env(
-        {"DFLY_requirepass": "pw", "WSLENV": "USERPROFILE/p"}, ["DFLY_requirepass"]
-    )
+    env = wsl.wsl_env({"DFLY_requirepass": "pw", "WSLENV": "USERPROFILE/p"}, ["DFLY_requirepass"])
     assert env["WSLENV"] == "USERPROFILE/p:DFLY_requirepass/u"
-    assert "WSLENV" not in compat.wsl_env({}, ["DFLY_requirepass"])
+    assert "WSLENV" not in wsl.wsl_env({}, ["DFLY_requirepass"])
 
 
 def test_stop_signals_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     with mock.patch.object(signal, "signal") as set_signal:
-        compat.install_stop_signals(lambda: None)
+        signals.install_stop_signals(lambda: None)
     assert {c.args[0] for c in set_signal.call_args_list} == {signal.SIGTERM, signal.SIGHUP}
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     with mock.patch.object(signal, "signal") as set_signal:
-        compat.install_stop_signals(lambda: None)
+        signals.install_stop_signals(lambda: None)
     set_signal.assert_not_called()  # no such signals reach a detached Windows process
 
 
 def test_windows_wait_polls_so_ctrl_c_can_interrupt(windows: None) -> None:
     proc = mock.Mock()
     proc.wait.side_effect = [subprocess.TimeoutExpired("x", 0.2), 3]
-    assert compat.wait_interruptible(proc) == 3
+    assert signals.wait_interruptible(proc) == 3
     assert proc.wait.call_args_list == [mock.call(timeout=0.2)] * 2
 
 
 def test_windows_console_gets_colorama(windows: None) -> None:
     fake = mock.Mock()
     with mock.patch.dict("sys.modules", {"colorama": fake}):
-        compat.enable_ansi(mock.Mock())
+        host.enable_ansi(mock.Mock())
     fake.just_fix_windows_console.assert_called_once_with()
 
 
@@ -165,14 +162,14 @@ def test_windows_console_gets_colorama(windows: None) -> None:
 
 
 def test_start_ticks_reads_field_22_even_with_odd_process_names(tmp_path: Path) -> None:
-    me = compat.start_ticks(os.getpid())
+    me = lifetime.start_ticks(os.getpid())
     if me is None:
         pytest.skip("no /proc (not Linux)")
     fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
     assert me == int(fields[19]) and me > 0
     fake = "123 (a) b (c) S " + " ".join(str(n) for n in range(4, 30))
     with mock.patch("builtins.open", mock.mock_open(read_data=fake.encode())):
-        assert compat.start_ticks(123) == 22  # field 22, after the last ")"
+        assert lifetime.start_ticks(123) == 22  # field 22, after the last ")"
 
 
 def test_proc_identity_matches_psutil_for_a_real_child() -> None:
@@ -180,7 +177,7 @@ def test_proc_identity_matches_psutil_for_a_real_child() -> None:
     with psutil: both must agree, or a live server would look like a reused PID."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        facts = compat.proc_identity(child.pid)
+        facts = lifetime.proc_identity(child.pid)
         if facts is None:
             pytest.skip("no /proc (not Linux)")
         proc = psutil.Process(child.pid)
@@ -192,11 +189,11 @@ def test_proc_identity_matches_psutil_for_a_real_child() -> None:
 
 
 def test_proc_identity_is_none_on_windows(windows: None) -> None:
-    assert compat.proc_identity(os.getpid()) is None
+    assert lifetime.proc_identity(os.getpid()) is None
 
 
 def test_start_ticks_is_none_on_windows(windows: None) -> None:
-    assert compat.start_ticks(os.getpid()) is None
+    assert lifetime.start_ticks(os.getpid()) is None
 
 
 def test_parent_death_signal_only_on_linux_and_only_without_threads(
@@ -204,14 +201,14 @@ def test_parent_death_signal_only_on_linux_and_only_without_threads(
 ) -> None:
     import threading
 
-    monkeypatch.setattr(compat.sys, "platform", "linux")
+    monkeypatch.setattr(lifetime.sys, "platform", "linux")
     monkeypatch.setattr(threading, "active_count", lambda: 1)
-    kwargs = compat.parent_death_kwargs()
+    kwargs = lifetime.parent_death_kwargs()
     assert callable(kwargs.get("preexec_fn"))
     monkeypatch.setattr(threading, "active_count", lambda: 2)  # preexec_fn unsafe: not used
-    assert compat.parent_death_kwargs() == {}
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    assert compat.parent_death_kwargs() == {}
+    assert lifetime.parent_death_kwargs() == {}
+    monkeypatch.setattr(host, "WINDOWS", True)
+    assert lifetime.parent_death_kwargs() == {}
 
 
 def test_parent_death_signal_reaches_a_real_child() -> None:
@@ -225,8 +222,8 @@ def test_parent_death_signal_reaches_a_real_child() -> None:
         "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)"
     )
     spawner = (
-        "import subprocess, sys; from devserver.system import compat\n"
-        "kwargs = compat.parent_death_kwargs(); assert kwargs, 'not armed'\n"
+        "import subprocess, sys; from devserver.system import lifetime\n"
+        "kwargs = lifetime.parent_death_kwargs(); assert kwargs, 'not armed'\n"
         f"subprocess.run([sys.executable, '-c', {ask!r}], **kwargs)\n"
     )
     root = Path(__file__).resolve().parents[2]
@@ -238,7 +235,7 @@ def test_parent_death_signal_reaches_a_real_child() -> None:
 
 
 def test_interrupt_once_raises_once_then_remembers() -> None:
-    with compat.interrupt_once() as hurried:
+    with signals.interrupt_once() as hurried:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(1000):
@@ -252,11 +249,11 @@ def test_interrupt_once_raises_once_then_remembers() -> None:
 
 
 def test_foreground_stop_signals_turn_sigterm_and_sighup_into_ctrl_c() -> None:
-    if compat.WINDOWS:
+    if host.WINDOWS:
         pytest.skip("POSIX signals")
     for signum in (signal.SIGTERM, signal.SIGHUP):
         before = signal.getsignal(signum)
-        with compat.foreground_stop_signals(), pytest.raises(KeyboardInterrupt):
+        with signals.foreground_stop_signals(), pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signum)
             for _ in range(1000):
                 pass
@@ -265,8 +262,8 @@ def test_foreground_stop_signals_turn_sigterm_and_sighup_into_ctrl_c() -> None:
 
 def test_ignore_interrupts(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, Any]] = []
-    monkeypatch.setattr(compat.signal, "signal", lambda num, handler: calls.append((num, handler)))
-    compat.ignore_interrupts()
+    monkeypatch.setattr(signals.signal, "signal", lambda num, handler: calls.append((num, handler)))
+    signals.ignore_interrupts()
     assert (signal.SIGINT, signal.SIG_IGN) in calls
 
 
@@ -300,9 +297,9 @@ def test_windows_job_object_kills_the_server_with_its_holder(
     windows: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kernel = FakeKernel32()
-    monkeypatch.setattr(compat, "_kernel32", lambda: kernel)
+    monkeypatch.setattr(lifetime, "_kernel32", lambda: kernel)
     proc = mock.Mock(_handle=1234)
-    assert compat.bind_to_this_process(proc) == 77
+    assert lifetime.bind_to_this_process(proc) == 77
     assert [name for name, _ in kernel.calls] == [
         "CreateJobObjectW",
         "SetInformationJobObject",
@@ -319,15 +316,15 @@ def test_windows_job_object_refused_is_closed_and_none(
     windows: None, monkeypatch: pytest.MonkeyPatch, refuse: str
 ) -> None:
     kernel = FakeKernel32(refuse)
-    monkeypatch.setattr(compat, "_kernel32", lambda: kernel)
-    assert compat.bind_to_this_process(mock.Mock(_handle=1234)) is None
+    monkeypatch.setattr(lifetime, "_kernel32", lambda: kernel)
+    assert lifetime.bind_to_this_process(mock.Mock(_handle=1234)) is None
     assert kernel.calls[-1] == ("CloseHandle", (77,))
 
 
 def test_no_job_object_off_windows() -> None:
-    if compat.WINDOWS:
+    if host.WINDOWS:
         pytest.skip("POSIX")
-    assert compat.bind_to_this_process(mock.Mock(_handle=1)) is None
+    assert lifetime.bind_to_this_process(mock.Mock(_handle=1)) is None
 
 
 def test_interrupts_deferred_holds_a_ctrl_c_until_the_block_ends() -> None:
@@ -335,10 +332,10 @@ def test_interrupts_deferred_holds_a_ctrl_c_until_the_block_ends() -> None:
     import signal as _signal
 
     reached = []
-    with pytest.raises(KeyboardInterrupt), compat.interrupts_deferred():
+    with pytest.raises(KeyboardInterrupt), signals.interrupts_deferred():
         _signal.raise_signal(_signal.SIGINT)
         reached.append("after the signal")  # not cut short
     assert reached == ["after the signal"]
     assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
-    with compat.interrupts_deferred():
+    with signals.interrupts_deferred():
         pass  # no Ctrl+C: nothing raised

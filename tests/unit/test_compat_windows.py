@@ -1,7 +1,7 @@
-"""Windows fixes in compat (issue 10), run on Linux with WINDOWS patched and the calls asserted.
+"""Windows fixes in devserver/system, run on Linux with host.WINDOWS patched, calls asserted.
 
 Real Windows behaviour behind each (CPython's venv redirector, sharing violations, NTSTATUS
-codes, console control events) is named in compat.py's docstrings; the Wine layer runs some
+codes, console control events) is named in devserver/system's docstrings; the Wine layer runs some
 of it for real.
 """
 
@@ -16,13 +16,13 @@ from unittest import mock
 import pytest
 
 from devserver.server import state
-from devserver.system import atomic, compat
+from devserver.system import atomic, files, host, kill, signals, spawn
 
 
 @pytest.fixture()
 def windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
-    monkeypatch.setattr(compat, "MACOS", False)
+    monkeypatch.setattr(host, "WINDOWS", True)
+    monkeypatch.setattr(host, "MACOS", False)
 
 
 # ---- 1. the supervisor is started by the base interpreter, not the venv redirector ---------
@@ -37,9 +37,9 @@ def test_windows_venv_supervisor_skips_the_redirector(
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
     monkeypatch.setattr(sys, "base_prefix", str(tmp_path))
     monkeypatch.setattr(sys, "_base_executable", str(base), raising=False)
-    assert compat.python_for_background() == str(base)
+    assert spawn.python_for_background() == str(base)
     base.unlink()  # a base interpreter that is not there: the venv's own, as before
-    assert compat.python_for_background() == sys.executable
+    assert spawn.python_for_background() == sys.executable
 
 
 def test_no_venv_or_posix_keeps_our_interpreter(
@@ -47,10 +47,10 @@ def test_no_venv_or_posix_keeps_our_interpreter(
 ) -> None:
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
     monkeypatch.setattr(sys, "base_prefix", str(tmp_path))
-    assert compat.python_for_background() == sys.executable  # POSIX: a symlink, nothing to skip
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    assert spawn.python_for_background() == sys.executable  # POSIX: a symlink, nothing to skip
+    monkeypatch.setattr(host, "WINDOWS", True)
     monkeypatch.setattr(sys, "base_prefix", sys.prefix)
-    assert compat.python_for_background() == sys.executable  # not a venv
+    assert spawn.python_for_background() == sys.executable  # not a venv
 
 
 # ---- 8. sharing violations: rename and delete retried while a reader holds the file ----------
@@ -99,14 +99,14 @@ def test_a_lasting_sharing_violation_still_fails(
     monkeypatch.setattr("time.sleep", lambda s: None)
     action = mock.Mock(side_effect=PermissionError(13, "locked"))
     with pytest.raises(PermissionError):
-        compat.retry_sharing(action, timeout=1.0)
+        files.retry_sharing(action, timeout=1.0)
     assert 1 < action.call_count < 10
 
 
 def test_posix_never_retries() -> None:
     action = mock.Mock(side_effect=PermissionError(13, "denied"))
     with pytest.raises(PermissionError):
-        compat.retry_sharing(action)
+        files.retry_sharing(action)
     assert action.call_count == 1
 
 
@@ -114,11 +114,11 @@ def test_posix_never_retries() -> None:
 
 
 def test_windows_exit_codes_are_unsigned_hex_with_ntstatus_names(windows: None) -> None:
-    assert compat.describe_exit(3221225786) == "code 0xC000013A (STATUS_CONTROL_C_EXIT)"
-    assert compat.describe_exit(-1073741510) == "code 0xC000013A (STATUS_CONTROL_C_EXIT)"
-    assert compat.describe_exit(0xC0000005) == "code 0xC0000005 (STATUS_ACCESS_VIOLATION)"
-    assert compat.describe_exit(0xFFFFFFFF) == "code 0xFFFFFFFF (-1)"
-    assert compat.describe_exit(1) == "code 1"
+    assert kill.describe_exit(3221225786) == "code 0xC000013A (STATUS_CONTROL_C_EXIT)"
+    assert kill.describe_exit(-1073741510) == "code 0xC000013A (STATUS_CONTROL_C_EXIT)"
+    assert kill.describe_exit(0xC0000005) == "code 0xC0000005 (STATUS_ACCESS_VIOLATION)"
+    assert kill.describe_exit(0xFFFFFFFF) == "code 0xFFFFFFFF (-1)"
+    assert kill.describe_exit(1) == "code 1"
 
 
 # ---- 6. start --foreground: closing the console stops the server ----------------------------
@@ -139,15 +139,15 @@ def test_console_close_handler_is_registered_and_runs_the_stop_on_close_only(
 
     monkeypatch.setattr(ctypes, "WINFUNCTYPE", winfunctype, raising=False)
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: kernel32, raising=False)
-    monkeypatch.setattr(compat, "_console_handlers", [])
+    monkeypatch.setattr(signals, "_console_handlers", [])
     stop = mock.Mock()
-    assert compat.on_console_close(stop) is True
+    assert signals.on_console_close(stop) is True
     (callback, add), _ = kernel32.SetConsoleCtrlHandler.call_args
-    assert add is True and compat._console_handlers == [callback]  # kept alive
+    assert add is True and signals._console_handlers == [callback]  # kept alive
     assert len(prototypes[0]) == 2  # BOOL handler(DWORD event)
     assert callback(0) == 0 and callback(1) == 0  # Ctrl+C / Ctrl+Break: Python's own handler
     stop.assert_not_called()
-    assert callback(compat.CTRL_CLOSE_EVENT) == 1
+    assert callback(signals.CTRL_CLOSE_EVENT) == 1
     stop.assert_called_once_with()
 
 
@@ -159,16 +159,16 @@ def test_console_close_handler_survives_a_failing_stop_and_a_refusal(
     kernel32 = mock.Mock()
     monkeypatch.setattr(ctypes, "WINFUNCTYPE", lambda *t: lambda f: f, raising=False)
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: kernel32, raising=False)
-    monkeypatch.setattr(compat, "_console_handlers", [])
+    monkeypatch.setattr(signals, "_console_handlers", [])
     kernel32.SetConsoleCtrlHandler.return_value = 1
-    assert compat.on_console_close(mock.Mock(side_effect=RuntimeError("boom")))
-    assert compat._console_handlers[0](compat.CTRL_CLOSE_EVENT) == 1  # no exception escapes
+    assert signals.on_console_close(mock.Mock(side_effect=RuntimeError("boom")))
+    assert signals._console_handlers[0](signals.CTRL_CLOSE_EVENT) == 1  # no exception escapes
     kernel32.SetConsoleCtrlHandler.return_value = 0
-    assert compat.on_console_close(mock.Mock()) is False
+    assert signals.on_console_close(mock.Mock()) is False
 
 
 def test_posix_sets_no_console_handler() -> None:
-    assert compat.on_console_close(mock.Mock()) is False
+    assert signals.on_console_close(mock.Mock()) is False
 
 
 # ---- 9. the state file's 0600 in Windows terms: an owner-only protected DACL ----------------
@@ -203,31 +203,31 @@ def test_private_files_get_an_owner_only_protected_acl_on_windows(
     advapi, kernel32 = FakeAdvapi(), mock.Mock()
     dlls = {"advapi32": advapi, "kernel32": kernel32}
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: dlls[name], raising=False)
-    assert compat.restrict_to_owner(tmp_path / "f") is True
+    assert files.restrict_to_owner(tmp_path / "f") is True
     (_, convert), (_, _dacl), (_, set_args) = advapi.calls
     assert convert[0] == "D:P(A;;FA;;;OW)(A;;FA;;;SY)" and convert[1] == 1  # SDDL revision 1
     assert set_args[:3] == (str(tmp_path / "f"), 1, 0x80000004)  # file, DACL, protected
     kernel32.LocalFree.assert_called_once()  # the descriptor is freed
     advapi.set_status = 5  # ERROR_ACCESS_DENIED (or a drive without ACLs): best effort
-    assert compat.restrict_to_owner(tmp_path / "f") is False
+    assert files.restrict_to_owner(tmp_path / "f") is False
 
 
 def test_write_atomic_restricts_private_files_only(
     windows: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     restricted: list[str] = []
-    monkeypatch.setattr(compat, "restrict_to_owner", lambda p: restricted.append(Path(p).name))
+    monkeypatch.setattr(files, "restrict_to_owner", lambda p: restricted.append(Path(p).name))
     atomic.write_atomic(tmp_path / "server.json", "{}", mode=atomic.PRIVATE_MODE)
     atomic.write_atomic(tmp_path / ".env", "X=1")
     assert restricted == [f".server.json.{os.getpid()}.tmp"]  # before the rename, which keeps it
 
 
 def test_posix_leaves_acls_to_the_mode() -> None:
-    assert compat.restrict_to_owner("/nonexistent") is False
+    assert files.restrict_to_owner("/nonexistent") is False
 
 
 def test_a_windows_without_the_api_is_best_effort(windows: None) -> None:
-    assert compat.restrict_to_owner("/nonexistent") is False  # here: no ctypes.WinDLL at all
+    assert files.restrict_to_owner("/nonexistent") is False  # here: no ctypes.WinDLL at all
 
 
 def test_a_supervisor_killed_by_ctrl_c_is_reported_by_name(windows: None, tmp_path: Path) -> None:

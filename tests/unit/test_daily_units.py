@@ -146,29 +146,29 @@ def test_app_processes_on_windows_get_a_group_and_ctrl_break(
     import subprocess
     from unittest import mock
 
-    from devserver.system import compat
+    from devserver.system import appproc, host, kill, signals, spawn
 
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     with mock.patch.object(subprocess, "Popen") as popen:
-        compat.spawn_app("npm run dev", {"A": "1"}, Path("/p"))
+        appproc.spawn_app("npm run dev", {"A": "1"}, Path("/p"))
     kwargs = popen.call_args.kwargs
     assert popen.call_args.args == ("npm run dev",) and kwargs["shell"] is True
-    assert kwargs["creationflags"] == compat.CREATE_NEW_PROCESS_GROUP
+    assert kwargs["creationflags"] == spawn.CREATE_NEW_PROCESS_GROUP
     assert kwargs["stdin"] == subprocess.DEVNULL and kwargs["stderr"] == subprocess.STDOUT
     proc = mock.Mock()
     proc.poll.return_value = None
-    compat.ask_app_to_stop(proc)
-    proc.send_signal.assert_called_once_with(compat.CTRL_BREAK_EVENT)
+    appproc.ask_app_to_stop(proc)
+    proc.send_signal.assert_called_once_with(signals.CTRL_BREAK_EVENT)
     # No console to share (seen under Wine): CPython raises SystemError; the caller kills it.
     proc.send_signal.side_effect = SystemError("<built-in function kill> returned a result")
-    assert compat.ask_app_to_stop(proc) is False
+    assert appproc.ask_app_to_stop(proc) is False
     proc.send_signal.side_effect = None
-    with mock.patch.object(compat, "kill_tree") as kill_tree, mock.patch("psutil.Process") as ps:
-        compat.kill_app(proc)
+    with mock.patch.object(kill, "kill_tree") as kill_tree, mock.patch("psutil.Process") as ps:
+        appproc.kill_app(proc)
     kill_tree.assert_called_once_with(ps.return_value)
     recorded = mock.Mock()
-    with mock.patch.object(compat, "kill_tree") as kill_tree:
-        compat.stop_recorded_app(recorded)
+    with mock.patch.object(kill, "kill_tree") as kill_tree:
+        appproc.stop_recorded_app(recorded)
     kill_tree.assert_called_once_with(recorded)
 
 
@@ -177,26 +177,26 @@ def test_app_processes_on_posix_get_a_session_and_sigterm_to_the_group() -> None
     import subprocess
     from unittest import mock
 
-    from devserver.system import compat
+    from devserver.system import appproc
 
     with mock.patch.object(subprocess, "Popen") as popen:
-        compat.spawn_app("uvicorn app:app --port 8000", {}, Path("/p"))
+        appproc.spawn_app("uvicorn app:app --port 8000", {}, Path("/p"))
     assert popen.call_args.args == (["uvicorn", "app:app", "--port", "8000"],)
     assert popen.call_args.kwargs["start_new_session"] is True
     with mock.patch.object(subprocess, "Popen") as popen:
-        compat.spawn_app("cd api && make run", {}, Path("/p"))
+        appproc.spawn_app("cd api && make run", {}, Path("/p"))
     assert popen.call_args.kwargs["shell"] is True
     proc = mock.Mock(pid=4242)
     proc.poll.return_value = None
     with mock.patch("os.killpg") as killpg:
-        compat.ask_app_to_stop(proc)
-        compat.kill_app(proc)
+        appproc.ask_app_to_stop(proc)
+        appproc.kill_app(proc)
     assert killpg.call_args_list == [
         mock.call(4242, signal.SIGTERM),
         mock.call(4242, signal.SIGKILL),
     ]
     proc.poll.return_value = 0  # reaped: its pid may be anyone's now, never signalled
     with mock.patch("os.killpg") as killpg:
-        compat.ask_app_to_stop(proc)
-        compat.kill_app(proc)
+        appproc.ask_app_to_stop(proc)
+        appproc.kill_app(proc)
     killpg.assert_not_called()

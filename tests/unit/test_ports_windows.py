@@ -13,7 +13,7 @@ import pytest
 
 from devserver.errors import PortInUse
 from devserver.server import ports
-from devserver.system import compat
+from devserver.system import host
 
 PORT = 6379
 
@@ -27,7 +27,7 @@ def listener(ip: str, pid: int, port: int = PORT) -> Any:
 @pytest.fixture()
 def windows(monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
     """Windows, no connect probes allowed, and a process table of pid -> name."""
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     monkeypatch.setattr(socket, "socket", mock.Mock(side_effect=AssertionError("no probe")))
     names: dict[int, str] = {}
     monkeypatch.setattr(psutil, "Process", lambda pid: SimpleNamespace(name=lambda: names[pid]))
@@ -96,7 +96,7 @@ def test_windows_listener_on_another_interface_does_not_conflict(
 def test_windows_falls_back_to_a_probe_when_the_table_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     monkeypatch.setattr(psutil, "net_connections", mock.Mock(side_effect=psutil.AccessDenied()))
     probe = mock.Mock(return_value=(False, ""))
     monkeypatch.setattr(ports, "_connect_probe", probe)

@@ -15,7 +15,7 @@ from devserver.errors import ConfigError, FetchError, NetworkError, UnsupportedP
 from devserver.fetch import dotnet, install, release, resolve
 from devserver.fetch.download import check_url, is_loopback
 from devserver.fetch.options import FetchOptions
-from devserver.system import compat
+from devserver.system import host
 from tests.archives import tree
 
 HEX_A = "a" * 64
@@ -161,8 +161,8 @@ def test_url_policy() -> None:
 def test_auto_fetches_dragonfly_only_where_it_runs_natively(
     monkeypatch: pytest.MonkeyPatch, make_settings: object, os_name: str, arch: str, flavor: str
 ) -> None:
-    monkeypatch.setattr(compat, "os_name", lambda: os_name)
-    monkeypatch.setattr(compat, "cpu_arch", lambda: arch)
+    monkeypatch.setattr(host, "os_name", lambda: os_name)
+    monkeypatch.setattr(host, "cpu_arch", lambda: arch)
     settings = make_settings(flavor="auto")  # type: ignore[operator]
     assert release.target_flavor(settings) == flavor
 
@@ -170,8 +170,8 @@ def test_auto_fetches_dragonfly_only_where_it_runs_natively(
 def test_macos_dragonfly_is_a_clear_unsupported_platform(
     monkeypatch: pytest.MonkeyPatch, make_settings: object
 ) -> None:
-    monkeypatch.setattr(compat, "os_name", lambda: "macos")
-    monkeypatch.setattr(compat, "cpu_arch", lambda: "aarch64")
+    monkeypatch.setattr(host, "os_name", lambda: "macos")
+    monkeypatch.setattr(host, "cpu_arch", lambda: "aarch64")
     with pytest.raises(UnsupportedPlatform) as info:
         release.fetch(make_settings(flavor="dragonfly"))  # type: ignore[operator]
     assert "no build for macos/aarch64" in info.value.message

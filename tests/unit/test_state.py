@@ -25,7 +25,7 @@ from devserver.server.state import (
     supervisor_alive,
     verified_process,
 )
-from devserver.system import compat
+from devserver.system import lifetime
 from devserver.system.atomic import write_atomic
 
 
@@ -75,7 +75,7 @@ def state_of(child: subprocess.Popen[bytes], binary: Path, **changes: Any) -> Se
         "create_time": proc.create_time(),
         "exe": proc.exe(),
         "binary": str(binary),
-        "start_ticks": compat.start_ticks(child.pid) or 0,
+        "start_ticks": lifetime.start_ticks(child.pid) or 0,
     }
     fields.update(changes)
     return make_state(**fields)
@@ -170,7 +170,7 @@ def test_reused_pid_is_stale(fake_server: Any) -> None:
     assert server_process(dataclasses.replace(state, exe="/usr/bin/redis-server")) is None
 
 
-@pytest.mark.skipif(compat.start_ticks(os.getpid()) is None, reason="Linux /proc only")
+@pytest.mark.skipif(lifetime.start_ticks(os.getpid()) is None, reason="Linux /proc only")
 def test_a_clock_step_does_not_make_a_live_server_stale(fake_server: Any) -> None:
     child, script = fake_server
     state = state_of(child, script)
@@ -194,7 +194,7 @@ def test_forged_states_are_never_ours(fake_server: Any) -> None:
             exe = proc.exe()
         except psutil.AccessDenied:  # pid 1 of a container, say
             exe = proc.name()
-        ticks = compat.start_ticks(proc.pid) or 0
+        ticks = lifetime.start_ticks(proc.pid) or 0
         forged = make_state(proc.pid, proc.create_time(), exe, binary=exe, start_ticks=ticks)
         assert server_process(forged, also=(Path(exe).name,)) is None
     init = psutil.Process(1)
@@ -225,7 +225,7 @@ def test_supervisor_liveness(fake_server: Any) -> None:
         state,
         supervisor_pid=child.pid,
         supervisor_create_time=proc.create_time(),
-        supervisor_start_ticks=compat.start_ticks(child.pid) or 0,
+        supervisor_start_ticks=lifetime.start_ticks(child.pid) or 0,
     )
     assert supervisor_alive(alive)
     assert not supervisor_alive(dataclasses.replace(alive, supervisor_pid=0))
@@ -288,9 +288,9 @@ def test_supervisor_records_the_launched_binary_when_the_exe_is_unreadable(
             "state_file": str(tmp_path / "server.json"),
         }
         _unreadable_exe(monkeypatch)
-        from devserver.system import compat
+        from devserver.system import lifetime
 
-        monkeypatch.setattr(compat, "proc_identity", lambda pid: None)  # as on Windows: psutil
+        monkeypatch.setattr(lifetime, "proc_identity", lambda pid: None)  # as on Windows: psutil
         Supervisor(spec, child).record_state(0)  # type: ignore[arg-type]
         state = read_state(tmp_path / "server.json")
         assert state is not None and state.exe == spec["binary"]

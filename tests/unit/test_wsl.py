@@ -19,7 +19,7 @@ from devserver.errors import StartError, StopError, UnsupportedPlatform
 from devserver.fetch.binaries import Binary
 from devserver.server import process
 from devserver.server.state import ServerState
-from devserver.system import compat, wsl
+from devserver.system import host, kill, wsl
 
 
 class FakeWSL:
@@ -201,7 +201,7 @@ def _wsl_state(tmp_path: Path) -> ServerState:
 def test_build_spec_for_wsl_has_the_pidfile_and_wsl_utf8(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compat, "WINDOWS", True)
+    monkeypatch.setattr(host, "WINDOWS", True)
     fake = FakeWSL()
     monkeypatch.setattr(wsl, "run", fake)
     settings = _settings(tmp_path, password="pw")
@@ -277,7 +277,7 @@ def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     monkeypatch.setattr(wsl, "escalate", escalate)
     monkeypatch.setattr(wsl, "left_running", lambda settings, state: False)
     terminate = mock.Mock()
-    monkeypatch.setattr(compat, "terminate", terminate)
+    monkeypatch.setattr(kill, "terminate", terminate)
     result = stopping._end(settings, state, proc, True, None, clock, 0.0)
     escalate.assert_called_once_with(settings, state, proc)
     terminate.assert_not_called()  # never just kill wsl.exe
@@ -313,7 +313,7 @@ def test_a_failed_start_kills_the_linux_dragonfly_before_wsl_exe(
     monkeypatch.setattr(wsl, "run", fake)
     order: list[str] = []
     monkeypatch.setattr(
-        compat, "kill_tree", lambda proc: order.append(f"wsl.exe after {fake.kills()}")
+        kill, "kill_tree", lambda proc: order.append(f"wsl.exe after {fake.kills()}")
     )
     process._kill_server(settings, _wsl_state(tmp_path), mock.Mock())
     assert order == ["wsl.exe after [['kill', '-KILL', '4242']]"]

@@ -1,0 +1,122 @@
+"""Files the way each OS allows: owner-only access, an exclusive lock, and renames or
+deletes that Windows refuses while another process has the file open.
+
+See atomic.py, which builds its atomic writes on these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from devserver.system import host
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def retry_sharing(action: Callable[[], object], timeout: float = 1.0) -> None:
+    """Run a rename/unlink, retrying briefly on Windows while another process has the file open.
+
+    Windows refuses to replace or delete a file that a reader (``invoke status``, an antivirus
+    scanner, an indexer) holds open without FILE_SHARE_DELETE, which is how Python and most
+    programs open files: PermissionError (WinError 5/32). Such holds last milliseconds, so
+    retry for up to ``timeout`` seconds, then let the error out. POSIX never refuses: once.
+    """
+    if not host.WINDOWS:
+        action()
+        return
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            action()
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# A protected DACL (no inherited entries) granting full access to the file's owner and to
+# SYSTEM only: what POSIX mode 0600 means, in Windows terms.
+OWNER_ONLY_SDDL = "D:P(A;;FA;;;OW)(A;;FA;;;SY)"
+SE_FILE_OBJECT = 1
+DACL_SECURITY_INFORMATION = 0x00000004
+PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
+
+
+def restrict_to_owner(path: Path | str) -> bool:
+    """Windows: make a file readable by its owner (and SYSTEM) only; True when done.
+
+    POSIX modes mean nothing on Windows: a file inherits its folder's ACL, and a project
+    folder outside the user profile (C:\\dev\\...) usually lets every local user read it. The
+    state file holds the supervisor's control token, so it gets a protected DACL
+    (SetNamedSecurityInfoW with OWNER_ONLY_SDDL, which a later rename keeps). Best effort:
+    False when Windows refuses (e.g. a FAT32 or network drive without ACLs). POSIX: False
+    (the caller's chmod does the job there).
+    """
+    if not host.WINDOWS:
+        return False
+    try:
+        return _set_owner_only_dacl(str(path))
+    except Exception:  # no advapi32, no such entry point, a ctypes argument error: best effort
+        return False
+
+
+def _set_owner_only_dacl(path: str) -> bool:
+    import ctypes  # costs milliseconds; atomic writes (the state file) are on the start path
+    from ctypes import wintypes
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    advapi32.SetNamedSecurityInfoW.argtypes = [
+        wintypes.LPCWSTR,
+        ctypes.c_int,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    descriptor = ctypes.c_void_p()
+    if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+        OWNER_ONLY_SDDL, 1, ctypes.byref(descriptor), None
+    ):
+        return False
+    try:
+        present, defaulted, dacl = wintypes.BOOL(), wintypes.BOOL(), ctypes.c_void_p()
+        if not advapi32.GetSecurityDescriptorDacl(
+            descriptor, ctypes.byref(present), ctypes.byref(dacl), ctypes.byref(defaulted)
+        ):
+            return False
+        flags = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION
+        status = advapi32.SetNamedSecurityInfoW(path, SE_FILE_OBJECT, flags, None, None, dacl, None)
+        return bool(status == 0)
+    finally:
+        kernel32.LocalFree(descriptor)
+
+
+def try_lock(handle: IO[Any]) -> bool:
+    """Take an exclusive, non-blocking lock on an open file; False when someone holds it.
+
+    The OS drops the lock when the holder dies, so a crashed ``start`` never leaves the
+    project locked (a lock *file's existence* would).
+    """
+    if host.WINDOWS:
+        import msvcrt  # exists on Windows only
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    import fcntl  # exists on POSIX only
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True

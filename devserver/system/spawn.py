@@ -1,0 +1,114 @@
+"""How the supervisor and the server are spawned: creation flags, a detached start that
+outlives the terminal, the interpreter and environment they get.
+
+Process creation is where Windows and POSIX differ most (consoles, process groups, job
+objects, a venv's redirector); the flag values are the Win32 API's, defined here because
+subprocess exposes them only on Windows and the unit tests need them on Linux too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from devserver.system import host
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Windows process-creation flags (values from the Win32 API; subprocess exposes them only on
+# Windows, and the unit tests need them on Linux too).
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+CREATE_NO_WINDOW = 0x08000000
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    cwd: str | Path,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[bytes] | None = subprocess.DEVNULL,
+) -> tuple[subprocess.Popen[bytes], bool]:
+    """Start the supervisor so it outlives this terminal; return (process, broke_away).
+
+    POSIX: a new session, so the terminal's hang-up and Ctrl+C never reach it.
+    Windows: CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP, *not* DETACHED_PROCESS. Why: a
+    venv's python.exe is a redirector that starts the real interpreter with creation flags 0
+    (CPython PC/venvlauncher.c ``launch()``; PC/launcher.c ``run_child()`` in 3.7-3.12), so the
+    child inherits the redirector's console. A DETACHED_PROCESS redirector has none to pass
+    on, and Windows then gives the real interpreter a new, *visible* console, whose close
+    button ends the supervisor. With CREATE_NO_WINDOW the process gets a console without a
+    window, which its children inherit: nothing appears, and no CTRL_CLOSE can reach it (the
+    person's own terminal is another console). The new process group keeps Ctrl+C in that
+    hidden console from reaching the server. :func:`python_for_background` also skips the
+    redirector where it can. CREATE_BREAKAWAY_FROM_JOB lets it outlive a launcher's job
+    object (CI agents, some IDEs); a job that forbids breakaway makes CreateProcess fail with
+    access denied: retry without the flag and report ``broke_away=False`` so the caller can
+    warn.
+    """
+    common: dict[str, Any] = {
+        "cwd": str(cwd),
+        "stdin": stdin,
+        "stdout": stdout,
+        "stderr": subprocess.DEVNULL,
+        "close_fds": True,
+        "env": None if env is None else dict(env),
+    }
+    if not host.WINDOWS:
+        return subprocess.Popen(list(argv), start_new_session=True, **common), True
+    flags = CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
+    try:
+        proc = subprocess.Popen(
+            list(argv), creationflags=flags | CREATE_BREAKAWAY_FROM_JOB, **common
+        )
+        return proc, True
+    except PermissionError:
+        return subprocess.Popen(list(argv), creationflags=flags, **common), False
+
+
+def server_popen_kwargs() -> dict[str, Any]:
+    """Popen options for the server the supervisor starts.
+
+    Its own process group everywhere, so a Ctrl+C in a terminal (foreground mode) reaches the
+    supervisor, which stops the server gracefully, not the server directly. On Windows
+    CREATE_NO_WINDOW gives the server a console of its own without a window: in foreground
+    mode the supervisor's console is the person's terminal (whose close must not kill the
+    server before the supervisor stopped it), and in the background the supervisor's console
+    is hidden anyway. Never DETACHED_PROCESS: it would make CREATE_NO_WINDOW be ignored, and
+    a console server started without a console opens a visible window.
+    """
+    if host.WINDOWS:
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def python_for_background() -> str:
+    """The interpreter that runs the supervisor: ours, minus a venv's redirector on Windows.
+
+    A Windows venv's python.exe only starts the base interpreter (``sys._base_executable``)
+    as its child, inside a kill-on-close job (PC/venvlauncher.c): an extra process whose pid
+    Popen reports, and whose death kills the supervisor. The supervisor runs with ``-S`` and
+    our sys.path in PYTHONPATH, so the base interpreter finds the venv's packages directly;
+    then Popen's pid is the supervisor's own. POSIX venvs use a symlink: nothing to skip.
+    """
+    if host.WINDOWS and sys.prefix != sys.base_prefix:
+        base = getattr(sys, "_base_executable", "")
+        if base and os.path.isfile(base):
+            return str(base)
+    return sys.executable
+
+
+def without_prefixes(env: Mapping[str, str], prefixes: Sequence[str]) -> dict[str, str]:
+    """A copy of an environment minus variables whose names start with these prefixes.
+
+    Dragonfly treats any unknown ``DFLY_*`` variable as a fatal error, and ``INVOKE_*`` ones
+    (``INVOKE_SERVER_PASSWORD``!) have no business in a server's or supervisor's environment.
+    Case-insensitive, as Windows environment names are.
+    """
+    upper = tuple(p.upper() for p in prefixes)
+    return {k: v for k, v in env.items() if not k.upper().startswith(upper)}
