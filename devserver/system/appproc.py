@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from devserver.system import host, kill, signals
 from devserver.system.spawn import CREATE_NEW_PROCESS_GROUP
 
@@ -68,6 +66,8 @@ def _signal_tree(proc: subprocess.Popen[bytes], signum: int) -> None:
 
     Through psutil handles (PID-reuse checked) of processes that are our own descendants.
     """
+    import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
+
     try:
         root = psutil.Process(proc.pid)
         victims = [root, *root.children(recursive=True)]
@@ -196,6 +196,8 @@ def kill_app(proc: subprocess.Popen[bytes]) -> None:
         with suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
         return
+    import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
+
     with suppress(psutil.Error):
         kill.kill_tree(psutil.Process(proc.pid))
 
@@ -207,6 +209,8 @@ def stop_recorded_app(proc: Any) -> None:
     descendants; Windows: we do not share its console, so there is no polite signal to send
     and the tree is killed.
     """
+    import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
+
     if host.WINDOWS:
         kill.kill_tree(proc)
         return

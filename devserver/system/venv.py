@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-import sysconfig
 from collections.abc import Mapping
 
 from devserver.system import host
@@ -39,6 +38,8 @@ def scripts_first(env: Mapping[str, str], scripts: str | None = None) -> dict[st
     activated or not. Windows: the folder is ``Scripts``, the separator ``;`` and the
     variable's name is case-insensitive (``Path`` is common), so the existing key is reused.
     """
+    import sysconfig  # not loaded yet: `invoke up` imports this module before it starts the server
+
     folder = scripts or sysconfig.get_path("scripts")
     out = dict(env)
     if not folder:
