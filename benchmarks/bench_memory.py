@@ -1,6 +1,6 @@
 """The supervisor's resident memory after a million logged lines: bounded, and not growing.
 
-Row ``memory``: the supervisor (``python -m devserver.supervisor.core``, spec on stdin as
+Row ``memory``: the supervisor (``launch.supervisor_command()``, spec on stdin as
 ``invoke start`` sends it) tees a producer that prints 100,000 lines, pauses, then 900,000
 more, then pauses again; the supervisor's RSS is read at both pauses. Ours is the RSS after
 the million lines, the baseline the RSS after the first 100,000; goals: ours <= 40 MiB, and
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench_tee
 from benchmarks.harness import ROOT, Goal, Options, Row
-from devserver.supervisor.bootstrap import encode_spec
-from devserver.supervisor.core import supervisor_command, supervisor_env
+from devserver.supervisor.launch import supervisor_command, supervisor_env
+from devserver.supervisor.wire import encode_spec
 from devserver.tail import last_lines
 
 NAMES = ("memory",)

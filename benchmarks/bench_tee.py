@@ -2,7 +2,7 @@
 
 Rows (lines/s, ours vs the producer redirected straight to a file, the ceiling: no pipe, no
 timestamps, no rotation; goal >= 0.5 of it):
-  tee                  python -m devserver.supervisor.core (JSON spec on stdin, as ``invoke start``)
+  tee                  launch.supervisor_command() (the spec on stdin, as ``invoke start``)
   tee.stalled-tail     the same while ``invoke tail -f`` runs with its stdout never read
   tee.stalled-console  the tee in-process with a console sink that blocks forever (foreground
                        mode with a frozen terminal); producer -> pipe -> tee
@@ -28,9 +28,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import ROOT, Goal, Options, Row, interleave
-from devserver.supervisor.bootstrap import encode_spec
-from devserver.supervisor.core import supervisor_command, supervisor_env
-from devserver.supervisor.logs import RotatingWriter, tee
+from devserver.supervisor.launch import supervisor_command, supervisor_env
+from devserver.supervisor.logs import RotatingWriter
+from devserver.supervisor.tee import tee
+from devserver.supervisor.wire import encode_spec
 
 NAMES = ("tee", "tee.stalled-tail", "tee.stalled-console")
 # After the spec line, ``start`` hands the server over with "ok" (the supervisor's stdin

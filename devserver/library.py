@@ -134,8 +134,8 @@ def ephemeral(
     default this process: the supervisor notices and stops it). ``workdir``: put the data
     and log folders there (kept) instead of a temporary folder (removed).
     """
-    from devserver.supervisor.bootstrap import can_fork
-    from devserver.supervisor.core import launch_supervisor
+    from devserver.supervisor.fork import can_fork
+    from devserver.supervisor.launch import launch_supervisor
 
     # A spawned supervisor's interpreter starts while we import and check (as `start`); a
     # single-threaded Linux process forks one after the checks instead, which is faster.

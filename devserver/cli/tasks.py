@@ -195,7 +195,7 @@ def start(
 
         code = run_foreground(settings, on_binary=announce, sink=sys.stdout.write)
         raise Exit(code=0 if code in (0, None) else 1)
-    from devserver.supervisor.core import launch_supervisor
+    from devserver.supervisor.launch import launch_supervisor
 
     early = launch_supervisor()  # its start-up overlaps the import and checks below
     with signals.interrupts_deferred():  # a Ctrl+C during the import: raised after it

@@ -34,9 +34,10 @@ from devserver.server.state import (
     supervisor_alive,
 )
 from devserver.server.stopping import StopResult, stop
-from devserver.supervisor.bootstrap import can_fork, encode_spec, fork_supervisor
-from devserver.supervisor.core import PACKAGE_PARENT, Spec, launch_supervisor, supervisor_env
+from devserver.supervisor.fork import can_fork, fork_supervisor
+from devserver.supervisor.launch import PACKAGE_PARENT, launch_supervisor, supervisor_env
 from devserver.supervisor.owner import identity
+from devserver.supervisor.wire import Spec, encode_spec
 from devserver.system import kill, signals, spawn, wsl
 from devserver.system.atomic import check_writable
 from devserver.system.posix import Child
@@ -230,7 +231,7 @@ def start(
     returns normally: the caller is never told "interrupted" about a server left running.
 
     With no ``supervisor`` given, on Linux in a single-threaded process, the supervisor is
-    forked from this process once the checks passed (``bootstrap.fork_supervisor``: no new
+    forked from this process once the checks passed (``fork.fork_supervisor``: no new
     interpreter before the server's spawn); elsewhere one is spawned at once, as above.
     """
     began = clock()
@@ -346,7 +347,7 @@ class SupervisorReport:
     its write end), by a short-lived thread so that no platform needs a non-blocking pipe and
     a read can never hang ``start``. No thread runs during a normal start: one would stop
     the next ``process.start`` of this process from forking its supervisor
-    (``bootstrap.can_fork``).
+    (``fork.can_fork``).
     """
 
     def __init__(self, sup: SupProc) -> None:

@@ -31,7 +31,7 @@ from devserver.config import Settings
 from devserver.errors import LockBusy, StopError, UntrustedState
 from devserver.server import resp
 from devserver.server.state import ServerState, project_lock, read_state, supervisor_alive
-from devserver.supervisor.bootstrap import reap_forked
+from devserver.supervisor.fork import reap_forked
 from devserver.system import kill, wsl
 
 Progress = Callable[[str], None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from devserver.config import Settings
 from devserver.errors import StartError
@@ -21,8 +22,11 @@ from devserver.fetch.binaries import Binary
 from devserver.server import datadir
 from devserver.server.process import current_state, prepare
 from devserver.server.state import project_lock
-from devserver.supervisor.core import Supervisor, supervise
+from devserver.supervisor.spawn import supervise
 from devserver.system import signals
+
+if TYPE_CHECKING:
+    from devserver.supervisor.core import Supervisor  # imported by supervise after its spawn
 
 # Windows ends a process about 5 s after its console window was closed: stop within 4.
 CONSOLE_CLOSE_GRACE = 4.0

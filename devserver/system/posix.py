@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, BinaryIO
 
-    from devserver.supervisor.core import Spec
+    from devserver.supervisor.wire import Spec
 
 PR_SET_PDEATHSIG = 1
 _SIGTERM = 15

@@ -1,4 +1,4 @@
-"""``process.start`` from a single-threaded caller forks its supervisor (supervisor/bootstrap.py
+"""``process.start`` from a single-threaded caller forks its supervisor (supervisor/fork.py
 ``fork_supervisor``): real redis-server, the caller a fresh Python process of its own (the
 test runner's workers have threads, so in-process starts take the spawned path).
 
@@ -35,12 +35,12 @@ for i in range(0, len(big), 4096):
     big[i] = 1
 held = open(os.path.join({project!r}, "held-by-caller"), "w")
 os.set_inheritable(held.fileno(), True)  # even an inheritable file of the caller's stays here
-from devserver.supervisor import bootstrap; from devserver.server import process
+from devserver.supervisor import fork; from devserver.server import process
 from pathlib import Path
 from devserver.config import load_settings
 from devserver.errors import DevServerError
 settings = load_settings({{"server": {server!r}}}, Path({project!r}))
-out = {{"me": os.getpid(), "forks": bootstrap.can_fork()}}
+out = {{"me": os.getpid(), "forks": fork.can_fork()}}
 exec({inject!r})  # a fault, for some tests
 try:
     result = process.start(settings)
@@ -117,7 +117,7 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         # moment before that exec: it waits for the state file and PING only)
         assert psutil.Process(sup).ppid() == seen["me"]
         deadline = time.monotonic() + 15
-        while "devserver.supervisor.bootstrap import resume" not in " ".join(
+        while "devserver.supervisor.fork import resume" not in " ".join(
             psutil.Process(sup).cmdline()
         ):
             assert time.monotonic() < deadline, psutil.Process(sup).cmdline()

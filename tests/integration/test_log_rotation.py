@@ -2,7 +2,7 @@
 
 The "server" is a small Python script that prints numbered lines as fast as it can and
 exits; the supervisor is spawned exactly as ``process.start`` does it (``python -m
-devserver.supervisor.core`` with the JSON spec on stdin).
+devserver.supervisor.entry`` with the JSON spec on stdin).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from devserver.supervisor.bootstrap import encode_spec
-from devserver.supervisor.core import supervisor_command, supervisor_env
+from devserver.supervisor.launch import supervisor_command, supervisor_env
+from devserver.supervisor.wire import encode_spec
 from tests.conftest import popen_invoke
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from devserver.supervisor import bootstrap
+from devserver.supervisor import bootstrap, fork, wire
 from devserver.system import host
 from devserver.system import posix as posixproc
 from tests.conftest import ROOT
@@ -41,10 +41,10 @@ def spec_for(tmp_path: Path, argv: list[str], stdin_config: str = "") -> dict[st
 def test_spec_round_trip_leaves_the_lifeline_unread() -> None:
     spec = {"argv": ["a", "ü"], "env": {"K": "v"}, "port": 6379, "secret_file": None}
     r, w = os.pipe()
-    os.write(w, bootstrap.encode_spec(spec) + b"ok\n")
+    os.write(w, wire.encode_spec(spec) + b"ok\n")
     os.close(w)
     try:
-        assert bootstrap.read_spec(r) == spec
+        assert wire.read_spec(r) == spec
         assert os.read(r, 10) == b"ok\n"  # exactly the spec was taken
     finally:
         os.close(r)
@@ -67,9 +67,9 @@ def test_read_spec_on_bad_input(data: bytes, outcome: Any) -> None:
     try:
         if outcome is ValueError:
             with pytest.raises(ValueError, match="bad supervisor spec"):
-                bootstrap.read_spec(r)
+                wire.read_spec(r)
         else:
-            assert bootstrap.read_spec(r) is outcome
+            assert wire.read_spec(r) is outcome
     finally:
         os.close(r)
 
@@ -89,7 +89,7 @@ def test_to_json_reads_back_as_json_dumps_would() -> None:
         "empty": [],
         "nested": {"b": [1, 2.5], "a": {}},
     }
-    text = bootstrap.to_json(value)
+    text = wire.to_json(value)
     assert json.loads(text) == value
     assert text == json.dumps(value, indent=2, sort_keys=True)  # the same text, even
 
@@ -97,7 +97,7 @@ def test_to_json_reads_back_as_json_dumps_would() -> None:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), object()])
 def test_to_json_refuses_what_json_cannot_hold(bad: object) -> None:
     with pytest.raises((ValueError, TypeError)):
-        bootstrap.to_json({"x": bad})
+        wire.to_json({"x": bad})
 
 
 def test_write_private_is_owner_only_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_can_fork_only_single_threaded_and_not_when_disabled(
         [
             sys.executable,
             "-c",
-            "from devserver.supervisor import bootstrap; print(bootstrap.can_fork())",
+            "from devserver.supervisor import fork; print(fork.can_fork())",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -269,12 +269,12 @@ def test_can_fork_only_single_threaded_and_not_when_disabled(
     worker = threading.Thread(target=stop.wait)
     worker.start()
     try:
-        assert not bootstrap.can_fork()  # another thread: a fork could copy a held lock
+        assert not fork.can_fork()  # another thread: a fork could copy a held lock
     finally:
         stop.set()
         worker.join()
     monkeypatch.setenv("DEVSERVER_NO_FORK", "1")
-    assert not bootstrap.can_fork()
+    assert not fork.can_fork()
 
 
 def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_windows(
@@ -282,7 +282,7 @@ def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_wind
 ) -> None:
     """Windows has no fork: its supervisor spawns through subprocess (supervisor.run); both
     read the same spec framing."""
-    from devserver.supervisor import core as supervisor
+    from devserver.supervisor import launch as supervisor
 
     monkeypatch.setattr(host, "WINDOWS", False)
     assert supervisor.supervisor_command("py")[1:] == [
@@ -293,7 +293,7 @@ def test_supervisor_command_is_the_bootstrap_on_posix_and_the_supervisor_on_wind
     monkeypatch.setattr(host, "WINDOWS", True)
     assert (
         supervisor.supervisor_command("py")[-1]
-        == "from devserver.supervisor.core import run; run()"
+        == "from devserver.supervisor.entry import run; run()"
     )
 
 
@@ -305,7 +305,7 @@ def test_the_windows_supervisor_reads_the_same_spec(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                "import sys; from devserver.supervisor import core as s; sys.exit(s.main())",
+                "import sys; from devserver.supervisor import entry as s; sys.exit(s.main())",
             ],
             cwd=ROOT,
             input=data,

@@ -18,7 +18,8 @@ from typing import IO, Any
 import pytest
 
 from devserver.supervisor import logs
-from devserver.supervisor.logs import BackgroundSink, RotatingWriter, tee
+from devserver.supervisor.logs import RotatingWriter
+from devserver.supervisor.tee import BackgroundSink, tee
 
 
 class FakeClock:
@@ -345,7 +346,7 @@ def test_tee_flushes_within_50ms_even_when_a_full_read_is_followed_by_silence(
 def test_a_stalled_console_never_slows_the_tee(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logs, "CONSOLE_PENDING", 4)
+    monkeypatch.setattr("devserver.supervisor.tee.CONSOLE_PENDING", 4)
     release = threading.Event()
     shown: list[str] = []
 

@@ -98,7 +98,7 @@ def test_supervisor_pid_is_the_real_interpreter_not_the_venv_launcher(
     cmdline = json.loads(str(seen["cmdline"]))
     assert Path(cmdline[0].replace("\\", "/")).name.lower() == "python.exe"
     assert "cp311" in cmdline[0].lower() and "scripts" not in cmdline[0].lower(), cmdline
-    assert "devserver.supervisor.core" in " ".join(cmdline)
+    assert "devserver.supervisor.entry" in " ".join(cmdline)
     # The server is the supervisor's child, in the recorded identity.
     server = str(state["pid"])
     assert int(server) in winproject.probe("procs", sup)[sup]["children"]  # type: ignore[operator]
