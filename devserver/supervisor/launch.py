@@ -14,7 +14,10 @@ import sys
 from devserver.errors import StartError
 from devserver.system import host, spawn
 
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder that holds the devserver package (this file is devserver/supervisor/launch.py):
+# the supervisor runs there, so its import finds this very copy of the package even where
+# our sys.path held it only as "" (which PYTHONPATH does not carry).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
