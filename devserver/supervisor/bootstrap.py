@@ -110,14 +110,14 @@ def main() -> None:
     secret_dir = secret_path = ""
     try:
         if spec.get("secret_file"):  # Garnet's password file: rare, so imported only then
-            from devserver.supervisor.spawn import write_secret  # (it imports subprocess)
+            from devserver.supervisor.starting import write_secret  # (it imports subprocess)
 
             secret_dir, secret_path = write_secret(spec)
         child = spawn(spec, secret_path, prctl)
     except OSError as exc:
         _hand_over("spawn_failed", spec, exc, secret_dir)
     except Exception as exc:
-        from devserver.supervisor.spawn import remove_secret  # here: it imports subprocess
+        from devserver.supervisor.starting import remove_secret  # here: it imports subprocess
 
         remove_secret(secret_dir)
         _hand_over("report", exc)

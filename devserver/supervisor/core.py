@@ -9,7 +9,7 @@ loopback control socket guarded by a random token (control.py), to shut the serv
 gracefully, even when the caller's configuration changed since the start.
 
 :class:`Supervisor` takes over a server already spawned: by the POSIX bootstrap
-(bootstrap.py, fork.py) or through subprocess (spawn.py: Windows, ``--foreground``). The
+(bootstrap.py, fork.py) or through subprocess (starting.py: Windows, ``--foreground``). The
 process around it, its stdin lifeline and its start-up report are entry.py's. This module is
 imported after the spawn, while the server boots.
 """

@@ -7,7 +7,7 @@ writes ``ok`` once the server answers PING; if stdin ends without it (Ctrl+C, a 
 the state file is written, stdout is a pipe back to ``start``: a start-up failure (the state
 file cannot be written, say) is reported there as one JSON line, after the server was
 stopped. Then stdout goes to the null device. ``--foreground`` mode runs the same
-``spawn.supervise`` in-process, without any of this.
+``starting.supervise`` in-process, without any of this.
 
 On POSIX the detached supervisor starts in ``bootstrap`` (or ``fork``), which spawns the
 server and writes the state file before this module is imported, then hands over to
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from devserver.errors import DevServerError
 from devserver.supervisor import owner
-from devserver.supervisor.spawn import remove_secret, spawn_failed, supervise
+from devserver.supervisor.starting import remove_secret, spawn_failed, supervise
 from devserver.supervisor.wire import Spec, read_spec
 from devserver.system import lifetime, signals
 
@@ -53,7 +53,7 @@ def main() -> int:
 
 
 def adopt(spec: Spec, child: Child, secret_dir: str, first: First, log_fd: int = -1) -> int:
-    """Supervise a server the bootstrap spawned (POSIX), from where ``spawn.supervise`` would
+    """Supervise a server the bootstrap spawned (POSIX), from where ``starting.supervise`` would
     be after its spawn; ``first`` is the bootstrap's state write (see ``core.First``),
     ``log_fd`` the log it opened."""
     # Here: the Windows entry imports this module before its spawn (the bootstrap has

@@ -22,7 +22,7 @@ from devserver.fetch.binaries import Binary
 from devserver.server import datadir
 from devserver.server.process import current_state, prepare
 from devserver.server.state import project_lock
-from devserver.supervisor.spawn import supervise
+from devserver.supervisor.starting import supervise
 from devserver.system import signals
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from devserver.errors import DevServerError, StartError
 from devserver.supervisor.bootstrap import open_log, record_first
 from devserver.supervisor.entry import adopt, finish, report
 from devserver.supervisor.launch import python_error
-from devserver.supervisor.spawn import remove_secret, spawn_failed, write_secret
+from devserver.supervisor.starting import remove_secret, spawn_failed, write_secret
 from devserver.supervisor.wire import Spec
 from devserver.system.posix import Child, load_prctl, open_max, spawn
 
