@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from devserver.supervisor.core import First, Supervisor
     from devserver.system.posix import Child
 
+# What the bootstrap hands over to, by name (bootstrap._hand_over), spawn_failed among them.
 __all__ = ["adopt", "finish", "main", "report", "run", "spawn_failed"]
 
 
