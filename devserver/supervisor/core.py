@@ -1,8 +1,8 @@
 """The supervisor's core: the server's log tee, its state, its stop, the wait for its end.
 
 Why a separate supervisor process rather than the ``invoke start`` process: the server's
-stdout is a pipe, and someone must drain it for the server's whole life (the PoC stopped
-draining once the server was ready, so the server eventually blocked on a full pipe). The
+stdout is a pipe, and someone must drain it for the server's whole life (a reader that
+stops once the server is ready leaves it blocked on a full pipe sooner or later). The
 supervisor is that someone. It also knows exactly how it started the server (including the
 password, which is never written to disk), so ``invoke stop`` asks it, through a small
 loopback control socket guarded by a random token (control.py), to shut the server down
