@@ -19,7 +19,7 @@ from typing import Any
 
 from devserver.catalog import build_launch, get_flavor
 from devserver.config import Settings
-from devserver.errors import StartError, StateError, UntrustedState
+from devserver.errors import StartError, StateError
 from devserver.fetch.binaries import Binary
 from devserver.fetch.choice import choose_binary
 from devserver.server import datadir, resp
@@ -27,11 +27,14 @@ from devserver.server.ports import check_port_free
 from devserver.server.readiness import LineSink, LogEcho, wait_ready
 from devserver.server.state import (
     ServerState,
+    configured_names,
+    current_state,
     project_lock,
     read_state,
     remove_state,
     server_process,
     supervisor_alive,
+    untrusted_state,
 )
 from devserver.server.stopping import StopResult, stop
 from devserver.supervisor.bootstrap import can_fork, encode_spec, fork_supervisor
@@ -56,38 +59,6 @@ class StartResult:
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()  # e.g. the log file cannot be written (the server runs)
     supervised: bool = True  # already running, but its supervisor is gone: log not captured
-
-
-def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
-    """(state, live psutil process) of our server; process None when stopped or stale.
-
-    A state file that cannot be trusted (corrupt, wrong types) counts as no state: it is
-    never acted on, and the next start replaces it (``prepare`` says so).
-    """
-    try:
-        state = read_state(settings.state_file)
-    except UntrustedState:
-        return None, None
-    if state is None or state.status != "running":
-        return state, None
-    return state, server_process(state, also=_configured_names(settings))
-
-
-def _configured_names(settings: Settings) -> tuple[str, ...]:
-    """The file name of an explicitly configured server binary (``server.binary``), which the
-    identity check accepts beside the flavor's own executable names."""
-    return (settings.binary.name,) if settings.binary is not None else ()
-
-
-def untrusted_state(settings: Settings) -> str:
-    """Why the state file cannot be trusted, or "" (absent, readable, or fine)."""
-    try:
-        read_state(settings.state_file)
-    except UntrustedState as exc:
-        return exc.message
-    except StateError:
-        return ""
-    return ""
 
 
 def _ensure_writable(path: Path, what: str) -> None:
@@ -434,7 +405,7 @@ def _abandon(
             state = read_state(settings.state_file)
         except StateError:
             state = None
-        proc = server_process(state, _configured_names(settings)) if state is not None else None
+        proc = server_process(state, configured_names(settings)) if state is not None else None
         if state is not None and proc is not None:
             _kill_server(settings, state, proc)
         _kill_supervisor(sup)

@@ -25,6 +25,7 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devserver.config import Settings
 from devserver.errors import LockBusy, StateError, UntrustedState
 from devserver.system import files, kill, lifetime, wsl
 from devserver.system.atomic import PRIVATE_MODE, remove_file, write_atomic
@@ -344,3 +345,35 @@ def identity_of(pid: int) -> tuple[float, str] | None:
         return proc.create_time(), _exe_of(proc) or ""  # "": unreadable (see _exe_of)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
+    """(state, live psutil process) of our server; process None when stopped or stale.
+
+    A state file that cannot be trusted (corrupt, wrong types) counts as no state: it is
+    never acted on, and the next start replaces it (``prepare`` says so).
+    """
+    try:
+        state = read_state(settings.state_file)
+    except UntrustedState:
+        return None, None
+    if state is None or state.status != "running":
+        return state, None
+    return state, server_process(state, also=configured_names(settings))
+
+
+def configured_names(settings: Settings) -> tuple[str, ...]:
+    """The file name of an explicitly configured server binary (``server.binary``), which the
+    identity check accepts beside the flavor's own executable names."""
+    return (settings.binary.name,) if settings.binary is not None else ()
+
+
+def untrusted_state(settings: Settings) -> str:
+    """Why the state file cannot be trusted, or "" (absent, readable, or fine)."""
+    try:
+        read_state(settings.state_file)
+    except UntrustedState as exc:
+        return exc.message
+    except StateError:
+        return ""
+    return ""

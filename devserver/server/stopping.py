@@ -30,7 +30,13 @@ from devserver.catalog import get_flavor
 from devserver.config import Settings
 from devserver.errors import LockBusy, StopError, UntrustedState
 from devserver.server import resp
-from devserver.server.state import ServerState, project_lock, read_state, supervisor_alive
+from devserver.server.state import (
+    ServerState,
+    current_state,
+    project_lock,
+    read_state,
+    supervisor_alive,
+)
 from devserver.supervisor.bootstrap import reap_forked
 from devserver.system import kill, wsl
 
@@ -294,10 +300,6 @@ def stop(
         except UntrustedState as exc:
             left = _remove(settings.state_file)
             return StopResult(None, False, stale=True, untrusted=exc.message, state_left=left)
-        from devserver.server.process import (
-            current_state,
-        )  # the one identity check (process imports us)
-
         state, proc = current_state(settings)
         if state is None:
             return StopResult(None, was_running=False)

@@ -19,8 +19,8 @@ from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.fetch.binaries import Binary
 from devserver.server import datadir
-from devserver.server.process import current_state, prepare
-from devserver.server.state import project_lock
+from devserver.server.process import prepare
+from devserver.server.state import current_state, project_lock
 from devserver.supervisor.core import Supervisor, supervise
 from devserver.system import signals
 
