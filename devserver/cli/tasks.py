@@ -199,11 +199,11 @@ def start(
 
     early = launch_supervisor()  # its start-up overlaps the import and checks below
     with signals.interrupts_deferred():  # a Ctrl+C during the import: raised after it
-        from devserver.server import process
+        from devserver.server.start import start as start_server
 
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
     echo = _echo_while_read()
-    result = process.start(settings, on_line=echo, on_binary=announce, supervisor=early)
+    result = start_server(settings, on_line=echo, on_binary=announce, supervisor=early)
     try:
         _report_start(result, asked)
     except KeyboardInterrupt:  # too late to undo: say what is true
@@ -268,9 +268,9 @@ def stop(c: Context, no_save: bool = False) -> None:
 
     Exits 1 when data may have been lost (the server refused to save, or had to be killed).
     """
-    from devserver.server import process
+    from devserver.server.stopping import stop as stop_server
 
-    result = process.stop(settings_from(c), save=not no_save, on_progress=console.info)
+    result = stop_server(settings_from(c), save=not no_save, on_progress=console.info)
     _report_stop(result)
 
 
@@ -481,9 +481,9 @@ def status(c: Context, json: bool = False) -> None:
     The report goes to stdout (so `invoke status | grep` works), warnings to stderr. Exit code
     0 when running, 3 when not (LSB), 1 on an error such as a bad setting.
     """
-    from devserver.server import process
+    from devserver.server.status import status as server_status
 
-    info = process.status(settings_from(c))
+    info = server_status(settings_from(c))
     try:
         _status_report(info, json)
     except BrokenPipeError:  # `invoke status | grep -q running`: the exit code still tells
@@ -880,10 +880,10 @@ def _stop_app_processes(c: Context) -> None:
 def env(c: Context, write: Any = None, shell: bool = False) -> None:
     """Print the application's settings (REDIS_URL, api.env) in .env format, or merge them."""
     from devserver.app import env as app
-    from devserver.server import process
+    from devserver.server.state import current_state
 
     settings = settings_from(c)
-    state, proc = process.current_state(settings)
+    state, proc = current_state(settings)
     if proc is None:
         state = None
         console.warn("the server is not running: these are the configured settings")
@@ -1096,11 +1096,11 @@ def _refuse_a_differing_server(c: Context, port: str | None, flavor: str | None)
     """
     if not port and flavor in (None, "", "auto"):
         return
-    from devserver.server import process
     from devserver.server.running import differences, restart_hint
+    from devserver.server.state import current_state
 
     settings = settings_from(c, flavor=flavor, port=port)
-    state, proc = process.current_state(settings)
+    state, proc = current_state(settings)
     if state is None or proc is None:
         return
     asked = {"port": port and settings.port, "flavor": flavor}
@@ -1187,10 +1187,10 @@ def _up_app_summary(settings: Settings, result: Any) -> None:
 
 def _server_now(settings: Settings) -> str:
     """Whether the server still runs, checked now (it may have been stopped meanwhile)."""
-    from devserver.server import process
+    from devserver.server.state import current_state
 
     try:
-        state, proc = process.current_state(settings)
+        state, proc = current_state(settings)
     except DevServerError:
         state, proc = None, None
     if state is not None and proc is not None:
@@ -1215,12 +1215,12 @@ def reset(c: Context, flavor: str | None = None, yes: bool = False) -> None:
     Asks first (type y); without a terminal it refuses unless --yes is given. Nothing outside
     data/<flavor>/ is touched; another flavor's running server is left alone.
     """
-    from devserver.server import process
     from devserver.server import reset as wipe
-    from devserver.server.state import project_lock
+    from devserver.server.state import current_state, project_lock
+    from devserver.server.stopping import stop as stop_server
 
     settings = settings_from(c)
-    state, proc = process.current_state(settings)
+    state, proc = current_state(settings)
     running = state.flavor if state is not None and proc is not None else None
     name = wipe.pick_flavor(settings, flavor, running)
     found = wipe.footprint(settings, name)
@@ -1241,11 +1241,11 @@ def reset(c: Context, flavor: str | None = None, yes: bool = False) -> None:
             console.info("nothing deleted")
             return
     if running == name:
-        stopped = process.stop(settings, save=False)  # its last snapshot is about to go anyway
+        stopped = stop_server(settings, save=False)  # its last snapshot is about to go anyway
         if stopped.was_running and stopped.state is not None:
             console.ok(f"{name} (pid {stopped.state.pid}) stopped")
     with project_lock(settings.lock_file, wait=settings.stop_timeout):
-        again, live = process.current_state(settings)  # a start may have raced us
+        again, live = current_state(settings)  # a start may have raced us
         if again is not None and live is not None and again.flavor == name:
             raise ConfigError(
                 f"{name} was started again while resetting; nothing deleted",
@@ -1268,7 +1268,7 @@ def run_command(c: Context) -> None:
     from devserver.app import procs
     from devserver.app.shellenv import run_command as run_words
     from devserver.app.shellenv import words_after_dashdash
-    from devserver.server import process
+    from devserver.server.state import current_state
 
     words = words_after_dashdash(sys.argv, ("run",))
     if not words:
@@ -1276,7 +1276,7 @@ def run_command(c: Context) -> None:
             "no command given", hint="put it after `--`: invoke run -- python -m myapp.migrate"
         )
     settings = settings_from(c)
-    state, proc = process.current_state(settings)
+    state, proc = current_state(settings)
     if proc is None:
         state = None
         console.warn("the server is not running: REDIS_URL is the configured address")

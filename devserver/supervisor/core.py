@@ -46,7 +46,7 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Spec(TypedDict):
-    """Everything the supervisor needs, sent by ``process.start`` on stdin (plain values only:
+    """Everything the supervisor needs, sent by ``start.start`` on stdin (plain values only:
     it travels as marshal, see ``bootstrap.encode_spec``)."""
 
     argv: list[str]

@@ -19,7 +19,7 @@ from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.fetch.binaries import Binary
 from devserver.server import datadir
-from devserver.server.process import prepare
+from devserver.server.prepare import prepare
 from devserver.server.state import current_state, project_lock
 from devserver.supervisor.core import Supervisor, supervise
 from devserver.system import signals
@@ -40,7 +40,7 @@ def run_foreground(
 ) -> int:
     """Run the server until it exits or Ctrl+C; return its exit code.
 
-    The same checks as a background start (``process.prepare``), under the project lock,
+    The same checks as a background start (``prepare.prepare``), under the project lock,
     which is held until the state file exists, so a concurrent ``invoke start`` sees this
     server instead of starting a second one.
     """

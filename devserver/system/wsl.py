@@ -228,7 +228,7 @@ def stop_escalation(
     return method
 
 
-# --- what process.start / process.stop call for a recorded server ---------------------------
+# --- what start.py, undo.py and stop.py call for a recorded server -------------------------
 
 
 def pidfile(settings: Settings, flavor: str) -> Path:
