@@ -222,7 +222,7 @@ def _cli_rows(opts: Options, exe: str, work: Path, start: Row, stop: Row) -> Non
 
 def _library_row(opts: Options, exe: str, work: Path, row: Row) -> None:
     from devserver.server.start import start as start_server
-    from devserver.server.stopping import stop as stop_server
+    from devserver.server.stop import stop as stop_server
 
     bare = BareServer(exe, work / "bare-lib")
     settings = library_settings(work / "library", free_port())

@@ -149,7 +149,7 @@ def rows(opts: Options, wanted: set[str]) -> list[Row]:
 
 def _measure(opts: Options, peer: Peer, start: Row, stop: Row) -> None:
     from devserver.server.start import start as start_server
-    from devserver.server.stopping import stop as stop_server
+    from devserver.server.stop import stop as stop_server
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{peer.name}-"))
     try:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from devserver.config import Settings, load_settings  # noqa: E402
 from devserver.server.start import start as start_server  # noqa: E402
-from devserver.server.stopping import stop as stop_server  # noqa: E402
+from devserver.server.stop import stop as stop_server  # noqa: E402
 from tests import misbehaving_server  # noqa: E402
 
 BEHAVIOURS = [

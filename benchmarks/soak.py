@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from devserver.config import load_settings  # noqa: E402
 from devserver.server import resp  # noqa: E402
 from devserver.server.start import start as start_server  # noqa: E402
-from devserver.server.stopping import stop as stop_server  # noqa: E402
+from devserver.server.stop import stop as stop_server  # noqa: E402
 
 LOG_RATE = 400  # soak-line-<n> lines per second
 LOG_MAX_BYTES = 256 * 1024

@@ -97,7 +97,7 @@ def start(config: Settings) -> Server:
 
 def stop(config: Settings, save: bool = True) -> bool:
     """Stop the project's server (as ``invoke stop``); False when it was not running."""
-    from devserver.server.stopping import stop as stop_server
+    from devserver.server.stop import stop as stop_server
 
     return stop_server(config, save=save).was_running
 
@@ -145,7 +145,7 @@ def ephemeral(
         try:
             config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
             from devserver.server.start import start as start_server
-            from devserver.server.stopping import stop as stop_server
+            from devserver.server.stop import stop as stop_server
         except BaseException:
             if early is not None:
                 _dismiss(early[0])

@@ -268,7 +268,7 @@ def stop(c: Context, no_save: bool = False) -> None:
 
     Exits 1 when data may have been lost (the server refused to save, or had to be killed).
     """
-    from devserver.server.stopping import stop as stop_server
+    from devserver.server.stop import stop as stop_server
 
     result = stop_server(settings_from(c), save=not no_save, on_progress=console.info)
     _report_stop(result)
@@ -276,6 +276,8 @@ def stop(c: Context, no_save: bool = False) -> None:
 
 def _report_stop(result: Any) -> None:
     """One line on how the server ended; exit 1 when data may have been lost."""
+    from devserver.server.stop import StopStep  # loaded by the stop already (lean imports here)
+
     left = (
         f"; the state file could not be removed ({result.state_left}), fix the data "
         "folder's permissions"
@@ -299,7 +301,7 @@ def _report_stop(result: Any) -> None:
     took = f"in {result.seconds:.2f}s"
     status = f", {result.exit_status}" if result.exit_status else ""
     name = f"{state.flavor} (pid {state.pid})"
-    if result.method == "shutdown":
+    if result.method == StopStep.SHUTDOWN:
         saved = (
             f"; waited {result.saving_seconds:.1f}s past the budget while it saved"
             if result.saving_seconds
@@ -307,10 +309,10 @@ def _report_stop(result: Any) -> None:
         )
         code = f" (exit {result.exit_status})" if result.exit_status else ""
         console.ok(f"{name} stopped (graceful) {took}{code}{saved}{left}")
-    elif result.method == "SIGTERM" and not result.data_at_risk:
+    elif result.method == StopStep.SIGTERM and not result.data_at_risk:
         console.warn(f"{name} stopped by SIGTERM{status} {took}: {result.problem}{left}")
     else:
-        how = "killed it" if result.method == "kill" else f"{result.method} ended it{status}"
+        how = "killed it" if result.method == StopStep.KILL else f"{result.method} ended it{status}"
         loss = (
             ": data written since the last successful save may be lost"
             if result.data_at_risk
@@ -1217,7 +1219,7 @@ def reset(c: Context, flavor: str | None = None, yes: bool = False) -> None:
     """
     from devserver.server import reset as wipe
     from devserver.server.state import current_state, project_lock
-    from devserver.server.stopping import stop as stop_server
+    from devserver.server.stop import stop as stop_server
 
     settings = settings_from(c)
     state, proc = current_state(settings)

@@ -41,10 +41,9 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     stdin)."""
     flavor = get_flavor(binary.flavor)
     launch = build_launch(flavor, settings, str(binary.path), os.environ)
-    argv, env = list(launch.argv), dict(launch.env)
-    if binary.via_wsl:
-        argv = wsl.server_argv(argv)
-        env = wsl.utf8_env(wsl.wsl_env(env, [flavor.password_env]))
+    argv, env = wsl.launch(
+        list(launch.argv), dict(launch.env), [flavor.password_env], binary.via_wsl
+    )
     stop_save, terminate = flavor.stop_plan(save=True)
     return {
         "argv": argv,
@@ -110,10 +109,7 @@ def prepare(
     binary = choose_binary(settings)
     if on_binary:
         on_binary(binary)
-    if binary.via_wsl:
-        wsl.check_default_distro()  # before anything else costs time: a hint, not a crash
-        # Dragonfly rewrites it at start; an old one must never name the new server.
-        wsl.pidfile(settings, binary.flavor).unlink(missing_ok=True)
+    wsl.before_start(settings, binary.flavor, binary.via_wsl)  # first: a hint, not a crash
     spec = build_spec(settings, binary)
     data_dir = settings.flavor_data_dir(binary.flavor)
     datadir.check_compatible(data_dir, binary.flavor, binary.version)

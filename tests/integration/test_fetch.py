@@ -29,7 +29,7 @@ from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.server import resp
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from devserver.system import host
 from tests.archives import build, tree
 from tests.conftest import ROOT, free_port

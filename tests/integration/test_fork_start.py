@@ -24,7 +24,7 @@ import pytest
 
 from devserver.server import resp
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded, wait_dead
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
@@ -39,7 +39,7 @@ held = open(os.path.join({project!r}, "held-by-caller"), "w")
 os.set_inheritable(held.fileno(), True)  # even an inheritable file of the caller's stays here
 from devserver.supervisor import bootstrap
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from pathlib import Path
 from devserver.config import load_settings
 from devserver.errors import DevServerError

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
 from tests.integration.test_cli import env_for
 from tests.integration.test_verify import StartRedis, start_redis  # noqa: F401 (fixture)

@@ -23,7 +23,7 @@ from devserver.server.start import StartResult
 from devserver.server.start import start as start_server
 from devserver.server.state import read_state
 from devserver.server.status import status as server_status
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 
 

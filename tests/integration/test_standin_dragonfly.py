@@ -29,7 +29,7 @@ from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.server.start import start as start_server
 from devserver.server.status import status as server_status
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from devserver.system import host
 from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port

@@ -14,7 +14,7 @@ import pytest
 
 from devserver.errors import StartError
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
 

@@ -21,7 +21,7 @@ import pytest
 
 from devserver.server import resp
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from tests import misbehaving_server
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 from tests.integration.test_cli import env_for, invoke

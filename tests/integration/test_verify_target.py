@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from devserver.server.start import start as start_server
-from devserver.server.stopping import stop as stop_server
+from devserver.server.stop import stop as stop_server
 from devserver.verify.target import from_settings
 from tests.conftest import SettingsFactory, free_port
 

@@ -236,7 +236,7 @@ def test_prepare_checks_the_distro_first_and_drops_an_old_pidfile(
 
 
 class _NoAnswer:
-    """stopping's request to the supervisor, which never answers (a stuck snapshot)."""
+    """stop's request to the supervisor, which never answers (a stuck snapshot)."""
 
     def __init__(self, *args: object) -> None:
         self.answer, self.exit_status, self.direct = "", "", True
@@ -249,13 +249,13 @@ class _NoAnswer:
 def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver.server import stopping
+    from devserver.server import stop
 
     settings = _settings(tmp_path, stop_timeout=10)
     state = _wsl_state(tmp_path)
     assert wsl.stop_timeout(settings, state) == 30
-    monkeypatch.setattr(stopping, "_Request", _NoAnswer)
-    monkeypatch.setattr(stopping.time, "sleep", lambda s: None)
+    monkeypatch.setattr(stop, "Request", _NoAnswer)
+    monkeypatch.setattr(stop.time, "sleep", lambda s: None)
     now = [0.0]
 
     def clock() -> float:
@@ -278,11 +278,11 @@ def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     monkeypatch.setattr(wsl, "left_running", lambda settings, state: False)
     terminate = mock.Mock()
     monkeypatch.setattr(kill, "terminate", terminate)
-    result = stopping._end(settings, state, proc, True, None, clock, 0.0)
+    result = stop._end(settings, state, proc, True, None, clock, 0.0)
     escalate.assert_called_once_with(settings, state, proc)
     terminate.assert_not_called()  # never just kill wsl.exe
     assert result.method == "SIGTERM" and result.forced
-    assert now[0] >= 30 * stopping.GRACEFUL_SHARE  # waited the WSL (tripled) graceful share
+    assert now[0] >= 30 * stop.GRACEFUL_SHARE  # waited the WSL (tripled) graceful share
 
 
 def test_wsl_exe_gone_but_dragonfly_alive_counts_as_not_stopped(
