@@ -2,7 +2,7 @@
 
 The library does not print: ``start`` reports log lines and progress through callbacks and
 returns a result; failures are raised as DevServerError with a hint. Every signal goes
-through an identity-checked psutil handle (see state.py); a stale state file is removed,
+through an identity-checked psutil handle (see identity.py); a stale state file is removed,
 never acted on. The supervisor is forked from this process when it can be (one thread, on
 Linux), else spawned; a failed or interrupted start is undone by undo.py.
 """
@@ -22,9 +22,10 @@ from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.fetch.binaries import Binary
 from devserver.server import datadir
+from devserver.server.identity import supervisor_alive
 from devserver.server.prepare import prepare
 from devserver.server.readiness import LineSink, LogEcho, wait_ready
-from devserver.server.state import ServerState, current_state, project_lock, supervisor_alive
+from devserver.server.state import ServerState, current_state, project_lock
 from devserver.server.undo import SupProc, discard, undo
 from devserver.supervisor.bootstrap import can_fork, encode_spec, fork_supervisor
 from devserver.supervisor.core import PACKAGE_PARENT, launch_supervisor, supervisor_env

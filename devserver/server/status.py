@@ -7,7 +7,8 @@ from typing import Any
 
 from devserver.config import Settings
 from devserver.server import resp
-from devserver.server.state import ServerState, current_state, supervisor_alive, untrusted_state
+from devserver.server.identity import supervisor_alive
+from devserver.server.state import ServerState, current_state, untrusted_state
 
 
 def status(settings: Settings) -> dict[str, Any]:

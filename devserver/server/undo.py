@@ -14,12 +14,12 @@ from typing import Any
 
 from devserver.config import Settings
 from devserver.errors import StateError
+from devserver.server.identity import server_process
 from devserver.server.state import (
     ServerState,
     configured_names,
     read_state,
     remove_state,
-    server_process,
 )
 from devserver.system import kill, wsl
 from devserver.system.posix import Child
@@ -53,7 +53,7 @@ def discard(sup: SupProc, timeout: float = 10) -> None:
 def kill_supervisor(sup: SupProc) -> None:
     """Kill the supervisor and what it runs. Through psutil's tree, because on Windows a
     venv's python.exe is a launcher: Popen's pid is not the supervisor's own."""
-    import psutil
+    import psutil  # not at the top: only a failed start needs it (~40 ms to import)
 
     try:
         kill.kill_tree(psutil.Process(sup.pid))
