@@ -1,6 +1,6 @@
 """Talking to the person: colours, log-line highlighting, progress, JSON.
 
-The rest of the library never prints; tasks.py calls these. Colour is used only when the
+The rest of the library never prints; the tasks call these. Colour is used only when the
 stream is a terminal and NO_COLOR is unset (https://no-color.org), and colorama makes ANSI
 codes work on old Windows consoles. Messages go to stderr, data (JSON) to stdout, so
 ``--json`` output can be piped.
