@@ -26,6 +26,7 @@ from urllib.parse import quote
 from devserver.config import Settings
 from devserver.errors import ConfigError, DevServerError
 from devserver.server import resp
+from devserver.server.process import current_state
 from devserver.server.state import ServerState
 from devserver.system import appproc, kill, venv
 from devserver.system.atomic import write_atomic
@@ -76,8 +77,6 @@ def running_server(settings: Settings, needed_by: str = "the API") -> ServerStat
 
     ``needed_by`` names who wanted it in the message (``invoke cli`` is not the API).
     """
-    from devserver.server.process import current_state
-
     state, proc = current_state(settings)
     if state is None or proc is None:
         raise ServerNotRunning(
@@ -300,7 +299,7 @@ def run_api(
     try:
         on_started(proc.pid)
     except BaseException:  # unrecorded, it would outlive us unseen by `invoke down`
-        import psutil
+        import psutil  # a slow import: needed only on this rare path
 
         with suppress(psutil.Error):
             kill.kill_tree(psutil.Process(proc.pid))

@@ -15,6 +15,7 @@ the previous hook unchanged. What Invoke reads before tasks.py is imported (the 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
@@ -97,8 +98,6 @@ def reader_left() -> None:
 
     stdout is pointed at the null device, so Python's flush at exit does not fail again.
     """
-    import os
-
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):

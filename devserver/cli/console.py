@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from devserver.system import host
+
 _RESET = "\033[0m"
 _COLOURS = {
     "red": "\033[31m",
@@ -36,9 +38,7 @@ def use_colour(stream: TextIO) -> bool:
     if key not in _colour_ready:
         enabled = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
         if enabled:
-            from devserver.system.host import enable_ansi
-
-            enable_ansi(stream)
+            host.enable_ansi(stream)
         _colour_ready[key] = enabled
     return _colour_ready[key]
 
