@@ -114,6 +114,7 @@ def api(c: Context) -> None:
     # The app layer: imported when a task runs (see the package comment).
     from devserver.app import env as app
     from devserver.app import records as owned
+    from devserver.app.api import run_api
 
     settings = settings_from(c)
     if not settings.api.command:
@@ -136,7 +137,7 @@ def api(c: Context) -> None:
         f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {settings.root})"
     )
     try:
-        result = app.run_api(
+        result = run_api(
             settings.api.command,
             values,
             settings.root,
