@@ -24,7 +24,6 @@ from urllib.parse import quote
 from devserver.config import Settings
 from devserver.errors import ConfigError, DevServerError
 from devserver.server import resp
-from devserver.server.process import current_state
 from devserver.server.state import ServerState
 from devserver.system.atomic import write_atomic
 
@@ -70,6 +69,11 @@ def running_server(settings: Settings, needed_by: str = "the API") -> ServerStat
 
     ``needed_by`` names who wanted it in the message (``invoke cli`` is not the API).
     """
+    # The server layer is imported when this runs, not with the module: `invoke up` imports
+    # this module before its start step, which overlaps that import with launching the
+    # supervisor.
+    from devserver.server.process import current_state
+
     state, proc = current_state(settings)
     if state is None or proc is None:
         raise ServerNotRunning(

@@ -12,18 +12,15 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from devserver.app import env as app
-from devserver.app import procs
-from devserver.app import records as owned
-from devserver.app.procs import app_processes
 from devserver.cli import console
 from devserver.cli.invoke_args import settings_from
 from devserver.cli.report import describe_binary, server_now
 from devserver.config import Settings
 from devserver.errors import DevServerError
-from devserver.fetch import choice, release
-from devserver.fetch.manifest import read_manifest
-from devserver.server import process
-from devserver.server.running import differences, restart_hint
+
+# The fetch, server and app layers are imported in the functions that use them: before its
+# start step `up` imports only what that far needs (start overlaps importing the server layer
+# with launching the supervisor); --no-fetch imports no fetch layer; the app layer comes after.
 
 
 def up_header(number: int, step: str, text: str = "") -> None:
@@ -39,6 +36,9 @@ def binary_missing(c: Context, flavor: str | None = None) -> tuple[str, str]:
     Checked here rather than always calling fetch so a ready machine goes straight to start;
     a pinned server.version that differs from what bin/ holds counts as missing.
     """
+    from devserver.fetch import choice, release  # the fetch layer, unless --no-fetch
+    from devserver.fetch.manifest import read_manifest
+
     settings = settings_from(c, flavor=flavor)
     name = release.target_flavor(settings)
     try:
@@ -77,6 +77,9 @@ def refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) 
     """
     if not port and flavor in (None, "", "auto"):
         return
+    from devserver.server import process  # the server layer, only for --port/--flavor
+    from devserver.server.running import differences, restart_hint
+
     settings = settings_from(c, flavor=flavor, port=port)
     state, proc = process.current_state(settings)
     if state is None or proc is None:
@@ -93,6 +96,8 @@ def refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) 
 
 
 def app_commands(settings: Settings) -> dict[str, str]:
+    from devserver.app.procs import app_processes  # the app layer: after the server is up
+
     return app_processes(settings.api.command, settings.app.processes, settings.root / "Procfile")
 
 
@@ -101,6 +106,9 @@ _PREFIX_COLOURS = ("cyan", "yellow", "green", "bold", "dim")
 
 def up_app(settings: Settings, commands: dict[str, str]) -> None:
     """Run the application processes until one ends; say what still runs afterwards."""
+    from devserver.app import procs  # the app layer: after the server is up
+    from devserver.app import records as owned
+
     other = owned.running_owner(settings)
     if other is not None:
         raise DevServerError(
