@@ -108,7 +108,7 @@ class AppStop:
 
 
 def _alive(proc: Any) -> bool:
-    import psutil
+    import psutil  # a slow import: needed only when there are recorded processes to check
 
     try:
         return bool(proc.status() != psutil.STATUS_ZOMBIE)
