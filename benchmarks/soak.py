@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devserver.config import load_settings  # noqa: E402
-from devserver.server import process, resp  # noqa: E402
+from devserver.server import resp  # noqa: E402
+from devserver.server.start import start as start_server  # noqa: E402
+from devserver.server.stop import stop as stop_server  # noqa: E402
 
 LOG_RATE = 400  # soak-line-<n> lines per second
 LOG_MAX_BYTES = 256 * 1024
@@ -202,7 +204,7 @@ def run(minutes: float, rss_slack_mb: float = 4.0, keep: bool = False) -> SoakRe
         },
         project,
     )
-    state = process.start(settings).state
+    state = start_server(settings).state
     supervisor = psutil.Process(state.supervisor_pid)
     stop = threading.Event()
     threads = [
@@ -231,7 +233,7 @@ def run(minutes: float, rss_slack_mb: float = 4.0, keep: bool = False) -> SoakRe
         stop.set()
         for thread in threads:
             thread.join(timeout=130)
-        result = process.stop(settings)
+        result = stop_server(settings)
     report.stop_method, report.stop_exit_status = result.method, result.exit_status
     report.stop_seconds = round(result.seconds, 2)
     _account_log(settings.log_file("redis"), report)

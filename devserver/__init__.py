@@ -1,7 +1,7 @@
 """devserver: fetch, run, check and stop a local Redis-compatible server.
 
 The library never prints and its core never imports invoke: it returns values and raises
-:class:`devserver.errors.DevServerError`; ``devserver/cli/tasks.py`` and ``console.py`` talk to
+:class:`devserver.errors.DevServerError`; the tasks (``devserver/cli/``) talk to
 the person. For scripts: ``with devserver.ephemeral() as server: ...`` and
 ``devserver.start/stop/status(devserver.settings(...))`` (devserver/library.py), imported
 only when used so ``import devserver`` (every ``invoke`` run) stays cheap.

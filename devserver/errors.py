@@ -1,6 +1,6 @@
 """One small exception family: every expected failure carries a message and a hint.
 
-tasks.py turns a DevServerError into ``Exit(1)`` with both lines on stderr and no traceback,
+The tasks turn a DevServerError into ``Exit(1)`` with both lines on stderr and no traceback,
 so anything a user can cause or fix must be raised as one of these, never as a bare OSError.
 """
 

@@ -3,7 +3,7 @@
 Why a module of its own: the tasks talk to a person and read invoke.yaml through Invoke; a
 script (or the pytest plugin) wants values and exceptions, no output, and a throwaway server
 that never touches the project's own data. Everything here goes through the same
-``process.start`` / supervisor as ``invoke start``. Like the rest of the library it never
+``start.start`` / supervisor as ``invoke start``. Like the rest of the library it never
 prints: failures are :class:`devserver.errors.DevServerError` with a message and a hint.
 """
 
@@ -73,10 +73,10 @@ def start(config: Settings) -> Server:
     a server on another port than the caller connects to would only fail later.
     """
     from devserver.errors import StartError
-    from devserver.server import process
     from devserver.server.running import differences
+    from devserver.server.start import start as start_server
 
-    result = process.start(config)
+    result = start_server(config)
     if result.already_running:
         asked = {
             "port": config.port,
@@ -97,16 +97,16 @@ def start(config: Settings) -> Server:
 
 def stop(config: Settings, save: bool = True) -> bool:
     """Stop the project's server (as ``invoke stop``); False when it was not running."""
-    from devserver.server import process
+    from devserver.server.stop import stop as stop_server
 
-    return process.stop(config, save=save).was_running
+    return stop_server(config, save=save).was_running
 
 
 def status(config: Settings) -> dict[str, Any]:
     """The same object as ``invoke status --json`` (``running`` is False when stopped)."""
-    from devserver.server import process
+    from devserver.server.status import status as server_status
 
-    return process.status(config)
+    return server_status(config)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -144,18 +144,19 @@ def ephemeral(
     try:
         try:
             config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
-            from devserver.server import process
+            from devserver.server.start import start as start_server
+            from devserver.server.stop import stop as stop_server
         except BaseException:
             if early is not None:
                 _dismiss(early[0])
             raise
-        result = process.start(
+        result = start_server(
             config, supervisor=early, owner_pid=os.getpid() if owner_pid is None else owner_pid
         )
         try:
             yield _server(config, result.state)
         finally:
-            process.stop(config, save=False)
+            stop_server(config, save=False)
     finally:
         if workdir is None:
             shutil.rmtree(base, ignore_errors=True)

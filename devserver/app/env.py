@@ -1,4 +1,4 @@
-"""The application's side: its connection settings (REDIS_URL, .env) and running its API.
+"""The application's connection settings: REDIS_URL, and merging them into a .env file.
 
 ``invoke env`` and ``invoke api`` hand the application the address of the server this tool
 runs. The URL is built in one place so the two always agree, with the password URL-encoded:
@@ -8,7 +8,7 @@ Merging into a .env file touches only the lines of the keys we own: developers k
 own settings (and comments) in the same file, so every other line survives byte for byte
 (line endings, encoding, a BOM), and the new file replaces the old one atomically so an
 editor or a crash never sees half a file. Like the rest of the library this module never
-prints; platform differences (shell, Ctrl+C) live in system/appproc.py.
+prints.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -27,7 +25,6 @@ from devserver.config import Settings
 from devserver.errors import ConfigError, DevServerError
 from devserver.server import resp
 from devserver.server.state import ServerState
-from devserver.system import appproc, kill, venv
 from devserver.system.atomic import write_atomic
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,10 +36,6 @@ _BOM = "\ufeff"
 
 class ServerNotRunning(DevServerError):
     """``invoke api`` needs a running server: the application would fail to connect."""
-
-
-class ApiError(DevServerError):
-    """The API command could not be started at all (not: it exited non-zero)."""
 
 
 class EnvFileError(DevServerError):
@@ -76,7 +69,10 @@ def running_server(settings: Settings, needed_by: str = "the API") -> ServerStat
 
     ``needed_by`` names who wanted it in the message (``invoke cli`` is not the API).
     """
-    from devserver.server.process import current_state
+    # The server layer is imported when this runs, not with the module: `invoke up` imports
+    # this module before its start step, which overlaps that import with launching the
+    # supervisor.
+    from devserver.server.state import current_state
 
     state, proc = current_state(settings)
     if state is None or proc is None:
@@ -256,55 +252,3 @@ def _replace_atomically(target: Path, data: bytes, existed: bool) -> None:
             f"cannot write {target}: {exc.strerror or exc}",
             hint="check the folder's permissions (on Windows: close programs holding the file)",
         ) from None
-
-
-# --- Running the API ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApiResult:
-    """The API command's exit code (ready for sys.exit) and whether Ctrl+C stopped it."""
-
-    code: int
-    interrupted: bool
-
-
-Spawn = Callable[[str, Mapping[str, str], Path], "subprocess.Popen[bytes]"]
-
-
-def run_api(
-    command: str,
-    extra_env: Mapping[str, str],
-    cwd: Path,
-    base_env: Mapping[str, str] | None = None,
-    spawn: Spawn = appproc.spawn_foreground,
-    on_started: Callable[[int], None] = lambda pid: None,
-) -> ApiResult:
-    """Run the API command in the foreground until it exits; return its exit code.
-
-    ``on_started`` gets the API's pid once it runs (``invoke api`` records it for ``down``).
-
-    Ctrl+C is the API's to handle (appproc.relay_interrupts): we keep waiting so its own
-    graceful shutdown runs, and return whatever code it ends with. The server is not touched:
-    stopping the API must not throw away the queue.
-    """
-    env = venv.scripts_first(os.environ if base_env is None else base_env)
-    env.update(extra_env)
-    try:
-        proc = spawn(venv.own_python(command), env, cwd)
-    except OSError as exc:
-        raise ApiError(
-            f"cannot run the API command {command!r}: {exc.strerror or exc}",
-            hint="check api.command in invoke.yaml (or INVOKE_API_COMMAND)",
-        ) from None
-    try:
-        on_started(proc.pid)
-    except BaseException:  # unrecorded, it would outlive us unseen by `invoke down`
-        import psutil
-
-        with suppress(psutil.Error):
-            kill.kill_tree(psutil.Process(proc.pid))
-        proc.wait()
-        raise
-    code, interrupted = appproc.wait_relaying(proc)
-    return ApiResult(code, interrupted=interrupted)

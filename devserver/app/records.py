@@ -3,7 +3,7 @@ down`` can stop it: docker compose's ``down`` stops what ``up`` or one of its pa
 
 ``data/app.json`` sits beside the server's state file and holds the owner (the ``up`` process)
 and each application process as (name, pid, create time, executable), recorded with
-state.identity_of and checked with state.verified_process before any signal, exactly like the
+identity.identity_of and checked with identity.verified_process before any signal, exactly like the
 server: a PID reused since is never signalled.
 
 ``down`` from another shell first asks the owner (``"stop_requested": true`` in the file; the
@@ -31,7 +31,7 @@ from typing import Any
 
 from devserver.config import Settings
 from devserver.errors import DevServerError
-from devserver.server.state import identity_of, verified_process
+from devserver.server.identity import identity_of, verified_process
 from devserver.system import appproc, kill
 from devserver.system.atomic import PRIVATE_MODE, write_atomic
 
@@ -108,7 +108,7 @@ class AppStop:
 
 
 def _alive(proc: Any) -> bool:
-    import psutil
+    import psutil  # a slow import: needed only when there are recorded processes to check
 
     try:
         return bool(proc.status() != psutil.STATUS_ZOMBIE)

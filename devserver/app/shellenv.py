@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,8 +55,6 @@ def run_command(words: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
     The terminal stays the command's (stdin, Ctrl+C): like ``invoke api``, we wait while it
     handles Ctrl+C itself and pass its code on.
     """
-    import shutil
-
     program = shutil.which(words[0], path=env.get("PATH")) or words[0]
     try:
         proc = subprocess.Popen([program, *words[1:]], env=dict(env), cwd=str(cwd))

@@ -5,8 +5,8 @@ Invoke imports tasks.py first and only then merges the project's invoke.yaml, a 
 config (``-f``) and the ``INVOKE_*`` environment into its config; a YAML syntax error, a
 section given as a string where invoke.yaml has a mapping, an environment value Invoke
 cannot cast (``INVOKE_SERVER_PORT=abc`` when some config file has the port unquoted, or any
-value for a list or mapping key) then escape from Invoke's own code as a traceback. tasks.py
-installs :func:`install` as the interpreter's excepthook, which recognises these (by the
+value for a list or mapping key) then escape from Invoke's own code as a traceback. The tasks
+install :func:`install` as the interpreter's excepthook, which recognises these (by the
 exception's module and the frames it passed through, so this module never imports invoke)
 and prints the usual ``error:``/``hint:`` pair; the exit code stays 1. Anything else goes to
 the previous hook unchanged. What Invoke reads before tasks.py is imported (the user's
@@ -15,6 +15,7 @@ the previous hook unchanged. What Invoke reads before tasks.py is imported (the 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
@@ -97,8 +98,6 @@ def reader_left() -> None:
 
     stdout is pointed at the null device, so Python's flush at exit does not fail again.
     """
-    import os
-
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):

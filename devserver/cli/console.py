@@ -1,6 +1,6 @@
 """Talking to the person: colours, log-line highlighting, progress, JSON.
 
-The rest of the library never prints; tasks.py calls these. Colour is used only when the
+The rest of the library never prints; the tasks call these. Colour is used only when the
 stream is a terminal and NO_COLOR is unset (https://no-color.org), and colorama makes ANSI
 codes work on old Windows consoles. Messages go to stderr, data (JSON) to stdout, so
 ``--json`` output can be piped.
@@ -14,6 +14,8 @@ import re
 import sys
 import time
 from typing import Any, TextIO
+
+from devserver.system import host
 
 _RESET = "\033[0m"
 _COLOURS = {
@@ -36,9 +38,7 @@ def use_colour(stream: TextIO) -> bool:
     if key not in _colour_ready:
         enabled = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
         if enabled:
-            from devserver.system.host import enable_ansi
-
-            enable_ansi(stream)
+            host.enable_ansi(stream)
         _colour_ready[key] = enabled
     return _colour_ready[key]
 

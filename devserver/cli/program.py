@@ -15,6 +15,7 @@ from invoke.config import Config
 from invoke.program import Program
 
 from devserver import __version__
+from devserver.cli.tasks import ns
 
 
 class ProjectConfig(Config):
@@ -34,8 +35,6 @@ class DevServerProgram(Program):
 
 
 def program() -> Program:
-    from devserver.cli.tasks import ns
-
     return DevServerProgram(
         name="devserver",
         binary="devserver",

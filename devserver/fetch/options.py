@@ -16,7 +16,7 @@ class Bar(Protocol):
 
 
 class Reporter(Protocol):
-    """How the library talks through tasks.py without printing (console.py implements it)."""
+    """How the library talks through the tasks without printing (cli/report.py implements it)."""
 
     def info(self, text: str) -> None: ...
     def warn(self, text: str) -> None: ...

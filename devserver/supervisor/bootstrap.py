@@ -1,7 +1,7 @@
 """The detached supervisor's first milliseconds on POSIX: spec in, server spawned, state out.
 
 Why a module of its own: everything between ``start`` sending the spec and the state file
-appearing is on the critical path of ``invoke start`` and of ``process.start``, and in a
+appearing is on the critical path of ``invoke start`` and of ``server.start.start``, and in a
 fresh interpreter the usual tools cost more than the server's own start-up. Measured here
 (Python 3.11, ``python -X importtime``): ``import subprocess`` 11 ms (it pulls in re, enum,
 locale), json 10 ms, ``import devserver.supervisor.core`` 30-40 ms in all, against 10-20 ms for
@@ -161,7 +161,7 @@ def warm_up(fd: int) -> None:
 
     ``invoke start`` sends the spec some 100 ms after launching us (it imports the library
     and runs its checks first): then all of this is done by the time it arrives, and the tee
-    runs within a millisecond of the spawn. ``process.start`` sends it at once: then nothing
+    runs within a millisecond of the spawn. ``server.start.start`` sends it at once: then nothing
     is imported before the spawn, and the rest follows while the server boots.
     """
     import select  # loaded from disk: here, with the rest of the warm-up

@@ -20,8 +20,8 @@ from devserver.config import Settings
 from devserver.errors import StartError
 from devserver.fetch.binaries import Binary
 from devserver.server import datadir
-from devserver.server.process import current_state, prepare
-from devserver.server.state import project_lock
+from devserver.server.prepare import prepare
+from devserver.server.state import current_state, project_lock
 from devserver.supervisor.starting import supervise
 from devserver.system import signals
 
@@ -44,7 +44,7 @@ def run_foreground(
 ) -> int:
     """Run the server until it exits or Ctrl+C; return its exit code.
 
-    The same checks as a background start (``process.prepare``), under the project lock,
+    The same checks as a background start (``server.prepare``), under the project lock,
     which is held until the state file exists, so a concurrent ``invoke start`` sees this
     server instead of starting a second one.
     """

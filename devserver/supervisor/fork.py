@@ -1,7 +1,7 @@
 """A supervisor forked from the caller (Linux, single-threaded callers): no new interpreter
 before the server is spawned.
 
-``process.start`` forks here when :func:`can_fork` allows it; the forked copy spawns the
+``server.start.start`` forks here when :func:`can_fork` allows it; the forked copy spawns the
 server, writes the state file as the bootstrap does (bootstrap.py), then execs a clean
 ``python -S`` that takes over in :func:`resume`. Everything else (Windows, threaded callers,
 ``DEVSERVER_NO_FORK=1``) launches the bootstrap instead (launch.py).
@@ -27,7 +27,7 @@ from devserver.system.posix import Child, load_prctl, open_max, spawn
 
 
 def can_fork() -> bool:
-    """Whether ``process.start`` may fork its supervisor from the calling process.
+    """Whether ``server.start.start`` may fork its supervisor from the calling process.
 
     Only on Linux, and only while this process has exactly one thread: ``/proc/self/task``
     lists every thread, C ones too, so this proves what the fork needs (no lock held by

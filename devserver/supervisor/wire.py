@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, TypedDict
 
     class Spec(TypedDict):
-        """Everything the supervisor needs, sent by ``process.start`` on stdin (plain values
+        """Everything the supervisor needs, sent by ``server.start.start`` on stdin (plain values
         only: it travels as marshal, see :func:`encode_spec`)."""
 
         argv: list[str]

@@ -26,7 +26,7 @@ def start_ticks(pid: int) -> int | None:
     a VM or WSL2 resume, or a manual date change moves it, and a live server would look like
     a reused PID. The tick count never changes for a process and differs for a later process
     with the same PID. None where there is no such file (Windows, macOS) or it cannot be read:
-    there psutil's create time is the identity (see ``state.same_start``).
+    there psutil's create time is the identity (see ``identity.same_start``).
     """
     if host.WINDOWS or host.MACOS:
         return None
@@ -58,7 +58,7 @@ def parent_death_kwargs() -> dict[str, Any]:
     """Popen options that make the server get SIGTERM (a graceful, saving stop) when the
     process that spawned it dies, even by SIGKILL or the OOM killer. Linux only (prctl
     PR_SET_PDEATHSIG); {} elsewhere, and the tool then reports such a server as running
-    *unsupervised* (see ``state.supervisor_alive``).
+    *unsupervised* (see ``identity.supervisor_alive``).
 
     ``preexec_fn`` runs Python in the forked child, which is unsafe when other threads exist
     (a lock one of them held stays locked in the child). The supervisor spawns the server

@@ -83,7 +83,7 @@ def _libc_function(name: str) -> Callable[..., int]:
     """A libc function returning int, through ``_ctypes`` (the C half of ctypes).
 
     Why not ``ctypes.CDLL(None).prctl``: ``import ctypes`` builds its whole type zoo, 6.5 ms
-    here against 1.2 ms for this, and on ``process.start`` that lies between the spec's
+    here against 1.2 ms for this, and on ``start.start`` that lies between the spec's
     arrival and the server's exec. ``_ctypes``'s dlopen/dlsym/CFuncPtr are what ctypes
     itself is made of (unchanged since Python 2.5); where they differ, ctypes is used.
     """

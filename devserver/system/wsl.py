@@ -228,7 +228,27 @@ def stop_escalation(
     return method
 
 
-# --- what process.start / process.stop call for a recorded server ---------------------------
+# --- what start.py, undo.py and stop.py call for a recorded server -------------------------
+
+
+def launch(
+    argv: list[str], env: dict[str, str], secret_names: Sequence[str], via_wsl: bool
+) -> tuple[list[str], dict[str, str]]:
+    """The server's argv and environment as the supervisor launches them: through wsl.exe
+    when ``via_wsl`` (``secret_names``: variables that must cross into WSL), else as given."""
+    if not via_wsl:
+        return argv, env
+    return server_argv(argv), utf8_env(wsl_env(env, secret_names))
+
+
+def before_start(settings: Settings, flavor: str, via_wsl: bool) -> None:
+    """A start through WSL: check the default distribution before anything else costs time,
+    and drop an old pidfile (Dragonfly rewrites it at start; an old one must never name the
+    new server). Nothing for any other start."""
+    if not via_wsl:
+        return
+    check_default_distro()
+    pidfile(settings, flavor).unlink(missing_ok=True)
 
 
 def pidfile(settings: Settings, flavor: str) -> Path:
@@ -259,6 +279,15 @@ def escalate(settings: Settings, state: ServerState, proc: Any) -> str:
     if not _ours(state):
         return ""
     return stop_escalation(pidfile(settings, state.flavor), proc)
+
+
+def stop_left_running(settings: Settings, state: ServerState, proc: Any) -> tuple[str, str]:
+    """After a graceful stop: wsl.exe is gone (killed?) but Dragonfly may still run inside
+    WSL, so it is not stopped yet: force it (:func:`escalate`). (how it ended, why it was
+    needed), or ("", "") when nothing was left running."""
+    if not left_running(settings, state):
+        return "", ""
+    return escalate(settings, state, proc), "wsl.exe exited but dragonfly kept running inside WSL"
 
 
 def kill_now(settings: Settings, state: ServerState) -> None:

@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from devserver.catalog import TLS_URL_SCHEME, URL_SCHEME
 from devserver.config import Settings
 from devserver.errors import StateError, VerifyError
-from devserver.server.process import current_state
 from devserver.server.resp import connect_host
+from devserver.server.state import current_state
 
 SCHEMES = (URL_SCHEME, TLS_URL_SCHEME)
 MASK = "***"

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from devserver.server import process, resp
+from devserver.server import resp
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from tests import misbehaving_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
 from tests.integration.test_cli import env_for, invoke
@@ -236,7 +238,7 @@ def test_a_moved_project_folder_is_not_recreated(
 ) -> None:
     misbehaving_server.install(project / "bin", "noisy")
     settings = make_settings()
-    state = process.start(settings).state
+    state = start_server(settings).state
     moved = project.with_name("moved")
     project.rename(moved)
     try:
@@ -255,7 +257,7 @@ def test_a_moved_project_folder_is_not_recreated(
             data_dir=str(moved / "data"),
             log_dir=str(moved / "logs"),
         )
-        result = process.stop(moved_settings)
+        result = stop_server(moved_settings)
         assert result.was_running and result.method == "shutdown"
         assert wait_dead(state.pid) and wait_dead(state.supervisor_pid)
         assert not project.exists()

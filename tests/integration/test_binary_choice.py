@@ -20,7 +20,8 @@ import pytest
 from devserver.catalog import get_flavor
 from devserver.errors import BinaryNotFound, ConfigError, StartError
 from devserver.fetch import choice, discovery
-from devserver.server import datadir, process
+from devserver.server import datadir
+from devserver.server.start import start as start_server
 from devserver.system import host
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
@@ -125,7 +126,7 @@ def test_start_refuses_only_when_nothing_found_can_read_the_data(
     data.mkdir(parents=True)
     datadir.record_version(data, "7.0.15")
     with pytest.raises(StartError, match="cannot load it"):
-        process.start(settings)
+        start_server(settings)
 
 
 def _invoke(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

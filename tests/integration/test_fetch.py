@@ -27,7 +27,9 @@ from devserver.errors import BinaryNotFound, ChecksumError, FetchError, NetworkE
 from devserver.fetch import download
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
-from devserver.server import process, resp
+from devserver.server import resp
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from devserver.system import host
 from tests.archives import build, tree
 from tests.conftest import ROOT, free_port
@@ -158,12 +160,12 @@ def test_fetch_installs_then_start_answers_ping(
     assert any(line.startswith("progress: downloading") for line in said.lines)
     assert snapshot(settings)["strays"] == []
 
-    started = process.start(settings)
+    started = start_server(settings)
     try:
         assert started.state.binary == str(exe)
         assert resp.ping("127.0.0.1", settings.port, timeout=2) == "ready"
     finally:
-        process.stop(settings, save=False)
+        stop_server(settings, save=False)
 
 
 def test_installed_means_no_network_call(

@@ -1,4 +1,4 @@
-"""``process.start`` from a single-threaded caller forks its supervisor (supervisor/fork.py
+"""``server.start.start`` from a single-threaded caller forks its supervisor (supervisor/fork.py
 ``fork_supervisor``): real redis-server, the caller a fresh Python process of its own (the
 test runner's workers have threads, so in-process starts take the spawned path).
 
@@ -22,7 +22,9 @@ from typing import Any
 import psutil
 import pytest
 
-from devserver.server import process, resp
+from devserver.server import resp
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded, wait_dead
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
@@ -35,7 +37,9 @@ for i in range(0, len(big), 4096):
     big[i] = 1
 held = open(os.path.join({project!r}, "held-by-caller"), "w")
 os.set_inheritable(held.fileno(), True)  # even an inheritable file of the caller's stays here
-from devserver.supervisor import fork; from devserver.server import process
+from devserver.supervisor import fork
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from pathlib import Path
 from devserver.config import load_settings
 from devserver.errors import DevServerError
@@ -43,10 +47,10 @@ settings = load_settings({{"server": {server!r}}}, Path({project!r}))
 out = {{"me": os.getpid(), "forks": fork.can_fork()}}
 exec({inject!r})  # a fault, for some tests
 try:
-    result = process.start(settings)
+    result = start_server(settings)
     out.update(pid=result.state.pid, sup=result.state.supervisor_pid)
     if {then_stop!r}:
-        out["stopped"] = process.stop(settings).method
+        out["stopped"] = stop_server(settings).method
 except DevServerError as exc:
     out["error"] = exc.message
 except KeyboardInterrupt:
@@ -134,9 +138,9 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         os.kill(sup, signal.SIGKILL)
         assert wait_dead(pid), "the server outlived its supervisor"
         settings = make_settings(port=port, binary=str(redis_server_path))
-        process.start(settings)
+        start_server(settings)
         assert resp.call("127.0.0.1", port, [["GET", "kept"]])[0] == "yes"
-        process.stop(settings)
+        stop_server(settings)
     finally:
         release(caller, project)
 

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devserver.server import process
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded
 from tests.integration.test_cli import env_for
 from tests.integration.test_verify import StartRedis, start_redis  # noqa: F401 (fixture)
@@ -86,7 +87,7 @@ def test_verify_names_a_port_that_differs_from_the_running_server(
     start_redis: StartRedis,  # noqa: F811
 ) -> None:
     settings = make_settings()
-    process.start(settings)  # this project's server, on settings.port
+    start_server(settings)  # this project's server, on settings.port
     other = start_redis()  # some other server the person points INVOKE_SERVER_PORT at
     env = env_for(project, other, INVOKE_VERIFY_ITERATIONS="5")
     for op in ("CONNECT", "PING", "SET", "GET", "LPUSH", "BRPOP"):
@@ -102,4 +103,4 @@ def test_verify_names_a_port_that_differs_from_the_running_server(
     assert result.returncode == 0, result.stderr
     assert f"verify redis://127.0.0.1:{other}/0" in result.stdout  # honoured, not ignored
     assert f"the running server is on {settings.port}; you asked for {other}" in result.stderr
-    process.stop(settings)
+    stop_server(settings)

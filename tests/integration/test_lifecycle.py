@@ -18,9 +18,12 @@ import psutil
 import pytest
 
 from devserver.errors import PortInUse, StartError
-from devserver.server import process, resp
-from devserver.server.process import StartResult
+from devserver.server import resp
+from devserver.server.start import StartResult
+from devserver.server.start import start as start_server
 from devserver.server.state import read_state
+from devserver.server.status import status as server_status
+from devserver.server.stop import stop as stop_server
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 
 
@@ -43,7 +46,7 @@ def wait_dead(pid: int, timeout: float = 10) -> bool:
 def test_start_status_stop(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     lines: list[str] = []
-    result = process.start(settings, on_line=lines.append)
+    result = start_server(settings, on_line=lines.append)
     state = result.state
     assert not result.already_running
     assert resp.ping("127.0.0.1", settings.port) == "ready"
@@ -54,7 +57,7 @@ def test_start_status_stop(make_settings: SettingsFactory) -> None:
     assert os.getpgid(state.pid) == state.pid  # its own process group
     assert state.supervisor_pid != os.getpid() and alive(state.supervisor_pid)
 
-    info = process.status(settings)
+    info = server_status(settings)
     for key in (
         "running",
         "flavor",
@@ -74,22 +77,22 @@ def test_start_status_stop(make_settings: SettingsFactory) -> None:
     first = log.splitlines()[0]
     assert first.startswith("[") and first[20:22] == "] "  # [YYYY-MM-DD HH:MM:SS]
 
-    stopped = process.stop(settings)
+    stopped = stop_server(settings)
     assert stopped.was_running and not stopped.forced
     assert wait_dead(state.pid) and wait_dead(state.supervisor_pid)
     assert not settings.state_file.exists()
-    assert process.status(settings)["running"] is False
+    assert server_status(settings)["running"] is False
     log = settings.log_file("redis").read_text()
     assert "server exited with code 0" in log
 
 
 def test_start_and_stop_are_idempotent(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    first = process.start(settings)
-    again = process.start(settings)
+    first = start_server(settings)
+    again = start_server(settings)
     assert again.already_running and again.state.pid == first.state.pid
-    assert process.stop(settings).was_running
-    second_stop = process.stop(settings)
+    assert stop_server(settings).was_running
+    second_stop = stop_server(settings)
     assert not second_stop.was_running and not second_stop.stale
 
 
@@ -112,17 +115,17 @@ def test_stale_state_pointing_at_an_unrelated_live_process(make_settings: Settin
             "started_at": 0,
         }
         settings.state_file.write_text(json.dumps(fake))
-        assert process.status(settings)["running"] is False
-        result = process.stop(settings)
+        assert server_status(settings)["running"] is False
+        result = stop_server(settings)
         assert result.stale and not result.was_running
         assert bystander.poll() is None  # never signalled
         assert not settings.state_file.exists()
 
         settings.state_file.write_text(json.dumps(fake))
-        started = process.start(settings)
+        started = start_server(settings)
         assert started.stale is not None and started.stale.pid == bystander.pid
         assert bystander.poll() is None
-        process.stop(settings)
+        stop_server(settings)
         assert bystander.poll() is None
     finally:
         bystander.kill()
@@ -131,27 +134,27 @@ def test_stale_state_pointing_at_an_unrelated_live_process(make_settings: Settin
 
 def test_kill_9_then_status_and_start(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    state = process.start(settings).state
+    state = start_server(settings).state
     os.kill(state.pid, signal.SIGKILL)
     assert wait_dead(state.pid) and wait_dead(state.supervisor_pid)
-    info = process.status(settings)
+    info = server_status(settings)
     assert info["running"] is False and info["stale"] is True
     assert info["exit_status"] == "signal SIGKILL"
     assert "server exited with signal SIGKILL" in settings.log_file("redis").read_text()
-    result = process.start(settings)
+    result = start_server(settings)
     assert not result.already_running and result.state.pid != state.pid
-    process.stop(settings)
+    stop_server(settings)
 
 
 def test_data_survives_stop_and_start(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    process.start(settings)
+    start_server(settings)
     resp.call("127.0.0.1", settings.port, [["SET", "k", "kept"], ["LPUSH", "q", "a", "b"]])
-    process.stop(settings)
-    process.start(settings)
+    stop_server(settings)
+    start_server(settings)
     got = resp.call("127.0.0.1", settings.port, [["GET", "k"], ["LLEN", "q"]])
     assert got == ["kept", 2]
-    process.stop(settings, save=True)
+    stop_server(settings, save=True)
     assert (settings.data_dir / "redis" / "dump.rdb").exists()
 
 
@@ -162,7 +165,7 @@ def test_concurrent_starts_make_one_server(make_settings: SettingsFactory) -> No
 
     def run() -> None:
         try:
-            results.append(process.start(settings))
+            results.append(start_server(settings))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -181,22 +184,22 @@ def test_concurrent_starts_make_one_server(make_settings: SettingsFactory) -> No
         and f"{settings.port}" in " ".join(p.info["cmdline"] or [])
     ]
     assert len(servers) == 1
-    process.stop(settings)
+    stop_server(settings)
 
 
 def test_password_is_enforced_and_never_on_argv_or_in_logs(make_settings: SettingsFactory) -> None:
     secret = "pw-" + os.urandom(6).hex()
     settings = make_settings(password=secret)
-    state = process.start(settings).state
+    state = start_server(settings).state
     assert resp.ping("127.0.0.1", settings.port) == "auth"  # NOAUTH without it
     assert resp.ping("127.0.0.1", settings.port, password=secret) == "ready"
     cmdline = " ".join(psutil.Process(state.pid).cmdline())
     sup_cmdline = " ".join(psutil.Process(state.supervisor_pid).cmdline())
     assert secret not in cmdline and secret not in sup_cmdline
     assert secret not in settings.state_file.read_text()
-    info = process.status(settings)
+    info = server_status(settings)
     assert "clients" in info  # INFO worked with the configured password
-    process.stop(settings)
+    stop_server(settings)
     assert wait_dead(state.pid)
     for path in [*settings.log_dir.rglob("*"), *settings.data_dir.rglob("*")]:
         if path.is_file():
@@ -207,9 +210,9 @@ def test_stop_uses_the_supervisor_even_when_the_password_changed(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(password="first")
-    state = process.start(settings).state
+    state = start_server(settings).state
     changed = dataclasses.replace(settings, password="second")
-    result = process.stop(changed)
+    result = stop_server(changed)
     assert result.was_running and not result.forced
     assert wait_dead(state.pid)
 
@@ -219,7 +222,7 @@ def test_crash_on_start_shows_the_log_tail_and_leaves_nothing(
 ) -> None:
     settings = make_settings(extra_args="--no-such-option 1")
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert "exited during startup" in info.value.message
     assert "no-such-option" in info.value.hint  # Redis's own complaint, from the log tail
     assert not settings.state_file.exists()
@@ -233,7 +236,7 @@ def test_crash_on_start_shows_the_log_tail_and_leaves_nothing(
 def test_port_in_use_names_the_owner(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     with socket.create_server(("127.0.0.1", settings.port)), pytest.raises(PortInUse) as info:
-        process.start(settings)
+        start_server(settings)
     assert str(settings.port) in info.value.message
     assert f"pid {os.getpid()}" in info.value.message
     assert not settings.state_file.exists()
@@ -254,7 +257,7 @@ def test_startup_timeout_kills_what_it_started(
     _fake_server(project, "import time, sys\nprint('booting', flush=True)\ntime.sleep(60)")
     settings = make_settings(startup_timeout="1")
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert "did not answer PING within 1s" in info.value.message
     assert "booting" in info.value.hint
     assert not settings.state_file.exists()
@@ -291,21 +294,21 @@ def test_stop_escalates_when_shutdown_is_ignored(
         ),
     )
     settings = make_settings(stop_timeout="1")
-    state = process.start(settings).state
-    result = process.stop(settings)
+    state = start_server(settings).state
+    result = stop_server(settings)
     assert result.was_running and result.forced
     assert wait_dead(state.pid)
     assert not settings.state_file.exists()
 
 
 def test_status_of_a_fresh_project(make_settings: SettingsFactory) -> None:
-    info: dict[str, Any] = process.status(make_settings())
+    info: dict[str, Any] = server_status(make_settings())
     assert info["running"] is False and info["pid"] is None and info["stale"] is False
 
 
 def test_state_file_written_by_supervisor_is_complete(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    process.start(settings)
+    start_server(settings)
     state = read_state(settings.state_file)
     assert state is not None
     raw = json.loads(settings.state_file.read_text())
@@ -323,20 +326,20 @@ def test_state_file_written_by_supervisor_is_complete(make_settings: SettingsFac
     ):
         assert key in raw
     assert raw["pid"] == state.pid and raw["status"] == "running"
-    process.stop(settings)
+    stop_server(settings)
 
 
 def test_older_binary_is_refused_on_newer_data(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    state = process.start(settings).state
-    process.stop(settings)
+    state = start_server(settings).state
+    stop_server(settings)
     data_dir = settings.data_dir / "redis"
     marker = json.loads((data_dir / ".devserver-written-by.json").read_text())
     assert marker["version"] == state.version
     # Pretend a newer Redis wrote the data; the installed one is then too old for it.
     (data_dir / ".devserver-written-by.json").write_text(json.dumps({"version": "99.0.0"}))
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert str(data_dir) in info.value.message and "99.0.0" in info.value.message
     assert "never deletes" in info.value.hint
     assert (data_dir / "dump.rdb").exists()  # nothing was touched
@@ -375,7 +378,7 @@ def test_garnet_password_file_is_removed_after_a_failed_start(
     exe.chmod(0o755)
     settings = make_settings(flavor="garnet", password="garnet-secret", startup_timeout="1")
     with pytest.raises(StartError):
-        process.start(settings)
+        start_server(settings)
     argv = record.read_text().splitlines()
     secret = Path(argv[argv.index("--config-import-path") + 1])
     assert "garnet-secret" not in " ".join(argv)
@@ -384,13 +387,13 @@ def test_garnet_password_file_is_removed_after_a_failed_start(
 
 def test_garbage_on_the_control_socket_does_not_break_stop(make_settings: SettingsFactory) -> None:
     settings = make_settings(stop_timeout="3")
-    state = process.start(settings).state
+    state = start_server(settings).state
     for junk in (b"\xff x y\n", b"nonsense\n", b""):
         with socket.create_connection(("127.0.0.1", state.control_port), timeout=2) as conn:
             conn.sendall(junk)
             conn.shutdown(socket.SHUT_WR)
             assert conn.recv(64) in (b"denied\n", b"")
-    result = process.stop(settings)
+    result = stop_server(settings)
     assert result.was_running and not result.forced  # the supervisor still answered
 
 
@@ -408,6 +411,6 @@ def test_foreground_refuses_data_written_by_a_newer_version(make_settings: Setti
 
 def test_state_file_is_private(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    process.start(settings)
+    start_server(settings)
     assert settings.state_file.stat().st_mode & 0o777 == 0o600  # it holds the control token
-    process.stop(settings)
+    stop_server(settings)

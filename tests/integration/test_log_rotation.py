@@ -1,7 +1,7 @@
 """A real supervisor rotating a real burst, and ``invoke tail`` as a user runs it.
 
 The "server" is a small Python script that prints numbered lines as fast as it can and
-exits; the supervisor is spawned exactly as ``process.start`` does it (``python -m
+exits; the supervisor is spawned exactly as ``server.start.start`` does it (``python -m
 devserver.supervisor.entry`` with the JSON spec on stdin).
 """
 
@@ -34,7 +34,7 @@ out.flush()
 
 
 def spec_for(project: Path, count: int, max_bytes: int, backups: int) -> dict[str, Any]:
-    """The same keys as process.build_spec, with the producer as the server."""
+    """The same keys as prepare.build_spec, with the producer as the server."""
     script = project / "producer.py"
     script.write_text(PRODUCER)
     argv = [sys.executable, str(script), str(count)]

@@ -27,7 +27,9 @@ from devserver.errors import StartError
 from devserver.fetch import choice
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
-from devserver.server import process
+from devserver.server.start import start as start_server
+from devserver.server.status import status as server_status
+from devserver.server.stop import stop as stop_server
 from devserver.system import host
 from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port
@@ -182,31 +184,31 @@ def test_no_save_crash_recovery_and_auto(
     def client() -> redis.Redis:
         return redis.Redis(port=settings.port)
 
-    assert process.start(settings).state.flavor == "dragonfly"
+    assert start_server(settings).state.flavor == "dragonfly"
     client().set("saved", "1")
-    process.stop(settings)
+    stop_server(settings)
 
-    process.start(settings)
+    start_server(settings)
     assert client().get("saved") == b"1"
     client().set("not-saved", "1")
-    process.stop(settings, save=False)
+    stop_server(settings, save=False)
 
-    state = process.start(settings).state
+    state = start_server(settings).state
     assert client().get("saved") == b"1" and client().get("not-saved") is None
     client().set("after-crash", "1")
     os.kill(state.pid, signal.SIGKILL)
     psutil.Process(state.supervisor_pid).wait(10)
-    assert process.status(settings)["running"] is False
+    assert server_status(settings)["running"] is False
 
-    state = process.start(settings).state
+    state = start_server(settings).state
     assert client().get("saved") == b"1" and client().get("after-crash") is None
     client().set("on-sigterm", "1")  # SIGTERM (a system shutdown, say) saves like SHUTDOWN
     os.kill(state.pid, signal.SIGTERM)
     psutil.Process(state.supervisor_pid).wait(20)
-    process.start(settings)
+    start_server(settings)
     assert client().get("on-sigterm") == b"1"
     assert "Exiting on signal Terminated" in settings.log_file("dragonfly").read_text()
-    process.stop(settings)
+    stop_server(settings)
 
 
 def test_a_flag_dragonfly_rejects_shows_its_own_error(
@@ -217,7 +219,7 @@ def test_a_flag_dragonfly_rejects_shows_its_own_error(
         settings, FetchOptions(archive=package.dragonfly_archive(tmp_path), allow_unverified=True)
     )
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert "exited during startup with code 1" in info.value.message
     assert "ERROR: Unknown command line flag 'cli'" in info.value.hint
     assert not settings.state_file.exists()
@@ -252,17 +254,17 @@ def test_a_slow_save_after_the_ok_is_not_killed(
     archive = package.dragonfly_archive(tmp_path, save_seconds=6)
     settings = make_settings(flavor="dragonfly", stop_timeout=1, threads=2, maxmemory=512 << 20)
     fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
-    state = process.start(settings).state
+    state = start_server(settings).state
     client = redis.Redis(port=settings.port)
     client.set("precious", "data")
     client.close()
-    process.stop(settings)
+    stop_server(settings)
     assert not psutil.pid_exists(state.pid) or psutil.Process(state.pid).status() == "zombie"
     data = settings.data_dir / "dragonfly"
     assert not list(data.glob("*.tmp")), "the save was cut off: only .tmp files are left"
-    process.start(settings)
+    start_server(settings)
     assert redis.Redis(port=settings.port).get("precious") == b"data"
-    process.stop(settings, save=False)
+    stop_server(settings, save=False)
 
 
 def test_an_older_dragonfly_from_an_archive_is_refused_on_newer_data(
@@ -272,12 +274,12 @@ def test_an_older_dragonfly_from_an_archive_is_refused_on_newer_data(
     settings = make_settings(flavor="dragonfly", maxmemory=512 << 20)
     new = package.dragonfly_archive(tmp_path / "new")
     fetch(settings, FetchOptions(archive=new, allow_unverified=True))
-    process.start(settings)
-    process.stop(settings)
+    start_server(settings)
+    stop_server(settings)
     old = package.dragonfly_archive(tmp_path / "old", version="v1.30.0")
     assert fetch(settings, FetchOptions(archive=old, allow_unverified=True)).version == "v1.30.0"
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert "written by dragonfly v1.40.1" in info.value.message
     assert "dragonfly v1.30.0, which cannot load it" in info.value.message
 
@@ -290,10 +292,10 @@ def test_start_waits_while_dragonfly_loads_its_snapshot(
     archive = package.dragonfly_archive(tmp_path, load_seconds=1.5)
     settings = make_settings(flavor="dragonfly", maxmemory=512 << 20, password="pw")
     fetch(settings, FetchOptions(archive=archive, allow_unverified=True))
-    process.start(settings)
+    start_server(settings)
     redis.Redis(port=settings.port, password="pw").set("big", "dataset")
-    process.stop(settings)
-    process.start(settings)
+    stop_server(settings)
+    start_server(settings)
     assert redis.Redis(port=settings.port, password="pw").get("big") == b"dataset"
     assert "Loading " in settings.log_file("dragonfly").read_text()
-    process.stop(settings)
+    stop_server(settings)

@@ -25,7 +25,9 @@ from devserver.catalog import GARNET
 from devserver.errors import StartError
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
-from devserver.server import process
+from devserver.server.start import start as start_server
+from devserver.server.status import status as server_status
+from devserver.server.stop import stop as stop_server
 from devserver.system import host
 from devserver.verify.latency import OPERATIONS
 from tests.conftest import ROOT, SettingsFactory, free_port
@@ -147,22 +149,22 @@ def test_no_save_crash_and_recovery(
     def client() -> redis.Redis:
         return redis.Redis(port=settings.port)
 
-    process.start(settings)
+    start_server(settings)
     client().set("saved", "1")
-    process.stop(settings)
-    process.start(settings)
+    stop_server(settings)
+    start_server(settings)
     client().set("not-saved", "1")
-    process.stop(settings, save=False)  # no SAVE: only the terminate
+    stop_server(settings, save=False)  # no SAVE: only the terminate
 
-    state = process.start(settings).state
+    state = start_server(settings).state
     assert client().get("saved") == b"1" and client().get("not-saved") is None
     client().set("after-crash", "1")
     os.kill(state.pid, signal.SIGKILL)
     psutil.Process(state.supervisor_pid).wait(10)
-    assert process.status(settings)["running"] is False
-    process.start(settings)
+    assert server_status(settings)["running"] is False
+    start_server(settings)
     assert client().get("saved") == b"1" and client().get("after-crash") is None
-    process.stop(settings)
+    stop_server(settings)
 
 
 def test_startup_failure_with_exit_code_0_is_a_failed_start(
@@ -171,6 +173,6 @@ def test_startup_failure_with_exit_code_0_is_a_failed_start(
     settings = make_settings(flavor="garnet", extra_args="--no-such-option 1")
     fetch(settings, FetchOptions(archive=package.garnet_archive(tmp_path), allow_unverified=True))
     with pytest.raises(StartError) as info:
-        process.start(settings)
+        start_server(settings)
     assert "Option 'no-such-option' is unknown" in info.value.message + info.value.hint
     assert not settings.state_file.exists()

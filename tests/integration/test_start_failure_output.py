@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from devserver.errors import StartError
-from devserver.server import process
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from tests.conftest import ROOT, SettingsFactory, free_port
 from tests.integration.test_cli import env_for
 
@@ -21,8 +22,8 @@ from tests.integration.test_cli import env_for
 def _earlier_run(make_settings: SettingsFactory, port: int) -> None:
     """A good start and stop first, so the log holds an earlier run and data/redis has data."""
     settings = make_settings(port=port)
-    process.start(settings)
-    process.stop(settings)
+    start_server(settings)
+    stop_server(settings)
 
 
 def test_bad_flag_output_is_this_runs_lines_once_without_the_data_note(
@@ -57,7 +58,7 @@ def test_hint_without_a_live_echo_holds_only_this_runs_lines(
     port = free_port()
     _earlier_run(make_settings, port)
     with pytest.raises(StartError) as info:
-        process.start(make_settings(port=port, extra_args="--no-such-flag 1"))
+        start_server(make_settings(port=port, extra_args="--no-such-flag 1"))
     hint = info.value.hint
     assert "Bad directive" in hint and "this start's last log lines" in hint
     assert "Ready to accept connections" not in hint and "bye bye" not in hint
@@ -72,7 +73,7 @@ def test_data_note_when_the_server_cannot_load_its_data(
     (data / "dump.rdb").write_bytes(b"this is not an RDB file at all\n" * 4)
     lines: list[str] = []
     with pytest.raises(StartError) as info:
-        process.start(make_settings(extra_args="--appendonly no"), lines.append)
+        start_server(make_settings(extra_args="--appendonly no"), lines.append)
     assert any("signature" in line.lower() or "rdb" in line.lower() for line in lines), lines
     assert "is kept" in info.value.hint
     assert (data / "dump.rdb").exists()  # never touched

@@ -19,7 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devserver.server import process, resp
+from devserver.server import resp
+from devserver.server.start import start as start_server
+from devserver.server.stop import stop as stop_server
 from tests import misbehaving_server
 from tests.conftest import SettingsFactory, free_port, popen_invoke
 from tests.integration.test_cli import env_for, invoke
@@ -41,14 +43,14 @@ def test_idle_and_garbage_control_clients_do_not_delay_stop(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(stop_timeout="5")
-    state = process.start(settings).state
+    state = start_server(settings).state
     idle = [
         socket.create_connection(("127.0.0.1", state.control_port), timeout=5) for _ in range(5)
     ]
     half = socket.create_connection(("127.0.0.1", state.control_port), timeout=5)
     half.sendall(b"not a full line")  # garbage without an end
     try:
-        result = process.stop(settings)
+        result = stop_server(settings)
         # Before the fix the single-threaded accept loop served the idle clients first:
         # the stop ran out of time, sent SIGTERM and said "forced".
         assert result.was_running and result.method == "shutdown" and not result.forced
@@ -63,11 +65,11 @@ def test_a_dead_supervisor_costs_no_connect_timeout(make_settings: SettingsFacto
     """The control port names nothing (as after the supervisor died): stop goes straight to
     the server itself, and says so."""
     settings = make_settings(stop_timeout="3")
-    state = process.start(settings).state
+    state = start_server(settings).state
     raw = json.loads(settings.state_file.read_text())
     raw["control_port"] = free_port()
     settings.state_file.write_text(json.dumps(raw))
-    result = process.stop(settings)
+    result = stop_server(settings)
     assert result.method == "shutdown" and not result.data_at_risk
     assert wait_dead(state.pid)
 
@@ -93,8 +95,8 @@ def test_stop_escalates_within_one_budget_and_says_how(
 ) -> None:
     misbehaving_server.install(project / "bin", behaviour)
     settings = make_settings(stop_timeout="1.5")
-    state = process.start(settings).state
-    result = process.stop(settings)
+    state = start_server(settings).state
+    result = stop_server(settings)
     assert result.was_running and result.method == method, result
     assert problem in result.problem, result
     assert result.data_at_risk is at_risk
@@ -112,9 +114,9 @@ def test_a_visible_save_is_waited_for_past_the_budget(
     """Redis logs its save; Dragonfly answers +OK, then its snapshot files grow."""
     misbehaving_server.install(project / "bin", behaviour)
     settings = make_settings(stop_timeout="1", save_timeout="60")
-    state = process.start(settings).state
+    state = start_server(settings).state
     progress: list[str] = []
-    result = process.stop(settings, on_progress=progress.append)
+    result = stop_server(settings, on_progress=progress.append)
     # Killed at the budget, the save would be cut short: dump.rdb missing or partial.
     assert result.method == "shutdown" and result.exit_status == "code 0", result
     assert result.saving_seconds > 0 and not result.data_at_risk
@@ -128,8 +130,8 @@ def test_a_save_that_outlives_save_timeout_is_killed(
 ) -> None:
     misbehaving_server.install(project / "bin", "slow_save,ignore_term", save_seconds=60)
     settings = make_settings(stop_timeout="1", save_timeout="1")
-    state = process.start(settings).state
-    result = process.stop(settings)
+    state = start_server(settings).state
+    result = stop_server(settings)
     assert result.method == "kill" and result.data_at_risk, result
     assert wait_dead(state.pid)
 
@@ -167,11 +169,11 @@ def test_a_refused_save_with_real_redis_is_reported_and_exits_1(project: Path) -
 
 def test_wrong_password_without_a_supervisor_is_named(make_settings: SettingsFactory) -> None:
     settings = make_settings(password="first", stop_timeout="3")
-    state = process.start(settings).state
+    state = start_server(settings).state
     raw = json.loads(settings.state_file.read_text())
     raw["control_port"] = free_port()  # the supervisor cannot be reached
     settings.state_file.write_text(json.dumps(raw))
-    result = process.stop(dataclasses.replace(settings, password="second"))
+    result = stop_server(dataclasses.replace(settings, password="second"))
     # Redis handles SIGTERM as a graceful shutdown that saves: nothing is at risk, but the
     # refused SHUTDOWN is said, not hidden behind "graceful".
     assert result.method == "SIGTERM" and not result.data_at_risk, result

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver.app import env as app
+from devserver.app import api
 from devserver.system import host, venv
 
 
@@ -33,7 +33,7 @@ def test_python_in_api_command_is_the_tools_interpreter(
     fake_dir = _fake_system_python(tmp_path / "sysbin")
     base = {"PATH": f"{fake_dir}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path)}
     code = "import os, sys; print(sys.executable); print(os.environ['PATH'])"
-    result = app.run_api(f'python -c "{code}"', {}, tmp_path, base_env=base)
+    result = api.run_api(f'python -c "{code}"', {}, tmp_path, base_env=base)
     out = capfd.readouterr().out.splitlines()
     assert result.code == 0, out
     assert "WRONG-PYTHON" not in out
@@ -54,7 +54,7 @@ def test_python_inside_a_shell_command_finds_the_venv_first(
     if not (scripts / "python").exists():
         pytest.skip("this interpreter's scripts folder has no `python` (not a venv)")
     base = {"PATH": f"{fake_dir}{os.pathsep}/usr/bin:/bin"}
-    result = app.run_api(
+    result = api.run_api(
         'cd sub && python -c "import sys; print(sys.prefix)"', {}, tmp_path, base_env=base
     )
     out = capfd.readouterr().out

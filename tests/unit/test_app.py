@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from redis.connection import parse_url
 
+from devserver.app import api
 from devserver.app import env as app
 from devserver.config import load_settings
 from devserver.errors import ConfigError
@@ -204,8 +205,8 @@ def _py(code: str) -> str:
 
 @pytest.mark.parametrize("code", [0, 3, 42])
 def test_run_api_returns_the_childs_exit_code(tmp_path: Path, code: int) -> None:
-    result = app.run_api(_py(f"import sys; sys.exit({code})"), {}, tmp_path)
-    assert result == app.ApiResult(code, interrupted=False)
+    result = api.run_api(_py(f"import sys; sys.exit({code})"), {}, tmp_path)
+    assert result == api.ApiResult(code, interrupted=False)
 
 
 def test_run_api_exports_redis_url_and_api_env_and_runs_in_cwd(tmp_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_run_api_exports_redis_url_and_api_env_and_runs_in_cwd(tmp_path: Path) -
         "import os; open('seen.txt', 'w').write(os.environ['REDIS_URL'] + ' ' "
         "+ os.environ['APP_MODE'] + ' ' + os.environ['KEPT'])"
     )
-    result = app.run_api(
+    result = api.run_api(
         _py(code),
         {"REDIS_URL": "redis://127.0.0.1:1/0", "APP_MODE": "dev"},
         tmp_path,
@@ -225,7 +226,7 @@ def test_run_api_exports_redis_url_and_api_env_and_runs_in_cwd(tmp_path: Path) -
 
 
 def test_shell_syntax_runs_through_the_shell(tmp_path: Path) -> None:
-    result = app.run_api(_py("import sys; sys.exit(4)") + " || exit 9", {}, tmp_path)
+    result = api.run_api(_py("import sys; sys.exit(4)") + " || exit 9", {}, tmp_path)
     assert result.code == 9
 
 
@@ -248,8 +249,8 @@ def test_simple_commands_are_executed_directly(command: str, shell: bool) -> Non
 
 @pytest.mark.skipif(host.WINDOWS, reason="POSIX: simple commands run without a shell")
 def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(app.ApiError, match="no-such-command-for-devserver-tests"):
-        app.run_api("no-such-command-for-devserver-tests --flag", {}, tmp_path)
+    with pytest.raises(api.ApiError, match="no-such-command-for-devserver-tests"):
+        api.run_api("no-such-command-for-devserver-tests --flag", {}, tmp_path)
 
 
 @pytest.mark.skipif(host.WINDOWS, reason="POSIX signals")
@@ -267,8 +268,8 @@ def test_ctrl_c_goes_to_the_api_and_its_exit_code_comes_back(tmp_path: Path) -> 
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from devserver.app import env as app
-        result = app.run_api('"{sys.executable}" api.py', {{}}, Path('.'))
+        from devserver.app import api
+        result = api.run_api('"{sys.executable}" api.py', {{}}, Path('.'))
         print(result.code, result.interrupted)
         sys.exit(result.code)
     """)

@@ -245,7 +245,7 @@ def test_server_gets_sigterm_when_its_spawner_is_killed(tmp_path: Path) -> None:
             pass
 
 
-# --- when process.start may fork -------------------------------------------------------------
+# --- when start.start may fork ---------------------------------------------------------------
 
 
 @pytest.mark.skipif(not LINUX, reason="/proc/self/task")

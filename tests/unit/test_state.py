@@ -16,15 +16,8 @@ import psutil
 import pytest
 
 from devserver.errors import StateError, UntrustedState
-from devserver.server.state import (
-    ServerState,
-    project_lock,
-    read_state,
-    same_exe,
-    server_process,
-    supervisor_alive,
-    verified_process,
-)
+from devserver.server.identity import same_exe, server_process, supervisor_alive, verified_process
+from devserver.server.state import ServerState, project_lock, read_state
 from devserver.system import lifetime
 from devserver.system.atomic import write_atomic
 
@@ -256,7 +249,7 @@ def _unreadable_exe(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreadable_exe_is_unknown_and_the_create_time_decides(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from devserver.server.state import verified_process
+    from devserver.server.identity import verified_process
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -333,7 +326,7 @@ def test_runs_binary_when_the_os_hides_exe_and_cmdline() -> None:
     decides when it is readable, and nothing is trusted when it is not."""
     from unittest import mock
 
-    from devserver.server.state import runs_binary
+    from devserver.server.identity import runs_binary
 
     hidden = mock.Mock()
     hidden.exe.side_effect = OSError(22, "[WinError 87]")

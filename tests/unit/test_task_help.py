@@ -13,8 +13,8 @@ from devserver.cli import tasks
 
 def _tasks() -> dict[str, Task]:  # type: ignore[type-arg]
     """Fresh task objects: Invoke's get_arguments() consumes a task's help mapping."""
-    module = importlib.reload(tasks)
-    return {t.name: t for t in vars(module).values() if isinstance(t, Task)}
+    modules = [importlib.reload(group) for group in tasks.GROUPS]
+    return {t.name: t for m in modules for t in vars(m).values() if isinstance(t, Task)}
 
 
 def test_every_option_of_every_task_has_help(monkeypatch: pytest.MonkeyPatch) -> None:

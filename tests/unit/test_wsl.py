@@ -17,7 +17,7 @@ import pytest
 from devserver.config import Settings, load_settings
 from devserver.errors import StartError, StopError, UnsupportedPlatform
 from devserver.fetch.binaries import Binary
-from devserver.server import process
+from devserver.server import prepare, undo
 from devserver.server.state import ServerState
 from devserver.system import host, kill, wsl
 
@@ -175,7 +175,7 @@ def test_escalation_fails_loudly_when_even_kill_does_not_work(
         wsl.stop_escalation(tmp_path / wsl.PIDFILE, mock.Mock(), fake, sleep=lambda s: None)
 
 
-# ---- process: the spec, the up-front check, the longer timeout, the escalation path --------
+# ---- server: the spec, the up-front check, the longer timeout, the escalation path ---------
 
 
 def _settings(tmp_path: Path, **server: object) -> Settings:
@@ -206,7 +206,7 @@ def test_build_spec_for_wsl_has_the_pidfile_and_wsl_utf8(
     monkeypatch.setattr(wsl, "run", fake)
     settings = _settings(tmp_path, password="pw")
     binary = Binary("dragonfly", tmp_path / "bin" / "dragonfly", "bin", "v1.24.0", via_wsl=True)
-    spec = process.build_spec(settings, binary)
+    spec = prepare.build_spec(settings, binary)
     assert spec["argv"][:2] == ["wsl.exe", "-e"]
     assert spec["argv"][-1] == "--pidfile=dragonfly.pid"
     assert spec["env"]["WSL_UTF8"] == "1"
@@ -219,24 +219,24 @@ def test_prepare_checks_the_distro_first_and_drops_an_old_pidfile(
 ) -> None:
     settings = _settings(tmp_path)
     binary = Binary("dragonfly", tmp_path / "dragonfly", "bin", "v1", via_wsl=True)
-    monkeypatch.setattr(process, "choose_binary", lambda s: binary)
+    monkeypatch.setattr(prepare, "choose_binary", lambda s: binary)
     old = settings.flavor_data_dir("dragonfly") / wsl.PIDFILE
     old.parent.mkdir(parents=True)
     old.write_text("123")
     refuse = mock.Mock(side_effect=StartError("WSL has no default Linux distribution"))
     monkeypatch.setattr(wsl, "check_default_distro", refuse)
     with pytest.raises(StartError, match="no default Linux distribution"):
-        process.prepare(settings, None)
+        prepare.prepare(settings, None)
     refuse.assert_called_once_with()
     monkeypatch.setattr(wsl, "check_default_distro", lambda: "Ubuntu")
-    monkeypatch.setattr(process, "build_spec", lambda s, b: {"log_file": str(tmp_path / "l.log")})
-    monkeypatch.setattr(process, "check_port_free", lambda h, p: None)
-    process.prepare(settings, None)
+    monkeypatch.setattr(prepare, "build_spec", lambda s, b: {"log_file": str(tmp_path / "l.log")})
+    monkeypatch.setattr(prepare, "check_port_free", lambda h, p: None)
+    prepare.prepare(settings, None)
     assert not old.exists()
 
 
 class _NoAnswer:
-    """stopping's request to the supervisor, which never answers (a stuck snapshot)."""
+    """stop's request to the supervisor, which never answers (a stuck snapshot)."""
 
     def __init__(self, *args: object) -> None:
         self.answer, self.exit_status, self.direct = "", "", True
@@ -249,13 +249,13 @@ class _NoAnswer:
 def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver.server import stopping
+    from devserver.server import stop
 
     settings = _settings(tmp_path, stop_timeout=10)
     state = _wsl_state(tmp_path)
     assert wsl.stop_timeout(settings, state) == 30
-    monkeypatch.setattr(stopping, "_Request", _NoAnswer)
-    monkeypatch.setattr(stopping.time, "sleep", lambda s: None)
+    monkeypatch.setattr(stop, "Request", _NoAnswer)
+    monkeypatch.setattr(stop.time, "sleep", lambda s: None)
     now = [0.0]
 
     def clock() -> float:
@@ -278,11 +278,11 @@ def test_wsl_stop_waits_longer_and_escalates_inside_wsl(
     monkeypatch.setattr(wsl, "left_running", lambda settings, state: False)
     terminate = mock.Mock()
     monkeypatch.setattr(kill, "terminate", terminate)
-    result = stopping._end(settings, state, proc, True, None, clock, 0.0)
+    result = stop._end(settings, state, proc, True, None, clock, 0.0)
     escalate.assert_called_once_with(settings, state, proc)
     terminate.assert_not_called()  # never just kill wsl.exe
     assert result.method == "SIGTERM" and result.forced
-    assert now[0] >= 30 * stopping.GRACEFUL_SHARE  # waited the WSL (tripled) graceful share
+    assert now[0] >= 30 * stop.GRACEFUL_SHARE  # waited the WSL (tripled) graceful share
 
 
 def test_wsl_exe_gone_but_dragonfly_alive_counts_as_not_stopped(
@@ -315,6 +315,6 @@ def test_a_failed_start_kills_the_linux_dragonfly_before_wsl_exe(
     monkeypatch.setattr(
         kill, "kill_tree", lambda proc: order.append(f"wsl.exe after {fake.kills()}")
     )
-    process._kill_server(settings, _wsl_state(tmp_path), mock.Mock())
+    undo.kill_server(settings, _wsl_state(tmp_path), mock.Mock())
     assert order == ["wsl.exe after [['kill', '-KILL', '4242']]"]
     assert 4242 not in fake.procs and 17 in fake.procs

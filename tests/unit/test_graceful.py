@@ -1,10 +1,10 @@
-"""stop's save detection (devserver/server/stopping.py), with a fake clock and real files."""
+"""stop's save detection (devserver/server/graceful.py), with a fake clock and real files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from devserver.server.stopping import SAVE_QUIET, _SaveWatch
+from devserver.server.graceful import SAVE_QUIET, SaveWatch
 
 
 class Clock:
@@ -19,7 +19,7 @@ def test_a_save_in_the_log_counts_until_it_ends(tmp_path: Path) -> None:
     log = tmp_path / "redis.log"
     log.write_text("old: Saving the final RDB snapshot before exiting.\n")  # before the stop
     clock = Clock()
-    watch = _SaveWatch(tmp_path / "data", log, clock)
+    watch = SaveWatch(tmp_path / "data", log, clock)
     assert watch.poll() is False  # what the log said before the stop does not count
     with log.open("a") as out:
         out.write("[x] Saving the final RDB snapshot before exiting.\n")
@@ -36,7 +36,7 @@ def test_growing_data_files_count_for_a_while(tmp_path: Path) -> None:
     data.mkdir()
     (data / "dump.rdb").write_bytes(b"x" * 10)
     clock = Clock()
-    watch = _SaveWatch(data, tmp_path / "no.log", clock)
+    watch = SaveWatch(data, tmp_path / "no.log", clock)
     assert watch.poll() is False
     (data / "dump-snapshot.dfs").write_bytes(b"y" * 4096)  # Dragonfly writes after its +OK
     assert watch.poll() is True and watch.written() == 4096

@@ -1,0 +1,165 @@
+"""The steps of `invoke up`: fetch only when needed, start, verify, then the application's
+processes with their output prefixed, each step's failure said once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from devserver.app import env as app
+from devserver.cli import console
+from devserver.cli.invoke_args import settings_from
+from devserver.cli.report import describe_binary, server_now
+from devserver.config import Settings
+from devserver.errors import DevServerError
+
+# The fetch, server and app layers are imported in the functions that use them: before its
+# start step `up` imports only what that far needs (start overlaps importing the server layer
+# with launching the supervisor); --no-fetch imports no fetch layer; the app layer comes after.
+
+
+def up_header(number: int, step: str, text: str = "") -> None:
+    """The one-line header of each `up` step, so a long scroll shows where it is."""
+    console.info(
+        console.paint(f"==> up {number}/4: {step}" + (f": {text}" if text else ""), "bold")
+    )
+
+
+def binary_missing(c: Context, flavor: str | None = None) -> tuple[str, str]:
+    """("", what is ready) when fetch's flavor is already usable, else (why fetch must run, "").
+
+    Checked here rather than always calling fetch so a ready machine goes straight to start;
+    a pinned server.version that differs from what bin/ holds counts as missing.
+    """
+    from devserver.fetch import choice, release  # the fetch layer, unless --no-fetch
+    from devserver.fetch.manifest import read_manifest
+
+    settings = settings_from(c, flavor=flavor)
+    name = release.target_flavor(settings)
+    try:
+        binary = choice.find_binary(settings, name)
+    except DevServerError:
+        return f"no {name} binary yet", ""
+    if binary.source == "bin" and settings.version != "latest":
+        installed = str((read_manifest(settings, name) or {}).get("version", ""))
+        if installed.lstrip("vV") != settings.version.lstrip("vV"):
+            return f"server.version {settings.version} is not the installed {installed or '?'}", ""
+    return "", describe_binary(binary)
+
+
+def up_step(c: Context, number: int, step: str, run: Callable[..., None], note: str = "") -> None:
+    """Run one step of `up`; its failure (already reported by the task) stops the chain."""
+    up_header(number, step, note)
+    try:
+        run(c)
+    except Exit as exc:
+        if exc.code == 130:  # Ctrl+C: the usual code, no "failed" message
+            raise
+        log = "" if step == "verify" else ", and the server log with `invoke tail`"
+        console.error(
+            f"up stopped: the {step} step failed",
+            f"see the messages above{log}; fix it and run `invoke up` again",
+        )
+        raise Exit(code=1) from None
+
+
+def refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) -> None:
+    """`up --port/--flavor` while this project's server runs otherwise: one error, no step run.
+
+    Checked before the fetch step (which could download the other flavor for nothing) and
+    reported once: through the start step it was start's error plus "up stopped: the start
+    step failed", two errors for one cause.
+    """
+    if not port and flavor in (None, "", "auto"):
+        return
+    from devserver.server.running import differences, restart_hint
+    from devserver.server.state import current_state  # the server layer, only for --port/--flavor
+
+    settings = settings_from(c, flavor=flavor, port=port)
+    state, proc = current_state(settings)
+    if state is None or proc is None:
+        return
+    asked = {"port": port and settings.port, "flavor": flavor}
+    differ = differences(state, asked)
+    if differ:
+        raise DevServerError(
+            f"up: {state.flavor} {state.version} is already running (pid {state.pid}, "
+            f"{state.host}:{state.port}), not the one asked for: {'; '.join(differ)}",
+            hint=f"run `{restart_hint(asked)}` to replace it, then `invoke up` again "
+            "(or drop the option to use the running server)",
+        )
+
+
+def app_commands(settings: Settings) -> dict[str, str]:
+    from devserver.app.procs import app_processes  # the app layer: after the server is up
+
+    return app_processes(settings.api.command, settings.app.processes, settings.root / "Procfile")
+
+
+_PREFIX_COLOURS = ("cyan", "yellow", "green", "bold", "dim")
+
+
+def up_app(settings: Settings, commands: dict[str, str]) -> None:
+    """Run the application processes until one ends; say what still runs afterwards."""
+    from devserver.app import procs  # the app layer: after the server is up
+    from devserver.app import records as owned
+
+    other = owned.running_owner(settings)
+    if other is not None:
+        raise DevServerError(
+            f"the application processes already run under another `invoke up` (pid {other})",
+            hint="stop them with `invoke down` (or Ctrl+C in that terminal)",
+        )
+    leftover = owned.stop_recorded(settings, settings.stop_timeout)  # of an `up` that was killed
+    if leftover.stopped:
+        console.warn(
+            f"stopped what a killed `invoke up` left running: {', '.join(leftover.stopped)}"
+        )
+    state = app.running_server(settings)
+    values = app.connection_env(settings, state)
+    width = max(len(n) for n in commands)
+    colours = {n: _PREFIX_COLOURS[i % len(_PREFIX_COLOURS)] for i, n in enumerate(commands)}
+    console.info(f"REDIS_URL={app.redact_url(values['REDIS_URL'])}; cwd {settings.root}")
+
+    def on_line(name: str, text: str) -> None:
+        prefix = console.paint(f"{name:<{width}} |", colours[name], sys.stdout)
+        sys.stdout.write(f"{prefix} {text}\n")
+        sys.stdout.flush()
+
+    def on_event(name: str, text: str) -> None:
+        console.info(console.paint(f"{name:<{width}} |", colours[name]) + f" [up] {text}")
+
+    try:
+        result = procs.run_processes(
+            commands,
+            procs.process_env(os.environ, values),
+            settings.root,
+            on_line,
+            on_event,
+            on_started=lambda pids: owned.record(settings, pids),
+            stop_requested=lambda: owned.stop_was_requested(settings),
+            grace=settings.stop_timeout,
+        )
+    finally:
+        owned.clear(settings)
+    _up_app_summary(settings, result)
+    if result.code != 0:
+        raise Exit(code=result.code)
+
+
+def _up_app_summary(settings: Settings, result: Any) -> None:
+    """One line that matches what is running now (the server may have been stopped too)."""
+    if result.reason == "stopped":
+        console.ok("`invoke down` stopped the application processes (it stops the server next)")
+        return
+    what = (
+        "Ctrl+C: stopped the application processes"
+        if result.reason == "interrupted"
+        else f"{result.first} exited (code {result.code}), so the others were stopped"
+    )
+    console.info(f"{what}; {server_now(settings)}")
