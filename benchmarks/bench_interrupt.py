@@ -1,4 +1,4 @@
-"""How long the cleanup after Ctrl+C during ``invoke start`` takes (issue 9: well under 1 s).
+"""How long the cleanup after Ctrl+C during ``invoke start`` takes (goal: well under 1 s).
 
 A real redis-server stand-in that never answers PING keeps ``start`` waiting; once the state
 file exists, SIGINT goes to start's process group (as a terminal's Ctrl+C does), once or

@@ -1,4 +1,4 @@
-"""Stop's time budget: how long ``stop`` takes whatever the server does (issue 9, items 6-7).
+"""Stop's time budget: how long ``stop`` takes whatever the server does.
 
 Target: every stop returns within ``server.stop_timeout + 1.5 s`` (hangs on SHUTDOWN, +OK
 and stays up, ignores SIGTERM, refuses with -ERR), except while the server visibly saves;

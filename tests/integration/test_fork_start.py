@@ -133,7 +133,7 @@ def test_forked_supervisor_is_clean_and_keeps_the_guarantees(
         assert not any("held-by-caller" in link or link.endswith(".lock") for link in links)
         assert len(links) <= 8, links  # stdio, the server's pipe, the control port, a few more
         assert resp.ping("127.0.0.1", port) == "ready"
-        # issue 9, item 5: the supervisor killed -9, the server gets SIGTERM and saves
+        # the supervisor killed -9, the server gets SIGTERM and saves
         assert resp.call("127.0.0.1", port, [["SET", "kept", "yes"]])[0] == "OK"
         os.kill(sup, signal.SIGKILL)
         assert wait_dead(pid), "the server outlived its supervisor"

@@ -1,4 +1,4 @@
-"""The suite never sees the developer's running server, state or config (issue 11, item 3).
+"""The suite never sees the developer's running server, state or config.
 
 Following the README in order (start_dev, then the tests) leaves this project's server
 running with its state file in ./data, often with INVOKE_SERVER_* exported in the shell and

@@ -1,4 +1,4 @@
-"""Traps a new user hit following the README on a fresh clone (after issue 11 landed).
+"""Traps a new user hit following the README on a fresh clone.
 
 Each test reproduces one: the command as the user typed it, and what they should have seen.
 """

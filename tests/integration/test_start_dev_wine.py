@@ -8,7 +8,7 @@ failure is reported. What it cannot prove: creating the venv (needs a Windows Py
 winpython layer and the Windows workflow do it) and the requirements stamp comparison (Wine's
 ``fc`` is a stub that always reports "same").
 
-Wine quirks (see shared/reference/testing-notes.md): ``cmd /c start_dev.bat`` is mistaken
+Wine quirks (tests/winpython/README.md has more): ``cmd /c start_dev.bat`` is mistaken
 for the ``start`` built-in, so the script is called by absolute ``Z:\\`` path; and Wine's
 ``call`` reports 1 for any non-zero exit code, of a batch file or an .exe, so neither the
 API's exact exit code nor a negative NTSTATUS code can reach the script through ``call``

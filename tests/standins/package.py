@@ -1,7 +1,7 @@
 """Release archives of the stand-ins, packaged the way the real releases are, plus ``dotnet``.
 
 Test-only. Dragonfly's ``dragonfly-<arch>.tar.gz`` is flat: the binary ``dragonfly-<arch>`` and
-``LICENSE.md`` (shared/reference/servers.md). Garnet's ``linux-x64-based.tar.xz`` holds one
+``LICENSE.md``. Garnet's ``linux-x64-based.tar.xz`` holds one
 build per framework, ``net8.0/`` and ``net10.0/`` (.azure/pipelines/createbinaries.ps1 packs
 ``../linux-x64/*`` after copying each framework's publish folder into it), its single-file
 ``GarnetServer`` without the exec bit. The "binary" is a small Python launcher whose shebang

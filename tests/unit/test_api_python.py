@@ -1,4 +1,4 @@
-"""``api.command: python -m myapp.api`` runs the tool's own interpreter (issue 11, item 2).
+"""``api.command: python -m myapp.api`` runs the tool's own interpreter.
 
 The documented example (docs/configuration.md) says ``python``; with the venv not activated,
 PATH's ``python`` is the system one, which lacks the venv's packages. A fake ``python`` first on

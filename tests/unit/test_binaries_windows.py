@@ -1,4 +1,4 @@
-"""Binaries on Windows (issue 10 item 9): the 2016 MSOpenTech redis-server.exe on PATH, and
+"""Binaries on Windows: the 2016 MSOpenTech redis-server.exe on PATH, and
 which asset each flavor maps to on ARM64 Windows."""
 
 from __future__ import annotations

@@ -221,7 +221,7 @@ CHILD = (
 
 @pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG")
 def test_server_gets_sigterm_when_its_spawner_is_killed(tmp_path: Path) -> None:
-    """The guarantee of issue 9 item 5, through the _ctypes prctl: kill -9 the parent, the
+    """The parent-death guarantee, through the _ctypes prctl: kill -9 the parent, the
     server gets SIGTERM (a saving stop)."""
     cwd = tmp_path / "cwd"
     code = PARENT.format(root=str(ROOT), child=CHILD, cwd=str(cwd))

@@ -231,7 +231,7 @@ def test_median_at_the_threshold_fails_and_says_what_it_measured() -> None:
 
 
 def test_a_slow_p99_with_a_fine_median_is_a_warning_not_a_failure() -> None:
-    """One slow connect on a loaded machine must not stop `up` (issue 11, item 5)."""
+    """One slow connect on a loaded machine must not stop `up`."""
     samples = [0.7] * 195 + [18.5] * 5  # 18.5 ms p99 against 10, as seen on a busy laptop
     figures = latency.summarize("connect", samples, 10.0)
     assert figures.p99 == 18.5 and figures.p50 == 0.7

@@ -158,7 +158,7 @@ def test_windows_console_gets_colorama(windows: None) -> None:
     fake.just_fix_windows_console.assert_called_once_with()
 
 
-# --- issue 9: identity, lifetime and interrupts ---------------------------------------------
+# --- identity, lifetime and interrupts ---------------------------------------------------
 
 
 def test_start_ticks_reads_field_22_even_with_odd_process_names(tmp_path: Path) -> None:

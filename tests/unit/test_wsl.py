@@ -1,4 +1,4 @@
-"""Dragonfly under WSL2 (issue 10 items 2 and 7), with every wsl.exe call asserted.
+"""Dragonfly under WSL2, with every wsl.exe call asserted.
 
 A fake ``wsl.exe`` answers like the real one: a Linux process table for ``kill`` and
 ``/proc/<pid>/comm``, ``wslpath``, ``--list --verbose``. What only real Windows + WSL can
