@@ -27,7 +27,7 @@ _LIBRARY = ("Server", "ephemeral", "settings", "start", "status", "stop")
 
 def __getattr__(name: str) -> Any:
     if name in _LIBRARY:
-        from devserver import library
+        from devserver import library  # on first use: `import devserver` stays cheap
 
         return getattr(library, name)
     raise AttributeError(f"module 'devserver' has no attribute {name!r}")

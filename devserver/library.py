@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from devserver.catalog import FLAVORS
 from devserver.config import Settings, load_settings
+from devserver.errors import StartError
 
 # Ephemeral servers keep nothing: the per-flavor switches that turn persistence off.
 _NO_PERSISTENCE: Mapping[str, str] = {name: f.ephemeral_args for name, f in FLAVORS.items()}
@@ -51,7 +52,7 @@ class Server:
     def client(self, **kwargs: Any) -> Any:
         """A new redis-py client for this server (the caller closes it), as the pytest
         fixture's ``devserver.client()``; ``kwargs`` go to ``redis.Redis.from_url``."""
-        import redis
+        import redis  # redis-py (tens of ms) only when a client is asked for
 
         return redis.Redis.from_url(self.url, **kwargs)
 
@@ -72,7 +73,8 @@ def start(config: Settings) -> Server:
     binary) is refused with StartError, as ``invoke start --port N`` refuses it: handing back
     a server on another port than the caller connects to would only fail later.
     """
-    from devserver.errors import StartError
+    # The server layer is imported by the call that needs it: `import devserver` for
+    # settings or a URL stays cheap.
     from devserver.server.running import differences
     from devserver.server.start import start as start_server
 
@@ -97,14 +99,14 @@ def start(config: Settings) -> Server:
 
 def stop(config: Settings, save: bool = True) -> bool:
     """Stop the project's server (as ``invoke stop``); False when it was not running."""
-    from devserver.server.stop import stop as stop_server
+    from devserver.server.stop import stop as stop_server  # the server layer, on use
 
     return stop_server(config, save=save).was_running
 
 
 def status(config: Settings) -> dict[str, Any]:
     """The same object as ``invoke status --json`` (``running`` is False when stopped)."""
-    from devserver.server.status import status as server_status
+    from devserver.server.status import status as server_status  # the server layer, on use
 
     return server_status(config)
 
@@ -134,6 +136,7 @@ def ephemeral(
     default this process: the supervisor notices and stops it). ``workdir``: put the data
     and log folders there (kept) instead of a temporary folder (removed).
     """
+    # Imported on use; the server layer below only after the supervisor is launched.
     from devserver.supervisor.fork import can_fork
     from devserver.supervisor.launch import launch_supervisor
 
@@ -144,6 +147,7 @@ def ephemeral(
     try:
         try:
             config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
+            # Imported while the early supervisor starts up (the two overlap).
             from devserver.server.start import start as start_server
             from devserver.server.stop import stop as stop_server
         except BaseException:
@@ -175,7 +179,7 @@ def ephemeral_settings(
 
     With flavor auto the binary is chosen here, so the switches are the right flavor's.
     """
-    from devserver.fetch.choice import choose_binary
+    from devserver.fetch.choice import choose_binary  # on use, as the server layer
 
     host = "127.0.0.1"
     config = settings(

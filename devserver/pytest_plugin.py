@@ -80,7 +80,7 @@ class DevServer:
 
     def client(self, **kwargs: Any) -> Any:
         """A new redis-py client on this worker's database (the caller closes it)."""
-        import redis
+        import redis  # redis-py only when a client is asked for
 
         return redis.Redis.from_url(self.url, **kwargs)
 
@@ -104,7 +104,7 @@ def _fail(exc: DevServerError) -> None:
 
 def external(url: str, worker: int) -> DevServer:
     """A server that already runs: flavor and version from its INFO; database + worker."""
-    import redis
+    import redis  # redis-py only when the plugin is used (it loads in every pytest run)
 
     parts = urlsplit(url)
     if parts.scheme not in (URL_SCHEME, TLS_URL_SCHEME) or not parts.hostname:
@@ -183,7 +183,7 @@ def redis_url(devserver: DevServer) -> str:
 @pytest.fixture()
 def redis_client(redis_url: str) -> Iterator[Any]:
     """A redis-py client on the test's empty database, closed after the test."""
-    import redis
+    import redis  # redis-py only when the fixture is used
 
     client = redis.Redis.from_url(redis_url)
     try:

@@ -10,6 +10,7 @@ library plus ``packaging`` (pip vendors one, used when the real one is not insta
 
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -17,8 +18,6 @@ from typing import Any
 
 
 def _requirement_class() -> Any:
-    import importlib
-
     for module in ("packaging.requirements", "pip._vendor.packaging.requirements"):
         try:
             return importlib.import_module(module).Requirement

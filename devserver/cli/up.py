@@ -77,8 +77,9 @@ def refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) 
     """
     if not port and flavor in (None, "", "auto"):
         return
+    # The server layer, only for --port/--flavor.
     from devserver.server.running import differences, restart_hint
-    from devserver.server.state import current_state  # the server layer, only for --port/--flavor
+    from devserver.server.state import current_state
 
     settings = settings_from(c, flavor=flavor, port=port)
     state, proc = current_state(settings)

@@ -137,7 +137,7 @@ def test_invoke_variables_apply_in_a_project_without_invoke_yaml(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     env.update(INVOKE_SERVER_PORT=str(port), INVOKE_SERVER_FLAVOR="redis")
     if runner == "invoke":
-        (tmp_path / "tasks.py").write_text("from devserver.cli.tasks import ns  # noqa: F401\n")
+        (tmp_path / "tasks.py").write_text("from devserver.tasks import ns  # noqa: F401\n")
         argv = [sys.executable, "-m", "invoke", "status", "--json"]
     else:
         argv = [sys.executable, "-m", "devserver.cli.program", "status", "--json"]

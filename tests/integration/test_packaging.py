@@ -23,9 +23,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, kill_recorded
 
-TWO_LINE_TASKS = (
-    '"""My application\'s tasks."""\nfrom devserver.cli.tasks import ns  # noqa: F401\n'
-)
+TWO_LINE_TASKS = '"""My application\'s tasks."""\nfrom devserver.tasks import ns  # noqa: F401\n'
 
 USER_TEST = """
 def test_queue(redis_client):
@@ -104,6 +102,17 @@ def test_wheel_in_a_fresh_venv_serves_a_new_project(
     project.mkdir()
     where = run([python, "-c", "import devserver; print(devserver.__file__)"], project, env)
     assert str(tmp_path / "venv") in where and str(ROOT) not in where  # the installed copy
+    # Every module of the checkout is in the wheel and imports from it (a sub-package left
+    # out of pyproject's list would be missing here).
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "devserver").rglob("*.py")
+        if "__pycache__" not in p.parts
+    )
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    code += "print(len(sys.argv) - 1, 'imported')"
+    imported = run([python, "-c", code, *modules], project, env)
+    assert f"{len(modules)} imported" in imported and len(modules) > 50
 
     port = free_port()
     (project / "tasks.py").write_text(TWO_LINE_TASKS)
