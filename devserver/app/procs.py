@@ -7,9 +7,12 @@ neither exposes the pids with an identity to record nor lets another shell (``in
 stop what it started. What we need is small: spawn through appproc.spawn_app, one reader
 thread per process prefixing its lines, stop all when one ends, record pid + identity.
 
-The first process to exit ends the run: the others are asked to stop (appproc.ask_app_to_stop),
-killed after ``grace`` seconds, and the first one's exit code is the result (Ctrl+C: 130;
-stopped by ``invoke down``: 0). The library prints nothing: lines and events go to callbacks.
+The first process to exit ends the run: the others are asked to stop (appproc.ask_app_to_stop:
+the main process alone, so a worker finishes its jobs), and after ``grace`` seconds everything
+any of them started, orphans included, is killed (app/teardown.py); the first one's exit code
+is the result (Ctrl+C: 130; stopped by ``invoke down``: 0). The run only ends once nothing it
+started runs, or what survived a kill is in ``RunResult.left``. The library prints nothing:
+lines and events go to callbacks.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from devserver.app.teardown import KILL_WAIT_S, Trees, terminate
 from devserver.errors import ConfigError, DevServerError
-from devserver.system import appproc, kill, signals
+from devserver.system import appproc, apptree, kill, signals
 
 
 class AppError(DevServerError):
@@ -43,6 +47,7 @@ class RunResult:
     code: int
     first: str | None
     reason: str  # "exited", "interrupted" or "stopped" (invoke down)
+    left: tuple[str, ...] = ()  # "name: prog (pid N)" of what still runs after the kill
 
 
 LineSink = Callable[[str, str], None]  # (process name, line)
@@ -130,20 +135,23 @@ def run_processes(
     stop_requested: Callable[[], bool] = lambda: False,
     grace: float = 5.0,
     spawn: Spawn = appproc.spawn_app,
+    run: str = "",
 ) -> RunResult:
     """Run every command until the first one ends (or Ctrl+C, or a stop request); stop the rest.
 
     ``on_started`` gets {name: pid} once all are running (``up`` records them for
-    ``invoke down``); ``stop_requested`` is polled about every 0.1 s.
+    ``invoke down``); ``stop_requested`` is polled about every 0.1 s. ``run``: the token each
+    process carries in its environment (apptree.tag_env), by which its descendants are found.
     """
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     interrupted = threading.Event()
+    run = run or apptree.new_run()
     with _interrupts(interrupted):
         try:
             for name, command in commands.items():
                 try:
-                    procs[name] = spawn(command, env, cwd)
+                    procs[name] = spawn(command, {**env, **apptree.tag_env(run, name)}, cwd)
                 except OSError as exc:
                     raise AppError(
                         f"cannot start the {name} process ({command!r}): {exc.strerror or exc}",
@@ -156,7 +164,11 @@ def run_processes(
                 ).start()
                 on_event(name, f"started (pid {procs[name].pid}): {command}")
             on_started({name: proc.pid for name, proc in procs.items()})
-            return _supervise(procs, lines, on_line, on_event, interrupted, stop_requested, grace)
+            trees = Trees(run, {name: apptree.handle(proc.pid) for name, proc in procs.items()})
+            shells = {name for name, command in commands.items() if appproc.through_shell(command)}
+            return _supervise(
+                procs, lines, on_line, on_event, interrupted, stop_requested, grace, trees, shells
+            )
         except BaseException:
             for proc in procs.values():
                 appproc.kill_app(proc)
@@ -171,15 +183,22 @@ def _supervise(
     interrupted: threading.Event,
     stop_requested: Callable[[], bool],
     grace: float,
+    trees: Trees,
+    shells: set[str],
 ) -> RunResult:
-    """The loop: print lines, notice the first exit or a stop, stop the rest, drain output."""
+    """The loop: print lines, notice the first exit or a stop, stop the rest, drain output.
+
+    It ends once every process and everything they started has ended (their output read to
+    the end), or, ``KILL_WAIT_S`` after the kill at the end of ``grace``, with what is left.
+    """
     open_streams = set(procs)
     codes: dict[str, int] = {}
     first: str | None = None
     reason = ""
     deadline: float | None = None
+    killed = False
     next_check = 0.0
-    while open_streams or len(codes) < len(procs):
+    while open_streams or len(codes) < len(procs) or (reason and trees.remaining()):
         try:
             name, text = lines.get(timeout=0.1)
             if text is None:
@@ -202,23 +221,48 @@ def _supervise(
                 reason = "stopped"
         if reason and deadline is None:
             deadline = time.monotonic() + grace
-            for name, proc in procs.items():
-                if name not in codes:
-                    on_event(name, "stopping")
-                    if not appproc.ask_app_to_stop(proc):
-                        on_event(name, "cannot be asked to stop (no shared console): killing it")
-                        appproc.kill_app(proc)
+            _ask_all(procs, codes, trees, shells, on_event)
+        if reason:
+            trees.refresh()
         if deadline is not None and time.monotonic() > deadline:
-            for name, proc in procs.items():
-                if name not in codes and proc.poll() is None:
-                    on_event(name, f"did not stop within {grace:g}s: killing it")
-                    appproc.kill_app(proc)
-            if len(codes) == len(procs):
-                break  # all exited; a grandchild may keep a pipe open: stop reading
-            deadline = time.monotonic() + grace
+            if killed:
+                break  # what is left survived a kill: reported below
+            killed = True
+            for name in sorted({name for name, _proc in trees.remaining()}):
+                on_event(name, f"did not stop within {grace:g}s: killing it")
+            for proc in procs.values():
+                appproc.kill_app(proc)
+            trees.kill_all()
+            deadline = time.monotonic() + KILL_WAIT_S
+    left = tuple(trees.left()) if killed else ()
     if reason == "interrupted":
-        return RunResult(130, None, reason)
+        return RunResult(130, None, reason, left)
     if reason == "stopped":
-        return RunResult(0, None, reason)
+        return RunResult(0, None, reason, left)
     assert first is not None
-    return RunResult(codes[first], first, reason)
+    return RunResult(codes[first], first, reason, left)
+
+
+def _ask_all(
+    procs: dict[str, subprocess.Popen[bytes]],
+    codes: dict[str, int],
+    trees: Trees,
+    shells: set[str],
+    on_event: LineSink,
+) -> None:
+    """The start of the stop: the main processes are asked; what an exited one left behind
+    (its own children, re-parented) has no main process to stop it in order and is asked
+    directly."""
+    trees.refresh(scan=True)
+    for name, proc in procs.items():
+        if name not in codes:
+            on_event(name, "stopping")
+            if not appproc.ask_app_to_stop(proc, name in shells):
+                on_event(name, "cannot be asked to stop (no shared console): killing it")
+                appproc.kill_app(proc)
+    for name in sorted(codes):
+        orphans = trees.orphans([name])
+        if orphans:
+            pids = ", ".join(str(proc.pid) for proc in orphans)
+            on_event(name, f"stopping what it left running (pid {pids})")
+            terminate(orphans)

@@ -2,9 +2,10 @@
 down`` can stop it: docker compose's ``down`` stops what ``up`` or one of its parts started.
 
 ``data/app.json`` sits beside the server's state file and holds the owner (the ``up`` process)
-and each application process as (name, pid, create time, executable), recorded with
-identity.identity_of and checked with identity.verified_process before any signal, exactly like the
-server: a PID reused since is never signalled.
+and each application process as (name, pid, create time, executable, start ticks), checked
+with identity.verified_process before any signal, exactly like the server: a PID reused since
+is never signalled, and on Linux the start in clock ticks since boot decides (psutil's create
+time moves with every wall-clock step, and a live process would look like a reused pid).
 
 ``down`` from another shell first asks the owner (``"stop_requested": true`` in the file; the
 owner polls it every 0.1 s), which stops its processes the way it stops them on Ctrl+C and
@@ -24,15 +25,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devserver.app import teardown
 from devserver.config import Settings
 from devserver.errors import DevServerError
 from devserver.server.identity import identity_of, verified_process
-from devserver.system import appproc, kill
+from devserver.system import appproc, apptree, lifetime
 from devserver.system.atomic import PRIVATE_MODE, write_atomic
 
 
@@ -52,14 +54,21 @@ def _read(path: Path) -> dict[str, Any] | None:
 def _entry(name: str, pid: int) -> dict[str, Any]:
     ident = identity_of(pid)
     create_time, exe = ident if ident else (0.0, "")
-    return {"name": name, "pid": pid, "create_time": create_time, "exe": exe}
+    ticks = lifetime.start_ticks(pid) or 0
+    return {"name": name, "pid": pid, "create_time": create_time, "exe": exe, "start_ticks": ticks}
 
 
 def _live(entry: Mapping[str, Any]) -> Any | None:
     pid = entry.get("pid")
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return None
-    return verified_process(pid, float(entry.get("create_time") or 0), str(entry.get("exe", "")))
+    ticks = entry.get("start_ticks")
+    return verified_process(
+        pid,
+        float(entry.get("create_time") or 0),
+        str(entry.get("exe", "")),
+        ticks if isinstance(ticks, int) else 0,
+    )
 
 
 def running_owner(settings: Settings, who: str = "up") -> int | None:
@@ -70,11 +79,22 @@ def running_owner(settings: Settings, who: str = "up") -> int | None:
     return int(data["owner"]["pid"])
 
 
-def record(settings: Settings, pids: Mapping[str, int], who: str = "up") -> None:
-    """Written by ``up`` once every process runs (private: nothing secret, but no reason)."""
+def record(
+    settings: Settings,
+    pids: Mapping[str, int],
+    who: str = "up",
+    run: str = "",
+    shells: Collection[str] = (),
+) -> None:
+    """Written by ``up`` once every process runs (private: nothing secret, but no reason).
+
+    ``run``: the tag its processes carry (apptree), so ``down`` finds what they started;
+    ``shells``: the names run under ``sh -c`` (the shell's children get the SIGTERM too).
+    """
     data = {
         "owner": _entry(who, os.getpid()),
-        "processes": [_entry(name, pid) for name, pid in pids.items()],
+        "processes": [{**_entry(name, pid), "shell": name in shells} for name, pid in pids.items()],
+        "run": run,
         "stop_requested": False,
     }
     path = app_state_file(settings, who)
@@ -99,7 +119,11 @@ def stop_was_requested(settings: Settings, who: str = "up") -> bool:
 
 @dataclass
 class AppStop:
-    """What ``down`` did to the application processes, for its one-line report."""
+    """What ``down`` did to the application processes, for its report.
+
+    ``left``: "name: prog (pid N)" of each process the app started that still runs after
+    the kill; ``down`` then says so and exits 1, never "stopped".
+    """
 
     stopped: list[str] = field(default_factory=list)
     by_owner: bool = False
@@ -107,29 +131,14 @@ class AppStop:
     left: list[str] = field(default_factory=list)
 
 
-def _alive(proc: Any) -> bool:
-    import psutil  # a slow import: needed only when there are recorded processes to check
-
-    try:
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_gone(procs: list[Any], timeout: float, path: Path | None = None) -> bool:
-    """Until every process has exited (a zombie counts) and ``path``, if given, is gone."""
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs = [proc for proc in procs if _alive(proc)]
-        if not procs and (path is None or not path.exists()):
-            return True
+def _wait_file_gone(path: Path, until: float) -> None:
+    while path.exists() and time.monotonic() < until:
         time.sleep(0.05)
-    return False
 
 
 def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppStop:
-    """Stop what ``up`` started: through its owner when it answers, else ourselves.
+    """Stop what ``up`` started: through its owner when it answers, else ourselves, within
+    one budget of ``timeout`` seconds (then a kill of everything they started).
 
     ``who="api"``: the owner (``invoke api``) is told, not waited for; we stop its API.
     """
@@ -138,32 +147,49 @@ def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppSto
     result = AppStop()
     if data is None:
         return result
+    began = time.monotonic()
     entries = [e for e in data.get("processes") or [] if isinstance(e, dict)]
-    live = [(str(e.get("name")), p) for e in entries if (p := _live(e)) is not None]
+    live = [(e, p) for e in entries if (p := _live(e)) is not None]
     owner = _live(data.get("owner") or {})
-    if owner is None and not live:
+    run = str(data.get("run") or "")
+    trees = teardown.Trees(run, {str(e.get("name")): p for e, p in live})
+    trees.refresh(scan=True)
+    if owner is None and not trees.remaining():
         path.unlink(missing_ok=True)
         result.stale = True
         return result
-    result.stopped = [name for name, _ in live]
+    result.stopped = sorted({name for name, _proc in trees.remaining()})
+    deadline = began + timeout
     if owner is not None:
         try:
             write_atomic(path, json.dumps({**data, "stop_requested": True}), mode=PRIVATE_MODE)
         except OSError as exc:
             raise DevServerError(f"cannot write {path}: {exc.strerror or exc}") from None
-        # the owner's grace period for its processes, plus a little for its own exit
-        if who == "up" and _wait_gone([p for _, p in live], timeout + 5.0, path):
+        # The owner stops them within the same budget and kills at its end; a moment more
+        # for that kill to land and for it to remove the record.
+        if who == "up" and trees.wait_gone(deadline + 1.0):
+            _wait_file_gone(path, time.monotonic() + 2.0)
             result.by_owner = True
             return result
-    for _name, proc in live:
-        appproc.stop_recorded_app(proc)
-    _wait_gone([p for _, p in live], timeout)
-    for _name, proc in live:
-        if _alive(proc):
-            kill.kill_tree(proc)
-    _wait_gone([p for _, p in live], 3.0)
-    result.left = [name for name, proc in live if _alive(proc)]
-    if owner is not None and _alive(owner):  # it reads the mark, then removes the record
-        _wait_gone([], 5.0, path)
+    else:
+        for entry, proc in live:
+            appproc.stop_recorded_app(proc, bool(entry.get("shell")))
+        terminate_orphans(trees, [str(e.get("name")) for e in entries if _live(e) is None])
+        trees.wait_gone(deadline)
+    if who == "api" and owner is not None:  # told, not waited for: we stop its API
+        for entry, proc in live:
+            appproc.stop_recorded_app(proc, bool(entry.get("shell")))
+        trees.wait_gone(deadline)
+    if trees.remaining():
+        trees.kill_all()
+        trees.wait_gone(time.monotonic() + teardown.KILL_WAIT_S)
+    result.left = trees.left()
+    if owner is not None and apptree.alive([owner]):  # it reads the mark, then removes the record
+        _wait_file_gone(path, time.monotonic() + 5.0)
     path.unlink(missing_ok=True)
     return result
+
+
+def terminate_orphans(trees: teardown.Trees, names: list[str]) -> None:
+    """What an exited process left running has no main process to stop it: asked directly."""
+    teardown.terminate(trees.orphans(names))

@@ -135,6 +135,10 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
     def on_event(name: str, text: str) -> None:
         console.info(console.paint(f"{name:<{width}} |", colours[name]) + f" [up] {text}")
 
+    from devserver.system import appproc, apptree
+
+    run = apptree.new_run()
+    shells = [name for name, command in commands.items() if appproc.through_shell(command)]
     try:
         result = procs.run_processes(
             commands,
@@ -142,13 +146,21 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
             settings.root,
             on_line,
             on_event,
-            on_started=lambda pids: owned.record(settings, pids),
+            on_started=lambda pids: owned.record(settings, pids, run=run, shells=shells),
             stop_requested=lambda: owned.stop_was_requested(settings),
             grace=settings.stop_timeout,
+            run=run,
         )
     finally:
         owned.clear(settings)
-    _up_app_summary(settings, result)
+    if not result.left:  # else it did not stop them all: said below, never "stopped"
+        _up_app_summary(settings, result)
+    if result.left:
+        console.error(
+            f"still running after a kill: {'; '.join(result.left)}",
+            "check them with your OS's process tools",
+        )
+        raise Exit(code=1)
     if result.code != 0:
         raise Exit(code=result.code)
 

@@ -67,6 +67,7 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "terminate_after_stop": terminate,
         "owner_pid": 0,
         "owner_create_time": 0.0,
+        "owner_start_ticks": 0,
     }
 
 

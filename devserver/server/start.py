@@ -116,7 +116,10 @@ def _start(
                 return StartResult(state, True, supervised=supervisor_alive(state))
             ready = prepare(settings, state, on_binary)
             if owner_pid:
-                ready.spec["owner_pid"], ready.spec["owner_create_time"] = identity(owner_pid)
+                _pid, ready.spec["owner_create_time"], ready.spec["owner_start_ticks"] = identity(
+                    owner_pid
+                )
+                ready.spec["owner_pid"] = owner_pid
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
             forked = False

@@ -132,6 +132,7 @@ def _watch_owner(sup: Supervisor) -> None:
         int(sup.spec.get("owner_pid") or 0),
         float(sup.spec.get("owner_create_time") or 0.0),
         lambda: owner.stop_server(lambda: sup.shutdown(save=False), sup.proc),
+        start_ticks=int(sup.spec.get("owner_start_ticks") or 0),
     )
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         # The process whose death stops the server (owner.py); 0: nobody's, it stays.
         owner_pid: int
         owner_create_time: float
+        owner_start_ticks: int  # Linux: the clock-step-proof identity (0: none)
 
 else:
     # At run time a spec is a plain dict: typing's import would cost the bootstrap 10 ms.

@@ -167,10 +167,32 @@ def spawn_app(command: str, env: Mapping[str, str], cwd: Path) -> subprocess.Pop
     return subprocess.Popen(shlex.split(command), start_new_session=True, **common)
 
 
-def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> bool:
+def through_shell(command: str) -> bool:
+    """Whether :func:`spawn_app` / :func:`spawn_foreground` run ``command`` under a shell."""
+    return host.WINDOWS or _needs_shell(command)
+
+
+def _term_shells_children(proc: Any) -> None:
+    """``sh -c 'cd x && celery worker'``: the shell neither execs the last command nor passes
+    SIGTERM on, so its own children (the worker's main process, not the worker's pool) get it."""
+    import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
+
+    try:
+        children = proc.children()
+    except psutil.Error:
+        return
+    for child in children:
+        with suppress(psutil.Error):
+            child.send_signal(signal.SIGTERM)
+
+
+def ask_app_to_stop(proc: subprocess.Popen[bytes], shell: bool = False) -> bool:
     """Politely stop a process started by :func:`spawn_app`; False when that was impossible.
 
-    POSIX: SIGTERM to its process group (as honcho and docker compose do). Safe against PID
+    POSIX: SIGTERM to the main process alone (plus, under ``sh -c``, to the shell's children),
+    as systemd's KillMode=mixed and docker compose do: a worker with a pool of children (Celery,
+    RQ) then finishes its jobs in flight, which a SIGTERM to its whole process group would kill.
+    What it started is killed at the end of the budget (app/teardown.py). Safe against PID
     reuse because the child is ours and not yet reaped (``poll()`` is None). Windows: a
     CTRL_BREAK_EVENT to its process group, which works only while we have a console to share
     with it: without one (Wine without a terminal, some IDEs) GenerateConsoleCtrlEvent fails,
@@ -181,8 +203,13 @@ def ask_app_to_stop(proc: subprocess.Popen[bytes]) -> bool:
     try:
         if host.WINDOWS:
             proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", signals.CTRL_BREAK_EVENT))
-        else:
-            os.killpg(proc.pid, signal.SIGTERM)
+            return True
+        if shell:
+            import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
+
+            with suppress(psutil.Error):
+                _term_shells_children(psutil.Process(proc.pid))
+        proc.send_signal(signal.SIGTERM)
     except (OSError, SystemError):
         return proc.poll() is not None
     return True
@@ -202,22 +229,19 @@ def kill_app(proc: subprocess.Popen[bytes]) -> None:
         kill.kill_tree(psutil.Process(proc.pid))
 
 
-def stop_recorded_app(proc: Any) -> None:
+def stop_recorded_app(proc: Any, shell: bool = False) -> None:
     """Stop an identity-checked psutil.Process that another ``up`` started (``invoke down``).
 
-    POSIX: SIGTERM to its group (it leads one: spawn_app made a new session) and its own
-    descendants; Windows: we do not share its console, so there is no polite signal to send
-    and the tree is killed.
+    POSIX: SIGTERM to it alone (plus, under ``sh -c``, to the shell's children), as
+    :func:`ask_app_to_stop` does; Windows: we do not share its console, so there is no polite
+    signal to send and the tree is killed.
     """
     import psutil  # ~20 ms: `invoke up` imports this module before it starts the server
 
     if host.WINDOWS:
         kill.kill_tree(proc)
         return
-    try:
-        victims = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        victims = [proc]
-    for victim in victims:
-        with suppress(psutil.Error):
-            victim.send_signal(signal.SIGTERM)
+    if shell:
+        _term_shells_children(proc)
+    with suppress(psutil.Error):
+        proc.send_signal(signal.SIGTERM)

@@ -172,7 +172,9 @@ def test_app_processes_on_windows_get_a_group_and_ctrl_break(
     kill_tree.assert_called_once_with(recorded)
 
 
-def test_app_processes_on_posix_get_a_session_and_sigterm_to_the_group() -> None:
+def test_app_processes_on_posix_get_a_session_sigterm_to_the_main_and_a_kill_to_the_group() -> None:
+    """SIGTERM to the main process alone (KillMode=mixed: a worker's pool children are left
+    to it, so it finishes its jobs); the kill at the end reaches the group."""
     import signal
     import subprocess
     from unittest import mock
@@ -191,12 +193,12 @@ def test_app_processes_on_posix_get_a_session_and_sigterm_to_the_group() -> None
     with mock.patch("os.killpg") as killpg:
         appproc.ask_app_to_stop(proc)
         appproc.kill_app(proc)
-    assert killpg.call_args_list == [
-        mock.call(4242, signal.SIGTERM),
-        mock.call(4242, signal.SIGKILL),
-    ]
+    proc.send_signal.assert_called_once_with(signal.SIGTERM)
+    assert killpg.call_args_list == [mock.call(4242, signal.SIGKILL)]
     proc.poll.return_value = 0  # reaped: its pid may be anyone's now, never signalled
+    proc.send_signal.reset_mock()
     with mock.patch("os.killpg") as killpg:
         appproc.ask_app_to_stop(proc)
         appproc.kill_app(proc)
     killpg.assert_not_called()
+    proc.send_signal.assert_not_called()

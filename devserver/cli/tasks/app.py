@@ -46,6 +46,8 @@ def _stop_app_processes(c: Context) -> None:
         if done.stale:
             what = "application processes" if who == "up" else "`invoke api`'s API"
             console.warn(f"removed a stale record of {what} (none of them runs)")
+        elif done.left:
+            pass  # named below: not "stopped"
         elif done.stopped and who == "api":
             console.ok("stopped the API that `invoke api` runs")
         elif done.stopped:
@@ -54,7 +56,7 @@ def _stop_app_processes(c: Context) -> None:
         left += done.left
     if left:
         raise DevServerError(
-            f"application processes still running after a kill: {', '.join(left)}",
+            f"application processes still running after a kill: {'; '.join(left)}",
             hint="check them with your OS's process tools",
         )
 
@@ -115,6 +117,7 @@ def api(c: Context) -> None:
     from devserver.app import env as app
     from devserver.app import records as owned
     from devserver.app.api import run_api
+    from devserver.system import appproc, apptree
 
     settings = settings_from(c)
     if not settings.api.command:
@@ -136,12 +139,14 @@ def api(c: Context) -> None:
         f"running the API: {settings.api.command}  "
         f"(REDIS_URL={app.redact_url(values['REDIS_URL'])}, cwd {settings.root})"
     )
+    run = apptree.new_run()
+    shells = ["api"] if appproc.through_shell(settings.api.command) else []
     try:
         result = run_api(
             settings.api.command,
-            values,
+            {**values, **apptree.tag_env(run, "api")},
             settings.root,
-            on_started=lambda pid: owned.record(settings, {"api": pid}, "api"),
+            on_started=lambda pid: owned.record(settings, {"api": pid}, "api", run, shells),
         )
         by_down = owned.stop_was_requested(settings, "api")
     finally:
