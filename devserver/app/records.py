@@ -167,7 +167,7 @@ def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppSto
             raise DevServerError(f"cannot write {path}: {exc.strerror or exc}") from None
         # The owner stops them within the same budget and kills at its end; a moment more
         # for that kill to land and for it to remove the record.
-        if who == "up" and trees.wait_gone(deadline + 1.0):
+        if who == "up" and trees.wait_gone(deadline + 0.5):
             _wait_file_gone(path, time.monotonic() + 2.0)
             result.by_owner = True
             return result
@@ -184,8 +184,8 @@ def stop_recorded(settings: Settings, timeout: float, who: str = "up") -> AppSto
         trees.kill_all()
         trees.wait_gone(time.monotonic() + teardown.KILL_WAIT_S)
     result.left = trees.left()
-    if owner is not None and apptree.alive([owner]):  # it reads the mark, then removes the record
-        _wait_file_gone(path, time.monotonic() + 5.0)
+    if who == "api" and owner is not None and apptree.alive([owner]):
+        _wait_file_gone(path, time.monotonic() + 5.0)  # it reads the mark, then removes the record
     path.unlink(missing_ok=True)
     return result
 
