@@ -9,8 +9,9 @@ time moves with every wall-clock step, and a live process would look like a reus
 
 ``down`` from another shell first asks the owner (``"stop_requested": true`` in the file; the
 owner polls it every 0.1 s), which stops its processes the way it stops them on Ctrl+C and
-removes the file. Only when the owner is gone or does not answer in time does ``down`` stop
-the recorded processes itself (POSIX: SIGTERM, then a kill; Windows: a tree kill).
+removes the file. Only when the owner is gone or does not answer within the same budget does
+``down`` stop them itself (app/teardown.py: SIGTERM to each main process, then a kill of
+everything the run started, found by the run's tag that the file records).
 
 ``invoke api`` (the API alone, in the foreground) keeps its own record, ``data/api.json``, in
 the same shape (``who="api"``). Its owner does not poll: it waits on its API, which shares the
