@@ -19,7 +19,10 @@ from devserver.app import records, teardown
 from devserver.config import Settings, load_settings
 from devserver.system import apptree, lifetime
 
-_SLEEP = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+_SLEEP = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); time.sleep(60)"
+)
 
 
 @pytest.fixture()
@@ -30,7 +33,9 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture()
 def stubborn() -> Iterator[subprocess.Popen[bytes]]:
     """A process that ignores SIGTERM (killed at the end whatever happens)."""
-    child = subprocess.Popen([sys.executable, "-c", _SLEEP])
+    child = subprocess.Popen([sys.executable, "-c", _SLEEP], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"  # it ignores SIGTERM from now on
     yield child
     child.kill()
     child.wait()
@@ -54,13 +59,17 @@ def test_app_records_compare_start_ticks_so_a_clock_step_keeps_a_live_process_li
 def test_the_tag_finds_a_runs_processes_and_no_other_runs(
     tmp_path: Path,
 ) -> None:
-    ours = subprocess.Popen(
-        [sys.executable, "-c", _SLEEP], env={**os.environ, **apptree.tag_env("run1", "worker")}
-    )
-    theirs = subprocess.Popen(
-        [sys.executable, "-c", _SLEEP], env={**os.environ, **apptree.tag_env("run2", "worker")}
+    ours, theirs = (
+        subprocess.Popen(
+            [sys.executable, "-c", _SLEEP],
+            env={**os.environ, **apptree.tag_env(run, "worker")},
+            stdout=subprocess.PIPE,
+        )
+        for run in ("run1", "run2")
     )
     try:
+        for child in (ours, theirs):  # running its program (before exec: our environment)
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         trees = teardown.Trees("run1", {"worker": None})  # its main process is gone
         trees.refresh(scan=True)
         assert [(name, proc.pid) for name, proc in trees.remaining()] == [("worker", ours.pid)]
