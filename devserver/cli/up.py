@@ -109,6 +109,7 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
     """Run the application processes until one ends; say what still runs afterwards."""
     from devserver.app import procs  # the app layer: after the server is up
     from devserver.app import records as owned
+    from devserver.system import appproc, apptree
 
     other = owned.running_owner(settings)
     if other is not None:
@@ -134,8 +135,6 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
 
     def on_event(name: str, text: str) -> None:
         console.info(console.paint(f"{name:<{width}} |", colours[name]) + f" [up] {text}")
-
-    from devserver.system import appproc, apptree
 
     run = apptree.new_run()
     shells = [name for name, command in commands.items() if appproc.through_shell(command)]
