@@ -165,3 +165,23 @@ def survey(settings: Settings, flavors: tuple[str, ...]) -> list[dict[str, Any]]
                 }
             )
     return rows
+
+
+def installed_flavors(settings: Settings) -> tuple[list[Binary], list[str]]:
+    """Every flavor with a runnable executable here (its best one) and the names of the rest.
+
+    What ``all`` means for the pytest matrix and ``verify --flavor``: the flavors
+    ``invoke fetch --list`` would show, in the catalog's order. ``server.binary`` is not
+    consulted (it names one flavor's executable, not which flavors exist). Versions are not
+    asked here (the start asks its own binary), except for the ``min_version`` check on PATH.
+    """
+    plain = replace(settings, binary=None)
+    found: list[Binary] = []
+    missing: list[str] = []
+    for name, flavor in FLAVORS.items():
+        usable, _ = _recent_enough(plain, flavor, candidates(plain, flavor, versions=False))
+        if usable:
+            found.append(usable[0])
+        else:
+            missing.append(name)
+    return found, missing
