@@ -280,6 +280,37 @@ def report_verify(report: Any) -> None:
         )
 
 
+def report_matrix(runs: list[Any], not_found: list[str]) -> None:
+    """``verify --flavor``: one row per flavor, side by side, then what failed and why."""
+    from devserver.verify.latency import OPERATIONS  # verify's own layer, loaded by now
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    console.table(
+        ["flavor", "version", "checks", *(f"{op} p50 ms" for op in OPERATIONS), "failed"],
+        [
+            [
+                r.flavor,
+                r.version or "?",
+                (f"{r.passed[0]}/{r.passed[1]}", "green" if r.ok else "red"),
+                *(num(r.p50(op)) for op in OPERATIONS),
+                r.failure or "-",
+            ]
+            for r in runs
+        ],
+    )
+    if not_found:
+        console.line(f"not found here: {', '.join(not_found)} (`invoke fetch --list`)")
+    bad = [r.flavor for r in runs if not r.ok]
+    if bad:
+        console.line(f"verify FAILED on {', '.join(bad)}", "red")
+    else:
+        console.line(
+            f"verify passed on all {len(runs)}: {', '.join(r.flavor for r in runs)}", "green"
+        )
+
+
 def api_not_configured() -> None:
     console.info(
         "no API command configured, so there is nothing to run.\n"

@@ -9,7 +9,7 @@ from invoke.tasks import task
 
 from devserver.cli import console
 from devserver.cli.invoke_args import handled, settings_from
-from devserver.cli.report import report_verify
+from devserver.cli.report import report_matrix, report_verify
 from devserver.config import Settings
 from devserver.config_values import whole_number
 from devserver.errors import VerifyError
@@ -30,11 +30,18 @@ def _verify_iterations(settings: Settings, given: str | None) -> int:
         "on stdout",
         "iterations": "timed runs per operation for the latency figures "
         "(default: verify.iterations)",
+        "flavor": "compare flavors instead: a comma-separated list or all (every installed "
+        "flavor), each on a throwaway server, one table side by side; the running server is "
+        "not touched",
     }
 )
 @handled
 def verify(
-    c: Context, url: str | None = None, json: bool = False, iterations: str | None = None
+    c: Context,
+    url: str | None = None,
+    json: bool = False,
+    iterations: str | None = None,
+    flavor: str | None = None,
 ) -> None:
     """Check the server with redis-py: PING, SET/GET, the LPUSH/BRPOP queue, INFO, latency."""
     # redis-py and the checks: imported when verify runs (see the package comment).
@@ -43,6 +50,14 @@ def verify(
 
     settings = settings_from(c)
     count = _verify_iterations(settings, iterations)
+    if flavor is not None:
+        if url is not None:
+            raise VerifyError(
+                "--flavor and --url do not go together",
+                hint="--flavor starts its own throwaway servers; --url checks one that runs",
+            )
+        _compare(settings, flavor, count, json)
+        return
     if url is not None:
         target = targets.from_url(url)
     else:
@@ -65,6 +80,35 @@ def verify(
         first = report.failed[0]
         raise VerifyError(
             f"verify failed: {first.name}: {first.detail}", hint=_verify_hint(first.name)
+        )
+
+
+def _compare(settings: Settings, asked: str, iterations: int, json: bool) -> None:
+    """verify --flavor: every asked flavor on a throwaway server, one table; exit 1 on a fail."""
+    from devserver.verify import matrix
+
+    names, not_found = matrix.flavors_asked(settings, asked)
+    if not names:
+        raise VerifyError(
+            "verify --flavor all: no server executable found for any flavor",
+            hint="run `invoke fetch --flavor NAME` (or install redis-server) and try again",
+        )
+    runs = []
+    for name in names:
+        if not json:
+            console.info(f"verify: starting a throwaway {name} server ...")
+        runs.append(matrix.run_flavor(settings, name, iterations, settings.verify.thresholds_ms))
+    if json:
+        console.print_json(matrix.as_json(runs, not_found))
+    else:
+        report_matrix(runs, not_found)
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        raise VerifyError(
+            f"verify failed on {', '.join(r.flavor for r in failed)}: "
+            + "; ".join(f"{r.flavor}: {r.failure}" for r in failed),
+            hint="the table above says which check failed on which flavor; "
+            "`invoke verify --flavor NAME` shows that flavor alone",
         )
 
 
