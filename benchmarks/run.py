@@ -35,6 +35,7 @@ MODULES = (
     "benchmarks.bench_verify",
     "benchmarks.bench_memory",
     "benchmarks.bench_interrupt",
+    "benchmarks.bench_matrix",
 )
 
 
