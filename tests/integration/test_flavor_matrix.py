@@ -18,7 +18,7 @@ from devserver.config import load_settings
 from devserver.fetch.options import FetchOptions
 from devserver.fetch.release import fetch
 from devserver.system import host
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kill_recorded
 from tests.standins import package
 
 pytestmark = pytest.mark.skipif(
@@ -245,3 +245,82 @@ def test_after(devserver_factory):
     result = pytester.runpytest_subprocess("-p", "devserver.pytest_plugin", "-v")
     result.assert_outcomes(passed=2)
     assert servers_running(pytester.path) == []
+
+
+HANGS = """
+import json, os, pathlib, time
+
+def test_record(devserver):
+    out = pathlib.Path(os.environ["MATRIX_OUT"])
+    (out / f"{devserver.flavor}.json").write_text(json.dumps({"pid": devserver.server.pid}))
+
+def test_zz_hang(devserver):
+    if devserver.flavor != "dragonfly":
+        return
+    (pathlib.Path(os.environ["MATRIX_OUT"]) / "hanging").write_text("")
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_stops_every_flavor_s_server(
+    pytester: pytest.Pytester, standins: Path, redis_server_path: Path, how: str
+) -> None:
+    """Both servers run while the second flavor's test hangs (the first stays in the pool);
+    Ctrl+C and SIGKILL of pytest each leave neither running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytester.makepyfile(test_hang=HANGS)
+    basetemp = pytester.path / "inner"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "devserver.pytest_plugin",
+            "--devserver-flavor=redis,dragonfly",
+            f"--devserver-binary={redis_server_path}",
+            f"--basetemp={basetemp}",
+            "-q",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (standins / "hanging").exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the hanging test never started"
+            time.sleep(0.05)
+        pids = [
+            json.loads((standins / f"{f}.json").read_text())["pid"] for f in ("redis", "dragonfly")
+        ]
+        assert all(psutil.pid_exists(p) for p in pids)  # redis's server is kept for the session
+        if how == "kill":
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 30  # hang guard only: after a kill the supervisors act
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids)
+        assert servers_running(pytester.path) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for state in basetemp.glob("devserver*/data/server.json"):
+            kill_recorded(state)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
