@@ -26,19 +26,26 @@ starts extra servers inside one test and stops them at its end.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
-from devserver.catalog import DRAGONFLY, GARNET, REDIS, TLS_URL_SCHEME, URL_SCHEME
 from devserver.errors import DevServerError
-from devserver.library import Server, ephemeral
+from devserver.library import ephemeral
+from devserver.pytest_servers import (
+    DevServer,
+    FlavorPlan,
+    ServerPool,
+    external,
+    fail,
+    flavor_plan,
+    option,
+    worker_index,
+)
+
+__all__ = ["DevServer", "devserver", "devserver_factory", "redis_client", "redis_url"]
 
 _OPTIONS = {
     "devserver_flavor": "server flavor: auto (default), dragonfly, redis or garnet; a "
@@ -58,169 +65,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(name, text, default="")
 
 
-def _option(config: pytest.Config, name: str) -> str:
-    value = config.getoption(name)
-    if value is None:
-        value = config.getini(name)
-    return str(value or "").strip()
-
-
-def worker_index() -> int:
-    """pytest-xdist's worker number (``gw3`` -> 3); 0 without xdist."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    digits = worker.lstrip("gw")
-    return int(digits) if digits.isdigit() else 0
-
-
-class DevServer:
-    """What the ``devserver`` fixture gives: where the server is and what it is."""
-
-    def __init__(self, server: Server, db: int = 0) -> None:
-        self.server = server
-        self.host = server.host
-        self.port = server.port
-        self.flavor = server.flavor
-        self.version = server.version
-        self.password = server.password
-        self.db = db
-        self.base_url = server.url.rsplit("/", 1)[0]  # scheme, auth, host and port
-        self._flusher: Any = None
-
-    @property
-    def url(self) -> str:
-        """The URL of this worker's database."""
-        return f"{self.base_url}/{self.db}"
-
-    def client(self, **kwargs: Any) -> Any:
-        """A new redis-py client on this worker's database (the caller closes it)."""
-        import redis  # redis-py only when a client is asked for
-
-        return redis.Redis.from_url(self.url, **kwargs)
-
-    def flush(self) -> None:
-        """Empty this worker's database (one kept connection: no connect per test)."""
-        if self._flusher is None:
-            self._flusher = self.client()
-        self._flusher.flushdb()
-
-    def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.close()
-            self._flusher = None
-
-
-def _fail(exc: DevServerError) -> None:
-    """The line ``invoke start`` prints, as the failure of each test that needs the server."""
-    text = f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")
-    pytest.fail(text, pytrace=False)
-
-
-def external(url: str, worker: int) -> DevServer:
-    """A server that already runs: flavor and version from its INFO; database + worker."""
-    import redis  # redis-py only when the plugin is used (it loads in every pytest run)
-
-    parts = urlsplit(url)
-    if parts.scheme not in (URL_SCHEME, TLS_URL_SCHEME) or not parts.hostname:
-        raise DevServerError(
-            f"invalid --devserver-url {url!r}", hint="use redis://[:password@]host:port/db"
-        )
-    base_db = int(parts.path.strip("/") or 0) if parts.path.strip("/").isdigit() else 0
-    db = base_db + worker
-    try:
-        with redis.Redis.from_url(url, socket_timeout=5) as probe:
-            info = probe.info("server")
-    except redis.RedisError as exc:
-        raise DevServerError(
-            f"cannot reach the server at --devserver-url ({exc})",
-            hint="start it (`invoke start`) or check the URL",
-        ) from None
-    flavor, version = REDIS.name, str(info.get("redis_version", ""))
-    for name in (DRAGONFLY.name, GARNET.name):
-        if f"{name}_version" in info:
-            flavor, version = name, str(info[f"{name}_version"])
-    server = Server(
-        host=parts.hostname,
-        port=parts.port or 6379,
-        flavor=flavor,
-        version=version,
-        password=unquote(parts.password or ""),
-    )
-    handle = DevServer(server, db)
-    handle.base_url = urlunsplit((parts.scheme, parts.netloc, "", "", ""))  # its own scheme, user
-    return handle
-
-
-ALL = "all"  # --devserver-flavor all: every flavor with a runnable executable here
-
-
-@dataclass(frozen=True)
-class FlavorPlan:
-    """Which flavors the session's tests run against, from ``--devserver-flavor``.
-
-    ``matrix`` is True when tests are parametrized (several flavors, or ``all``); a single
-    flavor is today's one server and today's test ids. ``missing``: under ``all``, the
-    flavors with no executable here (named in the session header, not run).
-    """
-
-    flavors: tuple[str, ...]
-    matrix: bool
-    everything: bool = False
-    missing: tuple[str, ...] = ()
-    binary: str = ""
-
-    def binary_for(self, flavor: str) -> str | None:
-        """``--devserver-binary`` for this flavor: always with one flavor, else the flavor
-        its file name says (``redis-server`` is redis)."""
-        if not self.binary:
-            return None
-        if not self.matrix:
-            return self.binary
-        from devserver.fetch.binaries import flavor_of_executable
-
-        return self.binary if flavor_of_executable(Path(self.binary)) == flavor else None
-
-
-_PLAN = pytest.StashKey[FlavorPlan]()
-
-
-def flavor_plan(config: pytest.Config) -> FlavorPlan:
-    """The session's FlavorPlan, worked out once (xdist workers each work out the same)."""
-    if _PLAN in config.stash:
-        return config.stash[_PLAN]
-    raw = _option(config, "devserver_flavor") or "auto"
-    binary = _option(config, "devserver_binary")
-    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip())) or ("auto",)
-    if names == (ALL,):
-        found, missing = _installed(config.rootpath)
-        plan = FlavorPlan(found, True, True, missing, binary)
-    else:
-        plan = FlavorPlan(names, len(names) > 1, binary=binary)
-    if plan.matrix and binary and not any(plan.binary_for(f) for f in plan.flavors):
-        raise pytest.UsageError(
-            f"--devserver-binary {binary}: with several flavors its file name must say its "
-            "flavor (redis-server, valkey-server, dragonfly..., GarnetServer)"
-        )
-    config.stash[_PLAN] = plan
-    return plan
-
-
-def _installed(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Flavors with an executable (bin/, PATH, bundled) and those without; the version
-    cache goes to a temporary folder, never into the project's data/."""
-    from devserver.fetch.choice import installed_flavors
-    from devserver.library import settings
-
-    with tempfile.TemporaryDirectory(prefix="devserver-flavors-") as scratch:
-        try:
-            found, missing = installed_flavors(settings(root, data_dir=scratch))
-        except DevServerError as exc:
-            raise pytest.UsageError(f"--devserver-flavor all: {exc.message}") from None
-    return tuple(b.flavor for b in found), tuple(missing)
-
-
 def pytest_report_header(config: pytest.Config) -> str | None:
     """Which flavors run (and, under ``all``, which were not found here)."""
-    if _option(config, "devserver_url"):
+    if option(config, "devserver_url"):
         return None
     plan = flavor_plan(config)
     if not plan.matrix:
@@ -233,56 +80,13 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Each test that needs a server (``devserver`` in its fixture closure) once per flavor."""
-    if "devserver" not in metafunc.fixturenames or _option(metafunc.config, "devserver_url"):
+    if "devserver" not in metafunc.fixturenames or option(metafunc.config, "devserver_url"):
         return
     plan = flavor_plan(metafunc.config)
     if plan.matrix and plan.flavors:
         metafunc.parametrize(
             "devserver", plan.flavors, indirect=True, ids=list(plan.flavors), scope="session"
         )
-
-
-class ServerPool:
-    """The session's servers, one per flavor, each started on first use; ``close`` stops all.
-
-    A flavor that failed to start fails every test that asks for it with the same line,
-    without trying again per test.
-    """
-
-    def __init__(self, plan: FlavorPlan, root: Path, workdir: Callable[[str], Path]) -> None:
-        self._plan = plan
-        self._root = root
-        self._workdir = workdir
-        self._stack = contextlib.ExitStack()
-        self._servers: dict[str, DevServer] = {}
-        self._errors: dict[str, DevServerError] = {}
-
-    def get(self, flavor: str, **options: Any) -> DevServer:
-        """The running server of ``flavor``; ``options`` go to ``ephemeral()`` on first use."""
-        if flavor in self._errors:
-            _fail(self._errors[flavor])
-        if flavor not in self._servers:
-            try:
-                server = self._stack.enter_context(
-                    ephemeral(
-                        flavor=flavor,
-                        binary=self._plan.binary_for(flavor),
-                        root=self._root,
-                        workdir=self._workdir(flavor),
-                        **options,
-                    )
-                )
-            except DevServerError as exc:
-                self._errors[flavor] = exc
-            if flavor in self._errors:  # failed outside the except: no chained traceback
-                _fail(self._errors[flavor])
-            handle = DevServer(server)
-            self._stack.callback(handle.close)
-            self._servers[flavor] = handle
-        return self._servers[flavor]
-
-    def close(self) -> None:
-        self._stack.close()
 
 
 @pytest.fixture(scope="session")
@@ -313,19 +117,19 @@ def _flavor(request: pytest.FixtureRequest, plan: FlavorPlan) -> str:
 def devserver(request: pytest.FixtureRequest, _devserver_pool: ServerPool) -> Iterator[DevServer]:
     """The session's server of this test's flavor (per xdist worker), stopped at the end."""
     config = request.config
-    url = _option(config, "devserver_url")
+    url = option(config, "devserver_url")
     if url:
         try:
             handle = external(url, worker_index())
         except DevServerError as exc:
-            _fail(exc)
+            fail(exc)
         yield handle
         handle.close()
         return
     plan = flavor_plan(config)
     flavor = _flavor(request, plan)
     if not flavor:  # `all` with nothing installed
-        _fail(
+        fail(
             DevServerError(
                 "--devserver-flavor all: no server executable found for any flavor",
                 hint="run `invoke fetch` (or install redis-server) and try again",
@@ -370,7 +174,7 @@ def devserver_factory(
         except DevServerError as exc:
             failed.append(exc)
         if failed:
-            _fail(failed[0])
+            fail(failed[0])
         handle = DevServer(server)
         stack.callback(handle.close)
         return handle

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devserver import pytest_plugin
+from devserver import pytest_servers as pytest_plugin
 from devserver.config import load_settings
 from devserver.errors import ConfigError, StartError, VerifyError
 from devserver.verify import matrix, runner
