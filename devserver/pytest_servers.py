@@ -23,7 +23,7 @@ import pytest
 
 from devserver.catalog import DRAGONFLY, GARNET, REDIS, TLS_URL_SCHEME, URL_SCHEME
 from devserver.errors import DevServerError
-from devserver.library import Server, ephemeral
+from devserver.library import Server, ephemeral, settings
 
 
 def option(config: pytest.Config, name: str) -> str:
@@ -143,6 +143,8 @@ class FlavorPlan:
             return None
         if not self.matrix:
             return self.binary
+        # The fetch layer only for a matrix with --devserver-binary: the plugin loads in
+        # every pytest run, so its own imports stay small.
         from devserver.fetch.binaries import flavor_of_executable
 
         return self.binary if flavor_of_executable(Path(self.binary)) == flavor else None
@@ -175,8 +177,7 @@ def flavor_plan(config: pytest.Config) -> FlavorPlan:
 def _installed(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Flavors with an executable (bin/, PATH, bundled) and those without; the version
     cache goes to a temporary folder, never into the project's data/."""
-    from devserver.fetch.choice import installed_flavors
-    from devserver.library import settings
+    from devserver.fetch.choice import installed_flavors  # discovery only for `all` (as above)
 
     with tempfile.TemporaryDirectory(prefix="devserver-flavors-") as scratch:
         try:

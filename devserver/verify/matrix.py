@@ -16,6 +16,9 @@ from typing import Any
 from devserver.catalog import FLAVORS, get_flavor
 from devserver.config import Settings
 from devserver.errors import DevServerError, VerifyError
+from devserver.fetch.binaries import flavor_of_executable
+from devserver.fetch.choice import find_binary, installed_flavors
+from devserver.library import ephemeral
 from devserver.verify import runner
 from devserver.verify.latency import OPERATIONS
 from devserver.verify.target import Target
@@ -84,8 +87,6 @@ def flavors_asked(settings: Settings, asked: str) -> tuple[list[str], list[str]]
     """
     names = list(dict.fromkeys(n.strip() for n in asked.split(",") if n.strip()))
     if names == [ALL]:
-        from devserver.fetch.choice import installed_flavors
-
         found, missing = installed_flavors(settings)
         return [b.flavor for b in found], missing
     if not names:
@@ -108,9 +109,6 @@ def run_flavor(
     start: Starter | None = None,
 ) -> FlavorRun:
     """Start a throwaway server of ``flavor``, verify it, stop it; failures become the row."""
-    from devserver.fetch.binaries import flavor_of_executable
-    from devserver.fetch.choice import find_binary
-    from devserver.library import ephemeral
 
     start = start or ephemeral
     # The project's bin/ and PATH are searched as `invoke start` searches them;

@@ -85,7 +85,7 @@ def verify(
 
 def _compare(settings: Settings, asked: str, iterations: int, json: bool) -> None:
     """verify --flavor: every asked flavor on a throwaway server, one table; exit 1 on a fail."""
-    from devserver.verify import matrix
+    from devserver.verify import matrix  # with the checks (above): redis-py when verify runs
 
     names, not_found = matrix.flavors_asked(settings, asked)
     if not names:
