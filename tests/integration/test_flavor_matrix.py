@@ -165,13 +165,11 @@ def test_x(devserver):
     assert devserver.flavor == "redis"
 """
     )
-    result = pytester.runpytest(
-        "-p",
-        "devserver.pytest_plugin",
-        "--devserver-flavor=redis,dragonfly",
-        f"--devserver-binary={redis_server_path}",
-        "-v",
+    # the list from the ini key this time (the option reads the same way)
+    pytester.makeini(
+        f"[pytest]\ndevserver_flavor = redis, dragonfly\ndevserver_binary = {redis_server_path}\n"
     )
+    result = pytester.runpytest("-p", "devserver.pytest_plugin", "-v")
     result.assert_outcomes(passed=1, errors=1)
     text = result.stdout.str()
     assert "test_x[redis] PASSED" in text
@@ -301,6 +299,9 @@ def test_ctrl_c_or_kill_stops_every_flavor_s_server(
             json.loads((standins / f"{f}.json").read_text())["pid"] for f in ("redis", "dragonfly")
         ]
         assert all(psutil.pid_exists(p) for p in pids)  # redis's server is kept for the session
+        # pytest adds a "<name>current" link beside each temporary folder: count real files
+        states = {s.resolve() for s in basetemp.glob("devserver*/data/server.json")}
+        assert len(states) == 2, states
         if how == "kill":
             proc.kill()
         else:
@@ -311,6 +312,9 @@ def test_ctrl_c_or_kill_stops_every_flavor_s_server(
             time.sleep(0.05)
         assert not any(_alive(p) for p in pids)
         assert servers_running(pytester.path) == []
+        while any(s.exists() for s in states) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(s.exists() for s in states)  # the supervisors cleaned up and exited
     finally:
         if proc.poll() is None:
             proc.kill()
