@@ -11,7 +11,7 @@ rem DEV_NO_PAUSE=1: do not wait for a key press at the end. Without it the windo
 rem (a double-clicked script's window would otherwise close before the message can be read);
 rem the tests and CI set it.
 rem
-rem Every exit goes through :end (the pause, popd, the exit code). Exit codes are tested with
+rem Every exit goes through :end (the pause, popd, the code page, the exit code). Exit codes are tested with
 rem  if not "%errorlevel%"=="0"  because "if errorlevel 1" means ">= 1" and misses negative
 rem codes (NTSTATUS values such as 0xC000013A, a Ctrl+C exit, are negative in cmd).
 rem
@@ -25,7 +25,16 @@ rem "same"): the GitHub Actions workflow (.github/workflows/windows.yml) runs th
 
 setlocal
 set "RC=0"
-rem UTF-8 console, so the server's log lines and the tool's messages show correctly.
+rem UTF-8 console, so the server's log lines and the tool's messages show correctly. The
+rem code page is the console's, not this script's (setlocal does not restore it): the one in
+rem force is kept in OLD_CP and set again at :end, which every exit goes through. chcp prints
+rem e.g. "Active code page: 850" or, localised, "Aktive Codepage: 850.": the text after the
+rem colon, without spaces and a final dot. (A Ctrl+C answered "Y" at "Terminate batch job"
+rem ends the script without :end: then the console keeps 65001.)
+set "OLD_CP="
+for /f "tokens=2 delims=:" %%c in ('chcp') do set "OLD_CP=%%c"
+if defined OLD_CP set "OLD_CP=%OLD_CP: =%"
+if defined OLD_CP set "OLD_CP=%OLD_CP:.=%"
 chcp 65001 >nul 2>&1
 
 rem Work from the script's own folder (quoted: the path may contain spaces). pushd, not cd:
@@ -166,6 +175,7 @@ goto :end
 
 :end
 popd
+if defined OLD_CP chcp %OLD_CP% >nul 2>&1
 if defined DEV_NO_PAUSE goto :exit
 echo.
 rem A double-clicked script's window closes when it ends: keep it open until a key press.

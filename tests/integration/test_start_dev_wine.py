@@ -384,3 +384,70 @@ def test_negative_exit_codes_need_the_string_comparison(
     script = (ROOT / "start_dev.bat").read_text()
     assert not re.search(r"(?im)^\s*if\s+(not\s+)?errorlevel\b", script)  # none of those left
     assert 'pushd "%~dp0"' in script and "popd" in script
+
+
+# ---- the console's code page: 65001 while the script runs, the old one again afterwards ----
+
+# A stand-in chcp.exe (put in the folder the script starts in, which cmd searches before
+# PATH): without an argument it reports CHCP_NOW ("Active code page: 850" by default), with
+# one it appends it to CHCP_LOG, as the code pages the script set, in order.
+CHCP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    const char *log = getenv("CHCP_LOG"), *now = getenv("CHCP_NOW");
+    if (argc < 2) { printf("Active code page: %s\n", now && *now ? now : "850"); return 0; }
+    FILE *f = log ? fopen(log, "a") : NULL;
+    if (f) { fprintf(f, "%s\n", argv[1]); fclose(f); }
+    printf("Active code page: %s\n", argv[1]);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def chcp_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which(MINGW) is None:
+        pytest.fail(f"{MINGW} is required (apt-get install gcc-mingw-w64-x86-64; CI installs it)")
+    folder = tmp_path_factory.mktemp("chcpexe")
+    (folder / "chcp.c").write_text(CHCP_C)
+    subprocess.run(
+        [MINGW, "-O1", "-o", str(folder / "chcp.exe"), str(folder / "chcp.c")],
+        check=True,
+        timeout=120,
+    )
+    return folder / "chcp.exe"
+
+
+@pytest.mark.parametrize(
+    ("path", "now", "restored"),
+    [
+        ("success", "850", "850"),
+        ("failing step", "437", "437"),
+        ("no python", "850.", "850"),  # localised chcp output ends with a dot (German)
+    ],
+)
+def test_the_code_page_is_restored_on_every_exit(
+    wine_env: dict[str, str],
+    tmp_path: Path,
+    chcp_exe: Path,
+    path: str,
+    now: str,
+    restored: str,
+) -> None:
+    """`chcp 65001` changes the console's code page, which outlives the script (setlocal does
+    not restore it): the person's console would stay UTF-8 afterwards."""
+    project = _project(tmp_path / "app")
+    shutil.copy2(chcp_exe, project / "chcp.exe")
+    chcp_log = tmp_path / "chcp.txt"
+    extra = {"CHCP_LOG": z_path(chcp_log), "CHCP_NOW": now}
+    if path != "no python":
+        extra["DEV_PYTHON"] = z_path(project / "stub python.cmd")
+        extra["STUB_API_CODE"] = "0"
+    if path == "failing step":
+        extra["STUB_FAIL"] = "start"
+    result, _ = run_bat(
+        wine_env, project / "start_dev.bat", project, tmp_path / "log.txt", pause=True, **extra
+    )
+    assert result.returncode == (0 if path == "success" else 1), result.stdout + result.stderr
+    assert chcp_log.read_text().split() == ["65001", restored]
