@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from devserver.errors import PortInUse
 from devserver.server import resp
+from devserver.system import reserved_ports
 from devserver.system.host import refused_connect_is_slow
 
 # WSL's NAT-mode localhost forwarder (wslrelay.exe) keeps listening on a port for up to
@@ -81,6 +82,25 @@ def _probe(host: str, port: int) -> tuple[bool, str]:
     return _connect_probe(host, port)
 
 
+def _check_bindable(host: str, port: int) -> None:
+    """Windows: a port no listener holds may still be refused (reserved ranges): test-bind it."""
+    code = reserved_ports.refused_bind(resp.connect_host(host), port)
+    if code == reserved_ports.WSAEADDRINUSE:
+        raise PortInUse(
+            f"port {port} is already in use (a test bind was refused)",
+            hint="stop that process or choose another port (--port or server.port)",
+        )
+    if code == reserved_ports.WSAEACCES:
+        found = reserved_ports.excluded_range(port)
+        where = f" (excluded range {found[0]}-{found[1]})" if found else ""
+        raise PortInUse(
+            f"port {port} is reserved by Windows{where}: no program may bind it (WSAEACCES)",
+            hint="Hyper-V, WSL2 or Docker reserve port ranges (they can change at every "
+            f"reboot): see them with `{reserved_ports.NETSH_COMMAND}`, and choose a port "
+            "outside them (--port or server.port)",
+        )
+
+
 def check_port_free(
     host: str,
     port: int,
@@ -91,12 +111,14 @@ def check_port_free(
 
     A connect probe (POSIX) or the listener table (Windows) rather than a test bind: on
     Windows a bind can succeed beside another program's listener (SO_REUSEADDR semantics
-    differ). A port held by WSL's relay is waited for briefly (see RELAY_GRACE).
+    differ). A port held by WSL's relay is waited for briefly (see RELAY_GRACE). A port no
+    one listens on is then test-bound on Windows (see reserved_ports: reserved ranges).
     """
     deadline = clock() + RELAY_GRACE
     while True:
         in_use, owner = _probe(host, port)
         if not in_use:
+            _check_bindable(host, port)
             return
         relay = owner.lower().startswith(RELAY_NAMES)
         if not relay or clock() >= deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 from unittest import mock
 
 import psutil
@@ -13,9 +13,10 @@ import pytest
 
 from devserver.errors import PortInUse
 from devserver.server import ports
-from devserver.system import host
+from devserver.system import host, reserved_ports
 
 PORT = 6379
+REAL_REFUSED_BIND = reserved_ports.refused_bind
 
 
 def listener(ip: str, pid: int, port: int = PORT) -> Any:
@@ -29,6 +30,8 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
     """Windows, no connect probes allowed, and a process table of pid -> name."""
     monkeypatch.setattr(host, "WINDOWS", True)
     monkeypatch.setattr(socket, "socket", mock.Mock(side_effect=AssertionError("no probe")))
+    # The test bind after a free table (reserved ranges) has its own tests below: it binds.
+    monkeypatch.setattr(ports.reserved_ports, "refused_bind", lambda address, port: 0)
     names: dict[int, str] = {}
     monkeypatch.setattr(psutil, "Process", lambda pid: SimpleNamespace(name=lambda: names[pid]))
     return names
@@ -113,3 +116,85 @@ def test_posix_keeps_the_connect_probe(monkeypatch: pytest.MonkeyPatch) -> None:
         port = held.getsockname()[1]
         with pytest.raises(PortInUse, match=f"port {port} is already in use"):
             ports.check_port_free("127.0.0.1", port)
+
+
+# ---- reserved (excluded) port ranges: a free table, yet the bind is refused ----------------
+
+NETSH_OUTPUT = b"""
+Protocol tcp Port Exclusion Ranges
+
+Start Port    End Port
+----------    --------
+      5357        5357
+      6300        6399
+     50000       50059     *
+
+* - Administered port exclusions.
+"""
+
+
+class RefusingSocket:
+    """A socket whose bind fails as Windows' does for a port in an excluded range."""
+
+    calls: ClassVar[list[tuple[str, tuple[Any, ...]]]] = []
+
+    def __init__(self, family: int, kind: int) -> None:
+        self.calls.append(("socket", (family, kind)))
+
+    def setsockopt(self, *args: Any) -> None:
+        self.calls.append(("setsockopt", args))
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.calls.append(("bind", address))
+        exc = PermissionError(13, "An attempt was made to access a socket in a way forbidden")
+        exc.winerror = 10013  # type: ignore[attr-defined]
+        raise exc
+
+    def close(self) -> None:
+        self.calls.append(("close", ()))
+
+
+def test_windows_port_in_an_excluded_range_names_the_range_and_netsh(
+    windows: dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener table is empty, but Windows reserved the port (Hyper-V/WinNAT): the start
+    must fail before the server does, naming the range and the command that lists them."""
+    from devserver.system import reserved_ports
+
+    monkeypatch.setattr(reserved_ports, "refused_bind", REAL_REFUSED_BIND)  # the real test bind
+    monkeypatch.setattr(psutil, "net_connections", lambda kind: [])
+    RefusingSocket.calls = []
+    monkeypatch.setattr(reserved_ports.socket, "socket", RefusingSocket)
+    netsh = mock.Mock(return_value=SimpleNamespace(stdout=NETSH_OUTPUT, returncode=0))
+    monkeypatch.setattr(reserved_ports.subprocess, "run", netsh)
+    with pytest.raises(PortInUse) as caught:
+        ports.check_port_free("localhost", PORT)
+    assert "6300-6399" in caught.value.message and "reserved by Windows" in caught.value.message
+    assert "netsh int ipv4 show excludedportrange protocol=tcp" in (caught.value.hint or "")
+    assert RefusingSocket.calls[:3] == [
+        ("socket", (socket.AF_INET, socket.SOCK_STREAM)),
+        ("setsockopt", (socket.SOL_SOCKET, reserved_ports.SO_EXCLUSIVEADDRUSE, 1)),
+        ("bind", ("127.0.0.1", PORT)),
+    ]
+    assert reserved_ports.SO_EXCLUSIVEADDRUSE == -5  # ~SO_REUSEADDR, Windows' value
+    assert netsh.call_args.args[0] == reserved_ports.NETSH_COMMAND.split()
+
+
+def test_parse_excluded_reads_netshs_table() -> None:
+    from devserver.system import reserved_ports
+
+    assert reserved_ports.parse_excluded(NETSH_OUTPUT.decode()) == [
+        (5357, 5357),
+        (6300, 6399),
+        (50000, 50059),
+    ]
+
+
+def test_posix_never_test_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devserver.system import reserved_ports
+
+    monkeypatch.setattr(host, "WINDOWS", False)
+    monkeypatch.setattr(reserved_ports.socket, "socket", RefusingSocket)
+    RefusingSocket.calls = []
+    assert reserved_ports.refused_bind("127.0.0.1", PORT) == 0
+    assert RefusingSocket.calls == []
