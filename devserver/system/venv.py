@@ -27,8 +27,14 @@ def own_python(command: str, executable: str | None = None) -> str:
     exe = executable or sys.executable
     if not exe:
         return command
-    quoted = f'"{exe}"' if host.WINDOWS else shlex.quote(exe)
-    return command[: match.start(2)] + quoted + command[match.end(2) :]
+    return command[: match.start(2)] + shell_quote(exe) + command[match.end(2) :]
+
+
+def shell_quote(path: str) -> str:
+    """A path as one word for the shell that will read the line: cmd.exe on Windows (double
+    quotes; a path cannot hold one), a POSIX shell elsewhere. ``C:\\Program Files\\...`` or a
+    user name with a space would otherwise split into two words."""
+    return f'"{path}"' if host.WINDOWS else shlex.quote(path)
 
 
 def scripts_first(env: Mapping[str, str], scripts: str | None = None) -> dict[str, str]:

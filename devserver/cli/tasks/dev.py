@@ -10,12 +10,17 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from devserver.cli.invoke_args import project_root
+from devserver.system.venv import shell_quote
 
 
 @task(help={"args": "extra pytest arguments, e.g. '-k stop -x'"})
 def test(c: Context, args: str = "") -> None:
-    """Run the test suite (the same command CI runs)."""
-    c.run(f"{sys.executable} -m pytest {args}", pty=False)
+    """Run the test suite (the same command CI runs).
+
+    A shell line (``args`` is the person's own, quoting and all), so the interpreter's path is
+    quoted for that shell: cmd.exe on Windows, where it is often under ``Program Files``.
+    """
+    c.run(f"{shell_quote(sys.executable)} -m pytest {args}", pty=False)
 
 
 @task(
