@@ -6,6 +6,7 @@ See atomic.py, which builds its atomic writes on these.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -41,20 +42,31 @@ def retry_sharing(action: Callable[[], object], timeout: float = 1.0) -> None:
 
 
 # A protected DACL (no inherited entries) granting full access to the file's owner and to
-# SYSTEM only: what POSIX mode 0600 means, in Windows terms.
+# SYSTEM only: what POSIX mode 0600 means, in Windows terms. The user's own SID is added to
+# it (owner_only_sddl): a member of Administrators running elevated creates files owned by
+# the Administrators *group*, and their normal (filtered) terminal would then be denied.
 OWNER_ONLY_SDDL = "D:P(A;;FA;;;OW)(A;;FA;;;SY)"
+TOKEN_QUERY = 0x0008
+TOKEN_USER_CLASS = 1  # TOKEN_INFORMATION_CLASS.TokenUser
 SE_FILE_OBJECT = 1
 DACL_SECURITY_INFORMATION = 0x00000004
 PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
 
 
+def owner_only_sddl(user_sid: str) -> str:
+    """OWNER_ONLY_SDDL plus full access for ``user_sid`` (this process's user), when known."""
+    return OWNER_ONLY_SDDL + (f"(A;;FA;;;{user_sid})" if user_sid else "")
+
+
 def restrict_to_owner(path: Path | str) -> bool:
-    """Windows: make a file readable by its owner (and SYSTEM) only; True when done.
+    """Windows: make a file readable by its owner, its user (and SYSTEM) only; True when done.
 
     POSIX modes mean nothing on Windows: a file inherits its folder's ACL, and a project
     folder outside the user profile (C:\\dev\\...) usually lets every local user read it. The
     state file holds the supervisor's control token, so it gets a protected DACL
-    (SetNamedSecurityInfoW with OWNER_ONLY_SDDL, which a later rename keeps). Best effort:
+    (SetNamedSecurityInfoW with :func:`owner_only_sddl`, which a later rename keeps), naming
+    the user's SID as well as OWNER RIGHTS, so a file written by an elevated start stays
+    readable by the same user's normal terminal. Best effort:
     False when Windows refuses (e.g. a FAT32 or network drive without ACLs). POSIX: False
     (the caller's chmod does the job there).
     """
@@ -83,7 +95,7 @@ def _set_owner_only_dacl(path: str) -> bool:
     ]
     descriptor = ctypes.c_void_p()
     if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
-        OWNER_ONLY_SDDL, 1, ctypes.byref(descriptor), None
+        owner_only_sddl(current_user_sid()), 1, ctypes.byref(descriptor), None
     ):
         return False
     try:
@@ -97,6 +109,55 @@ def _set_owner_only_dacl(path: str) -> bool:
         return bool(status == 0)
     finally:
         kernel32.LocalFree(descriptor)
+
+
+@functools.cache
+def current_user_sid() -> str:
+    """This process's user as an SID string (``S-1-5-21-...``); "" when Windows won't say.
+
+    The token's user, which an elevated token shares with the person's normal one (only its
+    groups and owner default differ). Cached: asked at every state-file write.
+    """
+    try:
+        return _token_user_sid()
+    except Exception:  # not Windows, no such entry point, a ctypes argument error
+        return ""
+
+
+def _token_user_sid() -> str:
+    import ctypes  # see _set_owner_only_dacl
+    from ctypes import wintypes
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    advapi32.OpenProcessToken.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.HANDLE),
+    ]
+    token = wintypes.HANDLE()
+    if not advapi32.OpenProcessToken(
+        kernel32.GetCurrentProcess(), TOKEN_QUERY, ctypes.byref(token)
+    ):
+        return ""
+    try:
+        buffer = ctypes.create_string_buffer(256)  # TOKEN_USER: a SID pointer, then the SID
+        size = wintypes.DWORD()
+        if not advapi32.GetTokenInformation(
+            token, TOKEN_USER_CLASS, buffer, ctypes.sizeof(buffer), ctypes.byref(size)
+        ):
+            return ""
+        sid = ctypes.cast(buffer, ctypes.POINTER(ctypes.c_void_p))[0]
+        text = ctypes.c_wchar_p()
+        if not advapi32.ConvertSidToStringSidW(ctypes.c_void_p(sid), ctypes.byref(text)):
+            return ""
+        try:
+            return str(text.value or "")
+        finally:
+            kernel32.LocalFree(text)
+    finally:
+        kernel32.CloseHandle(token)
 
 
 def try_lock(handle: IO[Any]) -> bool:

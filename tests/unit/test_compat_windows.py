@@ -203,13 +203,22 @@ def test_private_files_get_an_owner_only_protected_acl_on_windows(
     advapi, kernel32 = FakeAdvapi(), mock.Mock()
     dlls = {"advapi32": advapi, "kernel32": kernel32}
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: dlls[name], raising=False)
+    monkeypatch.setattr(files, "current_user_sid", lambda: "S-1-5-21-1-2-3-1001")
     assert files.restrict_to_owner(tmp_path / "f") is True
     (_, convert), (_, _dacl), (_, set_args) = advapi.calls
-    assert convert[0] == "D:P(A;;FA;;;OW)(A;;FA;;;SY)" and convert[1] == 1  # SDDL revision 1
+    # Owner, SYSTEM and the user's own SID: after an elevated start the owner is the
+    # Administrators group, and the same user's normal terminal must still read the file.
+    sddl = "D:P(A;;FA;;;OW)(A;;FA;;;SY)(A;;FA;;;S-1-5-21-1-2-3-1001)"
+    assert convert[0] == sddl and convert[1] == 1  # SDDL revision 1
     assert set_args[:3] == (str(tmp_path / "f"), 1, 0x80000004)  # file, DACL, protected
     kernel32.LocalFree.assert_called_once()  # the descriptor is freed
     advapi.set_status = 5  # ERROR_ACCESS_DENIED (or a drive without ACLs): best effort
     assert files.restrict_to_owner(tmp_path / "f") is False
+
+
+def test_the_user_sid_is_left_out_only_when_windows_does_not_say_it() -> None:
+    assert files.owner_only_sddl("") == "D:P(A;;FA;;;OW)(A;;FA;;;SY)"
+    assert files.owner_only_sddl("S-1-5-21-9") == "D:P(A;;FA;;;OW)(A;;FA;;;SY)(A;;FA;;;S-1-5-21-9)"
 
 
 def test_write_atomic_restricts_private_files_only(
