@@ -55,6 +55,10 @@ class UntrustedState(StateError):
     """The state file is corrupt or was not written by this tool: stale, never acted on."""
 
 
+class BinaryBlocked(DevServerError):
+    """Windows' Application Control (Smart App Control, WDAC) refused to run the server."""
+
+
 class FetchError(DevServerError):
     """Downloading, verifying or installing a release failed."""
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from devserver.catalog import FLAVORS, Flavor
 from devserver.config import Settings
+from devserver.errors import BinaryBlocked
+from devserver.system import spawn
 from devserver.system.atomic import write_atomic
 
 _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z]+)*)")
@@ -44,7 +46,12 @@ def release_version(reported: str) -> str:
 
 
 def read_version(flavor: Flavor, path: Path) -> str:
-    """Ask the executable for its version ("" when it has no version flag or says nothing)."""
+    """Ask the executable for its version ("" when it has no version flag or says nothing).
+
+    Raises BinaryBlocked when Windows' Application Control refuses to run it: then neither a
+    fetch (which would report success) nor a start (whose server would exit at once) can
+    succeed, and the person must learn what blocked it.
+    """
     if not flavor.version_args:
         return ""
     try:
@@ -55,7 +62,9 @@ def read_version(flavor: Flavor, path: Path) -> str:
             check=False,
             stdin=subprocess.DEVNULL,
         )
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as exc:
+        if spawn.blocked_by_app_control(exc):
+            raise BinaryBlocked(*spawn.app_control_message(str(path))) from None
         return ""
     text = _ANSI_RE.sub("", (out.stdout + out.stderr).decode("utf-8", "replace"))
     # "Redis server v=7.0.15 sha=..." or "dragonfly v1.24.0-..." : take the first version.

@@ -9,6 +9,7 @@ bin/ exactly as it was.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,12 @@ from devserver.fetch.resolve import Plan
 from devserver.fetch.unpack import extract
 from devserver.system import host
 from devserver.system.atomic import check_writable
+from devserver.system.files import retry_sharing
+
+# Windows refuses to rename a folder while a file in it is open, and an antivirus scanner
+# opens a new executable right after it first ran (our version probe): rustup retries such
+# renames for about 28 s (rust-lang/rustup#1873). POSIX never refuses: one try.
+RENAME_RETRY = 15.0
 
 
 def probe_writable(bin_dir: Path) -> None:
@@ -53,6 +60,18 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _move(source: Path, target: Path) -> None:
+    """Rename, retrying while Windows refuses (see RENAME_RETRY); copy only when the rename
+    cannot work at all (another file system). Not shutil.move alone: it answers a refused
+    rename by copying, which a file held open then fails halfway."""
+    try:
+        retry_sharing(functools.partial(os.replace, source, target), RENAME_RETRY)
+    except PermissionError:
+        raise
+    except OSError:
+        shutil.move(str(source), str(target))
+
+
 def install(
     bin_dir: Path, items: list[tuple[Path, str]], manifest_name: str, manifest: dict[str, Any]
 ) -> None:
@@ -69,7 +88,7 @@ def install(
         bin_dir.mkdir(parents=True, exist_ok=True)
         for source, name in items:
             temp = bin_dir / f".{name}.new-{token}"
-            shutil.move(str(source), str(temp))
+            _move(source, temp)
             staged.append((temp, bin_dir / name))
         temp_manifest = bin_dir / f".{manifest_name}.new-{token}"
         staged.append((temp_manifest, bin_dir / manifest_name))
@@ -78,9 +97,9 @@ def install(
             backup = None
             if final.exists() or final.is_symlink():
                 backup = final.with_name(f".{final.name}.old-{token}")
-                os.replace(final, backup)
+                retry_sharing(functools.partial(os.replace, final, backup), RENAME_RETRY)
             swapped.append((final, backup))
-            os.replace(temp, final)
+            retry_sharing(functools.partial(os.replace, temp, final), RENAME_RETRY)
     except BaseException as exc:
         # Undo in reverse: whatever sits at ``final`` now is new (the old one is in backup).
         for final, backup in reversed(swapped):
@@ -95,7 +114,8 @@ def install(
             raise FetchError(
                 f"cannot install into {bin_dir}: {exc.strerror or exc}",
                 hint="check free space and permissions of bin/; on Windows, stop "
-                "a server running from bin/ first (`invoke stop`)",
+                "a server running from bin/ first (`invoke stop`); an antivirus scanner "
+                "still holding the new files is the other usual cause: fetch again",
             ) from None
         raise
     for _, backup in swapped:

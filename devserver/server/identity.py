@@ -19,6 +19,7 @@ never loads it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,15 +86,17 @@ def _norm(name: str) -> str:
     return os.path.normcase(os.path.realpath(name)) if name else ""
 
 
-def runs_binary(proc: Any, binary: str) -> bool:
+def runs_binary(proc: Any, binary: str, argv: Sequence[str] = ()) -> bool:
     """Is ``proc`` running ``binary``: as its executable (symlinks resolved: Debian's
     redis-server is a link to redis-check-rdb), or as the script or program an interpreter or
     ``wsl.exe`` was given (a test server written in Python, Dragonfly through WSL)? When the
     OS hides both (access denied), the process name must match the binary's; when it hides
-    the name too (Wine), the command line's program must be the binary."""
+    the name too (Wine), the command line's program must be the binary. ``argv``, the
+    recorded command line, gives the Linux path a WSL start really ran (see
+    :func:`wsl.launched_program`)."""
     import psutil  # on demand, for the start path: see the module docstring
 
-    wanted = {_norm(binary), wsl.wsl_path(binary)}
+    wanted = {_norm(binary), wsl.wsl_path(binary), wsl.launched_program(argv)} - {""}
     try:
         if _norm(proc.exe()) in wanted:
             return True
@@ -127,11 +130,17 @@ def flavor_binary(state: ServerState, also: tuple[str, ...] = ()) -> bool:
 
 
 def verified_process(
-    pid: int, create_time: float, exe: str, start_ticks: int = 0, binary: str = ""
+    pid: int,
+    create_time: float,
+    exe: str,
+    start_ticks: int = 0,
+    binary: str = "",
+    argv: Sequence[str] = (),
 ) -> Any | None:
     """A psutil.Process for ``pid`` only if it is still the very process we recorded:
     alive and not a zombie, same start, same executable name, running ``binary`` when given,
-    and not a process that must never be signalled (:func:`protected_pids`)."""
+    and not a process that must never be signalled (:func:`protected_pids`). ``argv``: the
+    recorded command line (see :func:`runs_binary`)."""
     import psutil  # on demand, for the start path: see the module docstring
 
     if pid in protected_pids():
@@ -145,7 +154,7 @@ def verified_process(
         actual = _exe_of(proc)
         if actual is not None and not same_exe(exe, actual):
             return None  # an unreadable exe is unknown: the start above decides
-        if binary and not runs_binary(proc, binary):
+        if binary and not runs_binary(proc, binary, argv):
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
@@ -158,7 +167,7 @@ def server_process(state: ServerState, also: tuple[str, ...] = ()) -> Any | None
     if not flavor_binary(state, also):
         return None
     return verified_process(
-        state.pid, state.create_time, state.exe, state.start_ticks, state.binary
+        state.pid, state.create_time, state.exe, state.start_ticks, state.binary, state.argv
     )
 
 

@@ -72,7 +72,11 @@ def spawn_failed(spec: Spec, exc: OSError, secret_dir: str = "") -> int:
 
     remove_secret(secret_dir)
     log = RotatingWriter(Path(spec["log_file"]), spec["log_max_bytes"], spec["log_backups"])
-    log.marker(f"could not start {spec['binary']}: {exc}")
+    if spawn.blocked_by_app_control(exc):
+        message, hint = spawn.app_control_message(spec["binary"])
+        log.marker(f"could not start it: {message}; {hint}")
+    else:
+        log.marker(f"could not start {spec['binary']}: {exc}")
     log.close()
     return 127
 

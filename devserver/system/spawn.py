@@ -103,6 +103,30 @@ def python_for_background() -> str:
     return sys.executable
 
 
+# ERROR_SYSTEM_INTEGRITY_POLICY_VIOLATION (winerror.h): "An Application Control policy has
+# blocked this file." What CreateProcess fails with when Smart App Control (Windows 11) or an
+# organisation's App Control for Business (WDAC) policy refuses an executable, typically an
+# unsigned one such as the community Redis builds.
+APP_CONTROL_BLOCKED = 4551
+
+
+def blocked_by_app_control(exc: BaseException) -> bool:
+    """Did Windows refuse to run an executable because of an Application Control policy?"""
+    return host.WINDOWS and getattr(exc, "winerror", None) == APP_CONTROL_BLOCKED
+
+
+def app_control_message(path: str) -> tuple[str, str]:
+    """(message, hint) for an executable Windows' Application Control refused to run."""
+    return (
+        f"Windows blocked {path}: Smart App Control (or an App Control for Business policy) "
+        "does not allow this executable, typically because it is not signed (WinError 4551)",
+        "Smart App Control has no per-file exception (Windows Security > App & browser "
+        "control > Smart App Control shows whether it is on); a policy set by your "
+        "organisation is its administrators' to change; or set server.binary to a build "
+        "the policy allows",
+    )
+
+
 def without_prefixes(env: Mapping[str, str], prefixes: Sequence[str]) -> dict[str, str]:
     """A copy of an environment minus variables whose names start with these prefixes.
 

@@ -112,6 +112,18 @@ def linux_path(path: Path | str, runner: Runner | None = None) -> str:
     return wsl_path(path)
 
 
+def launched_program(argv: Sequence[str]) -> str:
+    """The Linux path a recorded WSL launch ran (``wsl.exe -e PATH ...``); "" for any other.
+
+    The identity check compares with this, the path ``wslpath -a -u`` gave at the start, not
+    with one rebuilt from the Windows path: under a custom ``[automount] root`` (or a network
+    drive) the rebuilt ``/mnt/<drive>/...`` names nothing the server was started with.
+    """
+    if len(argv) >= 3 and is_wsl_server("", argv) and argv[1] == "-e":
+        return str(argv[2])
+    return ""
+
+
 def server_argv(argv: Sequence[str], runner: Runner | None = None) -> list[str]:
     """Run Dragonfly's argv through WSL, with its Linux pid written to PIDFILE."""
     runner = runner or run
