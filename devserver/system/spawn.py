@@ -9,6 +9,7 @@ subprocess exposes them only on Windows and the unit tests need them on Linux to
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -125,6 +126,47 @@ def app_control_message(path: str) -> tuple[str, str]:
         "organisation is its administrators' to change; or set server.binary to a build "
         "the policy allows",
     )
+
+
+# Set for the foreground start re-run outside the redirector's job: it must not re-run again.
+OUTSIDE_JOB_ENV = "DEVSERVER_FOREGROUND_OUTSIDE_JOB"
+
+
+def foreground_outside_launcher_job() -> int | None:
+    """Windows venv: run this very command (``start --foreground``) again under the base
+    interpreter and return its exit code; None: run it in this process (everywhere else).
+
+    Why: a venv's python.exe is a redirector (CPython PC/venvlauncher.c) that runs the real
+    interpreter, this process, in a job with KILL_ON_JOB_CLOSE, and its console handler
+    returns TRUE for every event. On CTRL_CLOSE_EVENT a handler that returns TRUE lets
+    Windows end the process at once (Microsoft's docs of HandlerRoutine), so the redirector
+    ends, its job closes, and this process is killed before the foreground supervisor's
+    graceful stop (no SHUTDOWN SAVE, the state file left behind; python/cpython#96289).
+    The job has SILENT_BREAKAWAY_OK: a process this one starts is outside it, and only its own
+    console handler decides. It shares this console, so Ctrl+C and the close event reach it;
+    this process only waits, ignoring Ctrl+C (the child stops the server and then ends).
+    The packages are found as the supervisor's are: our sys.path as PYTHONPATH.
+    """
+    if not host.WINDOWS or os.environ.get(OUTSIDE_JOB_ENV):
+        return None
+    base = python_for_background()
+    argv = list(getattr(sys, "orig_argv", []))
+    if base == sys.executable or len(argv) < 2:
+        return None  # not behind a venv redirector, or no command line to repeat
+    env = dict(os.environ)
+    env[OUTSIDE_JOB_ENV] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        proc = subprocess.Popen([base, *argv[1:]], env=env)
+    except OSError:
+        return None  # cannot run the base interpreter: run here, as before
+    names = [n for n in ("SIGINT", "SIGBREAK") if hasattr(signal, n)]
+    before = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
+    try:
+        return proc.wait()
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def without_prefixes(env: Mapping[str, str], prefixes: Sequence[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from devserver.catalog import FLAVORS
 from devserver.errors import BinaryBlocked, FetchError
 from devserver.fetch import binaries, install
 from devserver.server import identity
-from devserver.system import files, host, wsl
+from devserver.system import files, host, spawn, wsl
 
 
 @pytest.fixture()
@@ -192,3 +192,79 @@ def test_invoke_test_quotes_for_a_posix_shell(monkeypatch: pytest.MonkeyPatch) -
     context = mock.Mock()
     dev.test.body(context, args="")
     assert context.run.call_args.args[0].startswith("'/home/a b/.venv/bin/python' -m pytest")
+
+
+# ---- start --foreground from a venv: outside the redirector's kill-on-close job -----------
+
+
+@pytest.fixture()
+def venv_redirected(windows: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """This process as a Windows venv's redirector runs it: the base interpreter exists."""
+    base = tmp_path / "Python311" / "python.exe"
+    base.parent.mkdir()
+    base.write_bytes(b"MZ")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / ".venv" / "Scripts" / "python.exe"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / ".venv"))
+    monkeypatch.setattr(sys, "base_prefix", str(base.parent))
+    monkeypatch.setattr(sys, "_base_executable", str(base), raising=False)
+    monkeypatch.setattr(sys, "orig_argv", [str(base), "-m", "invoke", "start", "--foreground"])
+    monkeypatch.delenv(spawn.OUTSIDE_JOB_ENV, raising=False)
+    return base
+
+
+def test_foreground_from_a_venv_runs_under_the_base_interpreter(
+    venv_redirected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redirector's job (KILL_ON_JOB_CLOSE, SILENT_BREAKAWAY_OK) would kill this process
+    when the console closes: the foreground supervisor runs in a child, outside the job, and
+    this process waits for it with Ctrl+C ignored (the child handles it)."""
+    import signal
+
+    seen: dict[str, Any] = {}
+
+    class Child:
+        def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+            seen["argv"], seen["env"] = argv, env
+
+        def wait(self) -> int:
+            seen["sigint"] = signal.getsignal(signal.SIGINT)
+            return 3
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(spawn.subprocess, "Popen", Child)
+    assert spawn.foreground_outside_launcher_job() == 3
+    assert seen["argv"] == [str(venv_redirected), "-m", "invoke", "start", "--foreground"]
+    assert seen["env"][spawn.OUTSIDE_JOB_ENV] == "1"  # the child does not re-run itself
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep) == [p for p in sys.path if p]
+    assert seen["sigint"] == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) == before  # restored
+
+
+def test_foreground_runs_here_outside_a_venv_in_the_child_and_on_posix(
+    venv_redirected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    popen = mock.Mock(side_effect=AssertionError("no child"))
+    monkeypatch.setattr(spawn.subprocess, "Popen", popen)
+    monkeypatch.setenv(spawn.OUTSIDE_JOB_ENV, "1")  # this is the child
+    assert spawn.foreground_outside_launcher_job() is None
+    monkeypatch.delenv(spawn.OUTSIDE_JOB_ENV)
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # no venv
+    assert spawn.foreground_outside_launcher_job() is None
+    monkeypatch.setattr(host, "WINDOWS", False)
+    assert spawn.foreground_outside_launcher_job() is None
+
+
+def test_start_foreground_uses_the_child_and_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, project: Path
+) -> None:
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+
+    from devserver.cli.tasks import server
+    from devserver.supervisor import foreground
+
+    monkeypatch.setattr(spawn, "foreground_outside_launcher_job", lambda: 1)
+    monkeypatch.setattr(foreground, "run_foreground", mock.Mock(side_effect=AssertionError))
+    with pytest.raises(Exit) as caught:
+        server.start.body(Context(), foreground=True)
+    assert caught.value.code == 1

@@ -9,11 +9,13 @@ docs/windows.md, with the unit tests that assert those calls on Linux.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.winpython import wine
+from tests.winpython.conftest import WinProject
 
 pytestmark = pytest.mark.winpython
 
@@ -107,3 +109,34 @@ def test_the_port_test_bind_passes_a_free_port_and_refuses_a_held_one(
     )
     out = run_script(winpy, wine_env, tmp_path, code)
     assert out == {"held": 10048, "free": 0, "option": -5}
+
+
+def test_foreground_from_the_venv_runs_outside_the_redirectors_job(
+    winproject: WinProject,
+) -> None:
+    """``start --foreground`` by the venv's python.exe: the process running the foreground
+    supervisor is the base interpreter's child (outside the redirector's kill-on-close job,
+    so a closed console reaches its own handler), not the redirector's direct child. The
+    close event itself is not shown: Wine has no console window to close (docs/windows.md).
+    ``invoke stop`` then ends it, and the waiting process exits with the child's code 0."""
+    fg = winproject.popen_invoke("start", "--foreground")
+    try:
+        deadline = time.monotonic() + 180
+        while not winproject.state_file.exists() and fg.poll() is None:
+            assert time.monotonic() < deadline, "no state file within 180 s"
+            time.sleep(0.5)
+        state = winproject.state()
+        sup = str(state["supervisor_pid"])
+        seen = winproject.probe("procs", sup)[sup]
+        cmdline = json.loads(str(seen["cmdline"]))
+        assert "cp311" in cmdline[0].lower() and "--foreground" in cmdline, cmdline
+        parent = str(seen["ppid"])
+        waiter = json.loads(str(winproject.probe("procs", parent)[parent]["cmdline"]))
+        # The waiter is the base interpreter too; before, the parent was .venv\Scripts\python.exe.
+        assert "cp311" in waiter[0].lower() and "scripts" not in waiter[0].lower(), waiter
+        assert winproject.invoke("stop").returncode == 0
+        ended = wine.finish(fg, timeout=120)
+        assert ended.returncode == 0, ended.stdout + ended.stderr
+    finally:
+        if fg.poll() is None:
+            fg.kill()

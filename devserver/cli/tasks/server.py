@@ -24,7 +24,7 @@ from devserver.cli.report import (
 )
 from devserver.config_values import whole_number
 from devserver.errors import ConfigError, DevServerError
-from devserver.system import signals
+from devserver.system import signals, spawn
 from devserver.tail import Follower, last_lines
 from devserver.tail import follow as follow_log
 
@@ -80,10 +80,14 @@ def start(
     settings = settings_from(c, flavor=flavor, port=port, startup_timeout=timeout, binary=binary)
     announce = lambda b: console.info("starting " + describe_binary(b))  # noqa: E731
     if foreground:
-        # The server layer: imported when a task runs (see the package comment).
-        from devserver.supervisor.foreground import run_foreground
+        # Windows venv: in a process outside the venv redirector's job, which a closed
+        # console would kill before the graceful stop (see the function).
+        code = spawn.foreground_outside_launcher_job()
+        if code is None:
+            # The server layer: imported when a task runs (see the package comment).
+            from devserver.supervisor.foreground import run_foreground
 
-        code = run_foreground(settings, on_binary=announce, sink=sys.stdout.write)
+            code = run_foreground(settings, on_binary=announce, sink=sys.stdout.write)
         raise Exit(code=0 if code in (0, None) else 1)
     # The supervisor is launched first and the server layer imported after it, so the two
     # overlap (see the package comment on imports).
