@@ -17,7 +17,7 @@ from devserver.config import Settings
 from devserver.errors import StartError, StateError
 from devserver.server import resp
 from devserver.server.state import ServerState, read_state
-from devserver.system import kill
+from devserver.system import kill, lifetime
 from devserver.system.posix import Child
 from devserver.tail import printable
 
@@ -87,6 +87,13 @@ class LogEcho:
             while pid not in self.tee_pids:
                 if time.monotonic() >= until:
                     break
+                time.sleep(quiet)
+                self.poll()
+        if pid:
+            # The tee reads the pipe before it writes the log: until it has read everything
+            # the server printed before it answered, the log cannot be quiet yet.
+            until = time.monotonic() + tee_wait
+            while (lifetime.output_unread(pid) or 0) > 0 and time.monotonic() < until:
                 time.sleep(quiet)
                 self.poll()
         deadline = time.monotonic() + limit

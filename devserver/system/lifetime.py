@@ -181,3 +181,35 @@ def bind_to_this_process(proc: subprocess.Popen[bytes] | posixproc.Child) -> obj
         return held
     kernel32.CloseHandle(job)
     return None
+
+
+def output_unread(pid: int) -> int | None:
+    """Linux: how many bytes the server wrote to its output pipe that its supervisor's tee
+    has not read yet (``FIONREAD`` on the pipe, reached through ``/proc/<pid>/fd/1``).
+
+    ``start`` asks this after PING answered, so the lines the server printed before it
+    answered are in the log before the echo ends, however late the tee thread is scheduled.
+    Opening the pipe reads nothing from it. None where this cannot be known (not Linux, no
+    pipe, no access): the caller then waits for the log to go quiet instead.
+    """
+    if host.WINDOWS or host.MACOS:
+        return None
+    # Linux only, and only on this path: fcntl and termios stay off every start's imports.
+    import fcntl
+    import stat
+    import struct
+    import termios
+
+    try:
+        fd = os.open(f"/proc/{pid}/fd/1", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", raw)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -339,3 +340,28 @@ def test_interrupts_deferred_holds_a_ctrl_c_until_the_block_ends() -> None:
     assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
     with signals.interrupts_deferred():
         pass  # no Ctrl+C: nothing raised
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
+def test_output_unread_counts_what_the_reader_has_not_taken_yet() -> None:
+    """What start's echo waits on: the bytes in the server's output pipe that nobody has
+    read yet, counted without taking them."""
+    code = "import sys; sys.stdout.write('x' * 1000); sys.stdout.flush(); sys.stdin.read()"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout is not None
+        fd = writer.stdout.fileno()
+        seen: list[int | None] = []
+        deadline = time.monotonic() + 30
+        while 1000 not in seen and time.monotonic() < deadline:  # until it has written
+            seen.append(lifetime.output_unread(writer.pid))
+            time.sleep(0.001)
+        assert seen[-1] == 1000 and all(n in (0, 1000) for n in seen)
+        assert len(os.read(fd, 4096)) == 1000  # counting took nothing away
+        assert lifetime.output_unread(writer.pid) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert lifetime.output_unread(writer.pid) is None  # gone: nothing to know
