@@ -10,7 +10,8 @@ library takes a ``Settings``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -163,9 +164,11 @@ def load_settings(config: Mapping[str, Any], root: Path) -> Settings:
     """Build Settings from Invoke's merged config (any Mapping), validating every key.
 
     ``root`` is the project directory (where tasks.py lives); relative paths resolve against it.
-    Unknown keys are ignored so a newer invoke.yaml does not break an older checkout.
+    An unknown key inside one of the tool's sections is an error (a misspelt ``server.prot``
+    would otherwise start on the default port without a word).
     """
     root = root.resolve()
+    check_keys(config)
     server = _section(config, "server")
     values: dict[str, Any] = {}
     for key, conv in SERVER_FIELDS.items():
@@ -234,6 +237,64 @@ def invoke_defaults() -> dict[str, Any]:
     }
 
 
+def check_keys(config: Mapping[str, Any]) -> None:
+    """Refuse a key the tool does not know inside its own sections, naming the closest one.
+
+    Only the tool's sections are checked: mappings whose keys are the user's own (api.env,
+    app.processes) are free, and verify.thresholds_ms checks its operations itself.
+    """
+    for section, known in invoke_defaults().items():
+        given = config.get(section)
+        if not isinstance(given, Mapping):
+            continue  # absent, or refused with its own message by _section
+        for key in given:
+            if key not in known:
+                raise _unknown_key(f"{section}.{key}", str(key), section, list(known))
+
+
+def _unknown_key(name: str, key: str, section: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    guess = f": did you mean {section}.{close[0]}?" if close else ""
+    return ConfigError(
+        f"unknown key {name}{guess}",
+        hint=f"fix it in invoke.yaml (the keys of {section}: {', '.join(known)})",
+    )
+
+
+def near_miss_sections(keys: Iterable[str], free: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(given, meant) for a top-level key a small edit away from one of the tool's sections.
+
+    Such a key is not an error (a project's invoke.yaml may hold anything of its own next to
+    ours, and ``free`` names Invoke's own sections), only worth a warning: ``sever:`` would
+    otherwise be ignored without a word.
+    """
+    ours = list(invoke_defaults())
+    skip = set(ours) | set(free)
+    found = []
+    for key in keys:
+        if key in skip:
+            continue
+        for name in ours:
+            if _edits(key, name) <= max(1, len(name) // 3):
+                found.append((key, name))
+                break
+    return found
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance, a swap of two neighbours counting as one edit (``prot``/``port``)."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]
+
+
 def fill_from_environment(
     config: Mapping[str, Any], environ: Mapping[str, str], prefix: str = "INVOKE_"
 ) -> dict[str, Any]:
@@ -265,6 +326,29 @@ def fill_from_environment(
         if sub or section in config:
             filled[section] = sub
     return filled
+
+
+def refuse_empty_variables(environ: Mapping[str, str], prefix: str = "INVOKE_") -> None:
+    """An empty ``INVOKE_SERVER_PORT=`` is an error naming the variable, not the default.
+
+    Invoke sets the key to "" and an empty value means "the default" in invoke.yaml, so the
+    variable would silently replace the project's own port with 6379. Keys whose default is
+    empty (password, extra_args, api.command...) take an empty value as a value.
+    """
+
+    def walk(known: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        for key, default in known.items():
+            if isinstance(default, Mapping):
+                walk(default, (*path, key))
+            elif default != "":
+                name = prefix + "_".join((*path, key)).upper()
+                if environ.get(name) == "":
+                    raise ConfigError(
+                        f"{name} is set but empty",
+                        hint=f"give it a value, or unset it (unset {name}) to use invoke.yaml's",
+                    )
+
+    walk(invoke_defaults(), ())
 
 
 def _thresholds(raw: Any) -> dict[str, float]:

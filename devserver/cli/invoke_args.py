@@ -19,7 +19,13 @@ from invoke.tasks import Task
 from devserver.app.shellenv import words_after_dashdash
 from devserver.cli import cliguard, console
 from devserver.cli.redis_prompt import stray_word
-from devserver.config import Settings, fill_from_environment, load_settings
+from devserver.config import (
+    Settings,
+    fill_from_environment,
+    load_settings,
+    near_miss_sections,
+    refuse_empty_variables,
+)
 from devserver.errors import DevServerError
 from devserver.system import signals
 
@@ -47,12 +53,31 @@ def project_root(ctx: Context) -> Path:
 
 def settings_from(ctx: Context, **overrides: Any) -> Settings:
     """Validated settings: invoke.yaml + environment + this task's options."""
+    refuse_empty_variables(os.environ)
+    _warn_near_miss_sections(ctx)
     config = {
         name: _plain(ctx.config.get(name) or {})
         for name in ("server", "release", "verify", "api", "app")
     }
     config = fill_from_environment(config, os.environ)  # keys no invoke.yaml has
     return load_settings(config, project_root(ctx)).with_overrides(**overrides)
+
+
+_warned: set[str] = set()
+
+
+def _warn_near_miss_sections(ctx: Context) -> None:
+    """``sever:`` in invoke.yaml: a warning naming both, once per command line."""
+    from invoke.config import Config
+
+    free = Config.global_defaults()
+    for given, meant in near_miss_sections([str(k) for k in ctx.config], free):
+        if given not in _warned:
+            _warned.add(given)
+            console.warn(
+                f"invoke.yaml: top-level section {given!r} is not one of the tool's: "
+                f"did you mean {meant!r}?"
+            )
 
 
 def handled(func: F) -> F:

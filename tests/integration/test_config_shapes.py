@@ -47,3 +47,27 @@ def test_a_section_as_a_string_in_the_user_config(project: Path) -> None:
 def test_iterations_zero_is_refused_from_yaml_as_from_the_environment(project: Path) -> None:
     env = env_for(project, free_port(), INVOKE_VERIFY_ITERATIONS="0")
     assert_clean_failure(invoke(env, "verify"), "invalid value for verify.iterations")
+
+
+def test_a_misspelt_key_is_refused_before_anything_starts(project: Path) -> None:
+    runtime = project / "runtime.yaml"
+    runtime.write_text('server:\n  prot: "26422"\n')
+    env = env_for(project, free_port(), INVOKE_RUNTIME_CONFIG=str(runtime))
+    assert_clean_failure(invoke(env, "start"), "unknown key server.prot: did you mean server.port?")
+    assert not (project / "data").exists()  # refused before anything was made
+
+
+def test_a_misspelt_section_is_a_warning_naming_both(project: Path) -> None:
+    runtime = project / "runtime.yaml"
+    runtime.write_text('sever:\n  port: "26422"\nmy_own_section:\n  x: 1\n')
+    env = env_for(project, free_port(), INVOKE_RUNTIME_CONFIG=str(runtime))
+    result = invoke(env, "status")
+    assert result.returncode == 3, result  # not running: the warning does not stop it
+    assert result.stderr.count("'sever'") == 1 and "did you mean 'server'?" in result.stderr
+    assert "my_own_section" not in result.stderr
+
+
+def test_an_empty_variable_does_not_override_the_config(project: Path) -> None:
+    env = env_for(project, free_port(), INVOKE_SERVER_PORT="")
+    assert_clean_failure(invoke(env, "start"), "INVOKE_SERVER_PORT is set but empty")
+    assert not (project / "data").exists()

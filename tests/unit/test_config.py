@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devserver.config import DEFAULT_THRESHOLDS_MS, load_settings
+from devserver.config import (
+    DEFAULT_THRESHOLDS_MS,
+    load_settings,
+    near_miss_sections,
+    refuse_empty_variables,
+)
 from devserver.errors import ConfigError
 
 
@@ -85,3 +91,59 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     s = load_settings({"server": {"data_dir": str(elsewhere)}}, tmp_path / "root")
     assert s.data_dir == elsewhere
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"server": {"prot": "26422"}}, "unknown key server.prot: did you mean server.port?"),
+        ({"release": {"sha265": "x"}}, "unknown key release.sha265: did you mean release.sha256?"),
+        ({"verify": {"iteration": "5"}}, "did you mean verify.iterations?"),
+        ({"api": {"comand": "x"}}, "did you mean api.command?"),
+        ({"app": {"process": {}}}, "did you mean app.processes?"),
+    ],
+)
+def test_an_unknown_key_in_the_tools_sections_is_an_error(
+    tmp_path: Path, config: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, tmp_path)
+    assert caught.value.message.endswith(needle)
+    assert "invoke.yaml" in caught.value.hint
+
+
+def test_an_unknown_key_far_from_any_says_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"api": {"zzzzzz": "1"}}, tmp_path)
+    assert caught.value.message == "unknown key api.zzzzzz"
+    assert "command, env" in caught.value.hint
+
+
+def test_the_users_own_mappings_stay_free(tmp_path: Path) -> None:
+    s = load_settings(
+        {"api": {"env": {"ANYTHING": "1"}}, "app": {"processes": {"web": "run"}}}, tmp_path
+    )
+    assert dict(s.api.env) == {"ANYTHING": "1"} and dict(s.app.processes) == {"web": "run"}
+
+
+def test_near_miss_top_level_sections_are_found_and_the_rest_stay_free() -> None:
+    keys = ["sever", "relase", "apps", "verfy", "server", "run", "tasks", "mycompany", "db"]
+    assert near_miss_sections(keys, free=["run", "tasks"]) == [
+        ("sever", "server"),
+        ("relase", "release"),
+        ("apps", "app"),
+        ("verfy", "verify"),
+    ]
+
+
+def test_an_empty_variable_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        refuse_empty_variables({"INVOKE_SERVER_PORT": ""})
+    assert caught.value.message == "INVOKE_SERVER_PORT is set but empty"
+    assert "unset INVOKE_SERVER_PORT" in caught.value.hint
+
+
+def test_an_empty_variable_whose_default_is_empty_is_a_value() -> None:
+    refuse_empty_variables(
+        {"INVOKE_SERVER_PASSWORD": "", "INVOKE_SERVER_EXTRA_ARGS": "", "INVOKE_API_COMMAND": ""}
+    )
