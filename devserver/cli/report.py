@@ -317,13 +317,12 @@ def _short_version(version: str) -> str:
     return version.split("-", 1)[0] if len(version) > 20 else version
 
 
-def api_not_configured() -> None:
-    console.info(
-        "no API command configured, so there is nothing to run.\n"
-        "Set api.command in invoke.yaml, e.g.\n"
-        "  api:\n"
-        "    command: python -m myapp.api\n"
-        "or the INVOKE_API_COMMAND environment variable; it runs with REDIS_URL set."
+def api_not_configured() -> DevServerError:
+    """Exit 1, not 0: a script running ``invoke api`` must see that nothing ran."""
+    return DevServerError(
+        "no API command configured, so there is nothing to run",
+        hint="set api.command in invoke.yaml (e.g. `command: python -m myapp.api` under `api:`) "
+        "or the INVOKE_API_COMMAND environment variable; it runs with REDIS_URL set",
     )
 
 

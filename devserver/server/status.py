@@ -28,7 +28,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "uptime_s": round(time.time() - state.create_time, 1) if state and proc else None,
         "binary": state.binary if state else None,
         "stale": (state is not None and proc is None) or bool(untrusted),
-        "exit_status": state.exit_status if state else None,
+        "exit_status": (state.exit_status or None) if state else None,  # null, never ""
         # False: the server runs but its supervisor is gone, so nobody captures its log
         # (`invoke restart` fixes it; `invoke stop` still stops it).
         "supervised": supervisor_alive(state) if state and proc is not None else None,
@@ -63,7 +63,8 @@ def _server_info(state: ServerState, settings: Settings, proc: Any) -> dict[str,
         return extra
     fields = dict(line.split(":", 1) for line in str(reply).splitlines() if ":" in line)
     if "connected_clients" in fields:
-        extra["clients"] = int(fields["connected_clients"])
+        # Not counting this INFO's own connection: the clients are the application's.
+        extra["clients"] = max(0, int(fields["connected_clients"]) - 1)
     if "used_memory" in fields:
         extra["used_memory_bytes"] = int(fields["used_memory"])
     return extra

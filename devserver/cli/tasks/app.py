@@ -121,8 +121,7 @@ def api(c: Context) -> None:
 
     settings = settings_from(c)
     if not settings.api.command:
-        api_not_configured()
-        return
+        raise api_not_configured()
     state = app.running_server(settings)
     other = owned.running_owner(settings, "api")
     if other is not None:

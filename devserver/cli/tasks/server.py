@@ -18,6 +18,7 @@ from devserver.cli.invoke_args import TailTask, handled, settings_from
 from devserver.cli.report import (
     STATUS_NOT_RUNNING,
     describe_binary,
+    note_other_port,
     report_start,
     report_status,
     report_stop,
@@ -100,6 +101,8 @@ def start(
     asked = {"port": port and settings.port, "flavor": flavor, "binary": binary}
     echo = _echo_while_read()
     result = start_server(settings, on_line=echo, on_binary=announce, supervisor=early)
+    if result.already_running and port is None:  # --port differing is refused below
+        note_other_port(settings, result.state)  # INVOKE_SERVER_PORT or invoke.yaml's differs
     try:
         report_start(result, asked)
     except KeyboardInterrupt:  # too late to undo: say what is true
