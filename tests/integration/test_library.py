@@ -145,3 +145,38 @@ def test_invoke_variables_apply_in_a_project_without_invoke_yaml(
     assert result.returncode == 3, result.stderr
     assert f'"port": {port}' in result.stdout and '"flavor": "redis"' in result.stdout
     assert str(tmp_path / "data" / "server.json") in result.stdout
+
+
+def test_console_script_finds_the_project_upward_as_invoke_does(tmp_path: Path) -> None:
+    port = free_port()
+    project = tmp_path / "app"
+    (project / "src").mkdir(parents=True)
+    (project / "invoke.yaml").write_text(f'server:\n  flavor: redis\n  port: "{port}"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "devserver.cli.program", "status", "--json"],
+        cwd=project / "src",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert f'"port": {port}' in result.stdout
+    assert str(project / "data" / "server.json") in result.stdout
+    assert result.stderr == ""  # a project was found: nothing to say
+    assert not (project / "src" / "data").exists()
+
+
+def test_console_script_outside_any_project_says_where_its_files_go(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "devserver.cli.program", "status"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"using {tmp_path} as the project (bin/, data/, logs/ go there)" in result.stderr
