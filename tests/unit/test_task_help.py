@@ -36,3 +36,25 @@ def test_verify_json_help_names_every_key_of_the_object(monkeypatch: pytest.Monk
     (json_arg,) = [a for a in _tasks()["verify"].get_arguments() if a.name == "json"]
     for key in ("ok", "url", "checks", "latency_ms", "warnings"):
         assert key in json_arg.help
+
+
+def test_the_packaged_collection_has_no_task_of_this_repository_only() -> None:
+    # A user's project got `test` and `bench`, which need this repository's tests/ and
+    # benchmarks/ ("No module named pytest"; "benchmarks/: not found in this project").
+    from devserver.tasks import ns
+
+    assert "start" in ns.task_names
+    assert not {"test", "bench"} & set(ns.task_names)
+
+
+def test_this_repositorys_tasks_add_test_and_bench_with_help(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["invoke", "--help"])
+    root_tasks = importlib.import_module("tasks")
+    from devserver.tasks import ns
+
+    assert set(root_tasks.ns.task_names) == {*ns.task_names, "test", "bench"}
+    for name in ("test", "bench"):
+        task = root_tasks.ns[name]
+        assert all((arg.help or "").strip() for arg in task.get_arguments()), name

@@ -175,7 +175,7 @@ def test_server_process_passes_the_recorded_argv(monkeypatch: pytest.MonkeyPatch
 def test_invoke_test_quotes_the_interpreter_for_cmd(
     windows: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devserver.cli.tasks import dev
+    import tasks as dev  # this repository's own tasks.py: test is a dev task
 
     monkeypatch.setattr(sys, "executable", "C:\\Program Files\\Python311\\python.exe")
     context = mock.Mock()
@@ -185,7 +185,7 @@ def test_invoke_test_quotes_the_interpreter_for_cmd(
 
 
 def test_invoke_test_quotes_for_a_posix_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devserver.cli.tasks import dev
+    import tasks as dev  # this repository's own tasks.py: test is a dev task
 
     monkeypatch.setattr(host, "WINDOWS", False)
     monkeypatch.setattr(sys, "executable", "/home/a b/.venv/bin/python")

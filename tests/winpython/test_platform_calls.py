@@ -51,8 +51,8 @@ def test_invoke_test_runs_an_interpreter_whose_path_has_spaces(
         "import json\n"
         "sys.executable = sys.argv[1]\n"
         "from invoke.context import Context\n"
-        "from devserver.cli.tasks import dev\n"
-        "dev.test(Context(), args='-k stop -x')\n"
+        "import tasks\n"
+        "tasks.test(Context(), args='-k stop -x')\n"
         "print(json.dumps({'ran': True}))\n"
     )
     out = run_script(

@@ -36,7 +36,7 @@ try:
 
     from devserver.cli import cliguard, console
     from devserver.cli.invoke_args import CliTask
-    from devserver.cli.tasks import app, data, dev, fetch, server, verify
+    from devserver.cli.tasks import app, data, fetch, server, verify
 except KeyboardInterrupt:
     _interrupted_while_loading()
 
@@ -45,7 +45,7 @@ except KeyboardInterrupt:
 cliguard.install(console.error)
 
 # The modules whose tasks make up the collection, one per group.
-GROUPS = (server, fetch, verify, app, data, dev)
+GROUPS = (server, fetch, verify, app, data)
 
 # Every task of those modules, found the way Invoke finds the tasks of a tasks.py, so a task
 # added to one of them is in the collection without a list to update.
