@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -147,12 +148,34 @@ def make_settings(project: Path) -> SettingsFactory:
     return factory
 
 
+def _sigint_at_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Popen options that start a child with SIGINT at its default, as a terminal starts it. Why: a
+# suite run as a background job (`pytest &` from a script, nohup, many CI runners) has SIGINT
+# ignored, every child inherits that, and a test sending it Ctrl+C would see nothing happen.
+SIGINT_AT_DEFAULT: dict[str, Any] = {} if os.name == "nt" else {"preexec_fn": _sigint_at_default}
+
+
+@pytest.fixture()
+def default_int_handler() -> Iterator[None]:
+    """Python's own Ctrl+C handler for a test that needs it, whatever the suite was started
+    with (a background job starts with SIGINT ignored); the disposition is restored after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def popen_invoke(
     env: dict[str, str], *args: str, output: bool = True, **popen: Any
 ) -> subprocess.Popen[str]:
     """``python -m invoke <args>`` in the repository, running on (text mode): stdout and
     stderr captured, or sent to the null device with ``output=False``; ``popen`` adds
-    options such as ``start_new_session=True``."""
+    options such as ``start_new_session=True``. SIGINT is at its default in the child, as when
+    a person runs it in a terminal."""
     stream = subprocess.PIPE if output else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "invoke", *args],
@@ -161,7 +184,7 @@ def popen_invoke(
         stdout=stream,
         stderr=stream,
         text=True,
-        **popen,
+        **{**SIGINT_AT_DEFAULT, **popen},
     )
 
 

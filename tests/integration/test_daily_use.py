@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from devserver.server import resp
-from tests.conftest import free_port
+from tests.conftest import SIGINT_AT_DEFAULT, free_port
 from tests.integration.test_up import ROOT, Project
 
 
@@ -74,6 +74,7 @@ class Daily(Project):
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
+            **SIGINT_AT_DEFAULT,  # tests send it Ctrl+C, also when the suite is a background job
         )
         self.ups.append(proc)
         return proc

@@ -25,7 +25,14 @@ import pytest
 from devserver.server import resp
 from devserver.server.start import start as start_server
 from devserver.server.stop import stop as stop_server
-from tests.conftest import ROOT, SettingsFactory, free_port, kill_recorded, wait_dead
+from tests.conftest import (
+    ROOT,
+    SIGINT_AT_DEFAULT,
+    SettingsFactory,
+    free_port,
+    kill_recorded,
+    wait_dead,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux fork path")
 
@@ -55,10 +62,8 @@ except DevServerError as exc:
     out["error"] = exc.message
 except KeyboardInterrupt:
     out["error"] = "KeyboardInterrupt"
-out["children"] = [
-    int(c) for t in os.listdir("/proc/self/task")
-    for c in open(f"/proc/self/task/{{t}}/children").read().split()
-]
+from tests.proclist import children_of_self
+out["children"] = children_of_self()
 print(json.dumps(out), flush=True)
 sys.stdin.readline()  # until the test has looked
 """
@@ -86,6 +91,7 @@ def run_caller(
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        **SIGINT_AT_DEFAULT,  # one fault is a Ctrl+C, also when the suite is a background job
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from devserver.supervisor.launch import supervisor_command, supervisor_env
 from devserver.supervisor.wire import encode_spec
-from tests.conftest import popen_invoke
+from tests.conftest import SIGINT_AT_DEFAULT, popen_invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (\d{7}|\[devserver\] .*)")
@@ -181,14 +181,20 @@ def test_invoke_tail_follow_ends_cleanly_on_ctrl_c(project: Path) -> None:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        **SIGINT_AT_DEFAULT,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"[x] old\n"
-    with open(log, "ab") as handle:
-        handle.write(b"[x] new \xff\n")
-    assert proc.stdout.readline() == "[x] new \ufffd\n".encode()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"[x] old\n"
+        with open(log, "ab") as handle:
+            handle.write(b"[x] new \xff\n")
+        assert proc.stdout.readline() == "[x] new \ufffd\n".encode()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:  # `tail -f` never ends by itself: a failed or timed-out test must end it
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     # Ctrl+C ends -f as it ends every other task: the short line and exit 130, no traceback.
     assert proc.returncode == 130, err
     assert err.decode().splitlines() == ["interrupted"]
@@ -206,10 +212,15 @@ def test_invoke_tail_follow_ctrl_c_while_waiting_for_a_log_exits_130(project: Pa
         INVOKE_SERVER_FLAVOR="auto",  # no log of any flavor yet: it waits for the first
     )
     proc = popen_invoke(env, "tail", "-f")
-    assert proc.stderr is not None
-    while "waiting for it to appear" not in (line := proc.stderr.readline()):
-        assert line, proc.communicate(timeout=10)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    try:
+        assert proc.stderr is not None
+        while "waiting for it to appear" not in (line := proc.stderr.readline()):
+            assert line, proc.communicate(timeout=10)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:  # `tail -f` never ends by itself: a failed or timed-out test must end it
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert err.splitlines() == ["interrupted"] and out == ""

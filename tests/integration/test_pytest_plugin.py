@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from devserver import library
-from tests.conftest import ROOT, kill_recorded
+from tests.conftest import ROOT, SIGINT_AT_DEFAULT, kill_recorded
 
 USES_REDIS = """
 import os, json
@@ -223,6 +223,7 @@ def hanging_run(
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        **SIGINT_AT_DEFAULT,  # a test sends it Ctrl+C, also when the suite is a background job
     )
     try:
         deadline = time.monotonic() + 60

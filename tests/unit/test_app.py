@@ -321,6 +321,7 @@ def test_windows_always_runs_the_api_through_cmd(
     assert calls == [("npm run dev", {"shell": True, "env": {"A": "1"}, "cwd": str(tmp_path)})]
 
 
+@pytest.mark.usefixtures("default_int_handler")
 def test_windows_reports_ctrl_c_but_never_forwards_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The console already sent Ctrl+C to the child; we only note it and keep waiting."""
 

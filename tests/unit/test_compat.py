@@ -235,6 +235,7 @@ def test_parent_death_signal_reaches_a_real_child() -> None:
     assert done.stdout.strip() == str(int(signal.SIGTERM))
 
 
+@pytest.mark.usefixtures("default_int_handler")
 def test_interrupt_once_raises_once_then_remembers() -> None:
     with signals.interrupt_once() as hurried:
         with pytest.raises(KeyboardInterrupt):
@@ -328,6 +329,7 @@ def test_no_job_object_off_windows() -> None:
     assert lifetime.bind_to_this_process(mock.Mock(_handle=1)) is None
 
 
+@pytest.mark.usefixtures("default_int_handler")
 def test_interrupts_deferred_holds_a_ctrl_c_until_the_block_ends() -> None:
     """A Ctrl+C inside the block (an import, say) is raised only at its end, once."""
     import signal as _signal
