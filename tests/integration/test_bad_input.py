@@ -177,16 +177,39 @@ def _python_for_nobody(prefix: list[str]) -> tuple[str, dict[str, str]]:
     pytest.skip("no Python that nobody can run")
 
 
+def _readable_copy(project: Path) -> None:
+    """tasks.py, invoke.yaml and the package, copied into ``project`` readable by anyone."""
+    for name in ("tasks.py", "invoke.yaml"):
+        shutil.copy2(ROOT / name, project / name)
+    shutil.copytree(
+        ROOT / "devserver", project / "devserver", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for path in [
+        project / "tasks.py",
+        project / "invoke.yaml",
+        *(project / "devserver").rglob("*"),
+    ]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (project / "devserver").chmod(0o755)
+
+
 @pytest.mark.skipif(_as_nobody() is None, reason="needs root and setpriv to run as nobody")
 def test_data_dir_chmod_000_for_a_normal_user() -> None:
     """As root nothing is refused, so the CLI runs as ``nobody`` on a project it owns (in a
-    world-readable temp folder: pytest's own is private to root)."""
+    world-readable temp folder: pytest's own is private to root). It runs a copy of tasks.py
+    and the package in that folder: the checkout itself may be out of nobody's reach (a clone
+    in a 0700 home, or /root)."""
     prefix = _as_nobody()
     assert prefix is not None
     python, extra = _python_for_nobody(prefix)
     project = Path(tempfile.mkdtemp(prefix="devserver-nobody-"))
     try:
         project.chmod(0o755)
+        _readable_copy(project)
+        extra = {
+            **extra,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), extra.get("PYTHONPATH")])),
+        }
         for sub in ("data", "logs"):
             (project / sub).mkdir()
             shutil.chown(project / sub, "nobody", "nogroup")
@@ -197,7 +220,7 @@ def test_data_dir_chmod_000_for_a_normal_user() -> None:
         for task in ("start", "status", "stop"):
             result = subprocess.run(
                 [*prefix, python, "-m", "invoke", task],
-                cwd=ROOT,
+                cwd=project,
                 env=env,
                 capture_output=True,
                 text=True,
