@@ -64,5 +64,6 @@ def bench(
 ns = Collection("tasks")
 ns.__doc__ = packaged.__doc__
 for _task in [*packaged.tasks.values(), test, bench]:
+    _task.auto_shortflags = False  # as for the packaged tasks: long options only
     ns.add_task(_task)
 CliTask.task_names = tuple(ns.task_names)

@@ -103,15 +103,15 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_TAIL_SHORT_FLAGS = {"lines": "n", "follow": "f", "grep": "g"}
+_TAIL_SHORT_FLAGS = {"lines": "n", "follow": "f"}
 
 
 class TailTask(Task[Callable[..., Any]]):
-    """``-n`` for ``--lines`` as in Unix tail.
+    """``-n`` for ``--lines`` and ``-f`` for ``--follow`` as in Unix tail.
 
-    Invoke gives each option the first free letter of its name as a short flag (``--lines``
-    would get ``-l``); this class uses ``_TAIL_SHORT_FLAGS`` instead, and no short flag for
-    the rest, so ``-f`` is --follow and never --flavor.
+    Invoke would give each option the first free letter of its name as a short flag
+    (``--lines`` would get ``-l``); the collection turns that off for every task (see
+    devserver/cli/tasks), and this class adds the two short flags everyone knows from tail.
     """
 
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:

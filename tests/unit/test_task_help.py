@@ -58,3 +58,18 @@ def test_this_repositorys_tasks_add_test_and_bench_with_help(
     for name in ("test", "bench"):
         task = root_tasks.ns[name]
         assert all((arg.help or "").strip() for arg in task.get_arguments()), name
+
+
+def test_short_flags_only_where_usual(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Invoke's automatic ones surprised: `fetch -o` was --force, `-l` --allow-unverified,
+    # `start -o` --foreground, and `-f` meant the flavor for start but follow for tail.
+    monkeypatch.setattr(sys, "argv", ["invoke", "--help"])
+    root_tasks = importlib.import_module("tasks")
+    short = {
+        f"{name} -{flag}"
+        for name in root_tasks.ns.task_names
+        for arg in root_tasks.ns[name].get_arguments()
+        for flag in arg.names
+        if len(flag) == 1
+    }
+    assert short == {"tail -f", "tail -n"}

@@ -53,6 +53,10 @@ ns = Collection("tasks")
 ns.__doc__ = __doc__  # the collection's help, as Invoke gives a tasks.py's docstring to it
 for _module in GROUPS:
     for _task in [t for t in vars(_module).values() if isinstance(t, Task)]:
+        # No automatic short flags: Invoke's first-free-letter ones surprise (`fetch -o` is
+        # --force, `start -o` --foreground, `-f` the flavor here and follow for tail). Only
+        # `tail -f`/`-n` have one (TailTask), the usual ones.
+        _task.auto_shortflags = False
         ns.add_task(_task)
 CliTask.task_names = tuple(ns.task_names)
 
