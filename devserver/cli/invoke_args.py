@@ -64,6 +64,8 @@ def settings_from(ctx: Context, **overrides: Any) -> Settings:
 
 
 _warned: set[str] = set()
+# The expected failure `handled` reported last: `up` words its "up stopped" hint by it.
+last_failure: list[DevServerError] = []
 
 
 def _warn_near_miss_sections(ctx: Context) -> None:
@@ -89,6 +91,7 @@ def handled(func: F) -> F:
             return func(*args, **kwargs)
         except DevServerError as exc:
             console.error(exc.message, exc.hint)
+            last_failure[:] = [exc]
             raise Exit(code=1) from None
         except KeyboardInterrupt:
             # The task's own cleanup has run (start's is Ctrl+C-proof); from here on we only

@@ -12,11 +12,11 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from devserver.app import env as app
-from devserver.cli import console
+from devserver.cli import console, invoke_args
 from devserver.cli.invoke_args import settings_from
 from devserver.cli.report import describe_binary, server_now
 from devserver.config import Settings
-from devserver.errors import DevServerError
+from devserver.errors import DevServerError, PortInUse
 
 # The fetch, server and app layers are imported in the functions that use them: before its
 # start step `up` imports only what that far needs (start overlaps importing the server layer
@@ -60,12 +60,19 @@ def up_step(c: Context, number: int, step: str, run: Callable[..., None], note: 
     except Exit as exc:
         if exc.code == 130:  # Ctrl+C: the usual code, no "failed" message
             raise
-        log = "" if step == "verify" else ", and the server log with `invoke tail`"
+        log = ", and the server log with `invoke tail`" if _server_may_have_logged(step) else ""
         console.error(
             f"up stopped: the {step} step failed",
             f"see the messages above{log}; fix it and run `invoke up` again",
         )
         raise Exit(code=1) from None
+
+
+def _server_may_have_logged(step: str) -> bool:
+    """Only a start that got as far as running the server has a log that may say why: not
+    fetch or verify, nor a start refused before it (the port taken by another program)."""
+    refused = any(isinstance(exc, PortInUse) for exc in invoke_args.last_failure)
+    return step == "start" and not refused
 
 
 def refuse_a_differing_server(c: Context, port: str | None, flavor: str | None) -> None:

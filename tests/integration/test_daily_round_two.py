@@ -9,6 +9,7 @@ the project; whatever a test started is stopped by recorded PID in the fixture's
 from __future__ import annotations
 
 import json
+import socket
 
 from tests.conftest import free_port
 from tests.integration.test_daily_use import Daily, proj
@@ -40,3 +41,14 @@ def test_api_with_nothing_configured_exits_1_with_the_hint(proj: Daily) -> None:
     assert "Traceback" not in result.stderr
     assert "error: no API command configured" in result.stderr
     assert "hint: set api.command in invoke.yaml" in result.stderr
+
+
+def test_up_with_the_port_taken_does_not_point_at_the_server_log(proj: Daily) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", proj.port))
+        holder.listen()
+        result = proj.invoke("up", "--no-verify")
+    assert result.returncode == 1, result
+    assert "already in use" in result.stderr
+    assert "up stopped: the start step failed" in result.stderr
+    assert "invoke tail" not in result.stderr  # no server ran: its log cannot say why

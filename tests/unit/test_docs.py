@@ -56,3 +56,11 @@ def test_the_bench_table_markers_are_in_docs_performance() -> None:
     text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert text.index(BEGIN) < text.index(END)
+
+
+def test_the_docs_say_what_to_do_outside_a_project_and_what_to_ignore() -> None:
+    trouble = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert "Can't find any collection named 'tasks'!" in trouble
+    assert "`devserver` command" in trouble
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Add `bin/`, `data/`, `logs/` and `.env` to your project's `.gitignore`" in readme
