@@ -152,6 +152,8 @@ def _start(
             assert sup.stdin is not None
             sup.stdin.write(b"ok\n")  # the lifeline: the supervisor keeps the server now
             sup.stdin.close()
+            if not forked and sup.stdout is not None:  # its report is for a failed start only
+                sup.stdout.close()  # (a forked one's is closed when it is reaped)
             handed_over = True
     except KeyboardInterrupt:
         if not handed_over:  # Ctrl+C while checking or waiting: undo

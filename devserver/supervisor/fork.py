@@ -115,7 +115,12 @@ def reap_forked(ending: int = 0, timeout: float = 1.0) -> None:
                 handle.wait(timeout)
             except Exception:  # subprocess.TimeoutExpired: it is reaped another time
                 pass
-    _forked_supervisors[:] = [h for h in _forked_supervisors if h.poll() is None]
+    ended = [h for h in _forked_supervisors if h.poll() is not None]
+    _forked_supervisors[:] = [h for h in _forked_supervisors if h not in ended]
+    for handle in ended:  # its pipes too: left to the garbage collector, each is a warning
+        for stream in (handle.stdout, handle.stdin):
+            if stream is not None:
+                stream.close()
 
 
 def _forked(

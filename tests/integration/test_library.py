@@ -180,3 +180,25 @@ def test_console_script_outside_any_project_says_where_its_files_go(tmp_path: Pa
     )
     assert result.returncode == 3, result.stderr
     assert f"using {tmp_path} as the project (bin/, data/, logs/ go there)" in result.stderr
+
+
+@pytest.mark.parametrize("no_fork", ["", "1"], ids=["forked", "spawned"])
+def test_an_ephemeral_stop_leaves_no_unclosed_file(redis_server_path: Path, no_fork: str) -> None:
+    """`python -W always` showed `unclosed file <_io.BufferedReader name=6>` at every stop:
+    the supervisor's report pipe, opened at its start."""
+    code = (
+        "import devserver\n"
+        f"with devserver.ephemeral(flavor='redis', binary={str(redis_server_path)!r}) as s:\n"
+        "    pass\n"
+        "import gc; gc.collect()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEVSERVER_NO_FORK": no_fork}
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "unclosed file" not in result.stderr, result.stderr
