@@ -10,11 +10,12 @@ prints: failures are :class:`devserver.errors.DevServerError` with a message and
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +129,16 @@ def ephemeral(
     startup_timeout: float = 30,
     owner_pid: int | None = None,
     workdir: str | Path | None = None,
+    extra_args: str | Sequence[str] = (),
 ) -> Iterator[Server]:
     """A throwaway server for the ``with`` block: free port, temporary data and logs, no save.
 
     ``root`` is where ``bin/`` (a fetched server) is looked for. The server is stopped when
     the block ends, and also when this process dies without ending it (``owner_pid``,
     default this process: the supervisor notices and stops it). ``workdir``: put the data
-    and log folders there (kept) instead of a temporary folder (removed).
+    and log folders there (kept) instead of a temporary folder (removed). ``extra_args``:
+    more server arguments (a list, or one shell-style string such as
+    ``"--enable-debug-command yes"``), after the flavor's no-persistence switches.
     """
     # Imported on use; the server layer below only after the supervisor is launched.
     from devserver.supervisor.fork import can_fork
@@ -146,7 +150,9 @@ def ephemeral(
     base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="devserver-"))
     try:
         try:
-            config = ephemeral_settings(flavor, port, binary, root, password, startup_timeout, base)
+            config = ephemeral_settings(
+                flavor, port, binary, root, password, startup_timeout, base, extra_args
+            )
             # Imported while the early supervisor starts up (the two overlap).
             from devserver.server.start import start as start_server
             from devserver.server.stop import stop as stop_server
@@ -174,6 +180,7 @@ def ephemeral_settings(
     password: str,
     startup_timeout: float,
     base: Path,
+    extra_args: str | Sequence[str] = (),
 ) -> Settings:
     """Settings of an ephemeral server, with its flavor's no-persistence switches.
 
@@ -194,13 +201,16 @@ def ephemeral_settings(
         startup_timeout=startup_timeout,
         stop_timeout=5,
     )
+    mine = extra_args if isinstance(extra_args, str) else shlex.join(extra_args)
+
+    def args_for(flavor: str) -> str:
+        return " ".join(part for part in (_NO_PERSISTENCE.get(flavor, ""), mine) if part)
+
     if config.flavor != "auto":  # known already: start chooses the binary once, as usual
-        return config.with_overrides(extra_args=_NO_PERSISTENCE.get(config.flavor, ""))
+        return config.with_overrides(extra_args=args_for(config.flavor))
     chosen = choose_binary(config)
     return config.with_overrides(
-        flavor=chosen.flavor,
-        binary=str(chosen.path),
-        extra_args=_NO_PERSISTENCE.get(chosen.flavor, ""),
+        flavor=chosen.flavor, binary=str(chosen.path), extra_args=args_for(chosen.flavor)
     )
 
 

@@ -52,6 +52,8 @@ _OPTIONS = {
     "comma-separated list, or all (every flavor installed here), runs each test once per flavor",
     "devserver_binary": "server executable to run (default: the tool's choice, as `invoke start`); "
     "with several flavors, it is used for the flavor its name says",
+    "devserver_extra_args": "more arguments for the ephemeral server, shell-style, e.g. "
+    "--devserver-extra-args='--enable-debug-command yes'",
     "devserver_url": "use this running server instead of starting one, e.g. "
     "redis://127.0.0.1:6379/9 (each test empties its database: worker N of pytest-xdist uses "
     "the URL's database + N)",
@@ -135,7 +137,7 @@ def devserver(request: pytest.FixtureRequest, _devserver_pool: ServerPool) -> It
                 hint="run `invoke fetch` (or install redis-server) and try again",
             )
         )
-    yield _devserver_pool.get(flavor)
+    yield _devserver_pool.get(flavor, extra_args=option(config, "devserver_extra_args"))
 
 
 @pytest.fixture()
