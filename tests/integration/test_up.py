@@ -117,7 +117,7 @@ def test_api_refuses_without_a_server_and_explains_missing_config(proj: Project)
     assert "the server is not running" in refused.stderr
     assert "invoke start" in refused.stderr
     unconfigured = proj.invoke("api")
-    assert unconfigured.returncode == 0
+    assert unconfigured.returncode == 1  # a script must see that nothing ran
     assert "api.command" in unconfigured.stderr and "INVOKE_API_COMMAND" in unconfigured.stderr
 
 
