@@ -10,7 +10,6 @@ library takes a ``Settings``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -253,6 +252,8 @@ def check_keys(config: Mapping[str, Any]) -> None:
 
 
 def _unknown_key(name: str, key: str, section: str, known: list[str]) -> ConfigError:
+    import difflib  # only for a misspelt key: every command builds Settings, few fail here
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     guess = f": did you mean {section}.{close[0]}?" if close else ""
     return ConfigError(
