@@ -64,7 +64,9 @@ def install_standins(env: dict[str, str], tmp_path: Path) -> None:
         ("dragonfly", package.dragonfly_archive(tmp_path / "df")),
         ("garnet", package.garnet_archive(tmp_path / "garnet")),
     ):
-        done = invoke(env, "fetch", "--flavor", flavor, f"--archive={archive}", "--allow-unverified")
+        done = invoke(
+            env, "fetch", "--flavor", flavor, f"--archive={archive}", "--allow-unverified"
+        )
         assert done.returncode == 0, done.stderr
 
 
@@ -163,7 +165,10 @@ def test_a_named_flavor_without_a_binary_is_a_failed_row_all_skips_it(
     env["PATH"] = str(tmp_path / "empty")  # no redis-server, no dotnet
     archive = package.dragonfly_archive(tmp_path / "df")
     assert (
-        invoke(env, "fetch", "--flavor", "dragonfly", f"--archive={archive}", "--allow-unverified").returncode == 0
+        invoke(
+            env, "fetch", "--flavor", "dragonfly", f"--archive={archive}", "--allow-unverified"
+        ).returncode
+        == 0
     )
     result = invoke(env, "verify", "--flavor", "dragonfly,garnet")
     assert result.returncode == 1
