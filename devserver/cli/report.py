@@ -108,6 +108,11 @@ def report_stop(result: Any) -> None:
         )
     elif not result.was_running:
         console.ok("the server is not running")
+    if result.found_by == "process scan" and result.state:
+        console.warn(
+            f"no state file named it, but a process scan found this project's server "
+            f"(pid {result.state.pid}) running untracked"
+        )
     if not result.was_running:
         if result.state_left:
             raise Exit(code=1)
@@ -159,16 +164,19 @@ def report_status(info: dict[str, Any], json: bool) -> None:
         if info["log_file"]:
             console.line(f"log: {info['log_file']}")
         raise Exit(code=STATUS_NOT_RUNNING)
+    if info.get("found_by") == "process scan":
+        console.warn(info["untracked"])
     if info.get("supervised") is False:
         console.line(
-            f"running UNSUPERVISED: {info['flavor']} {info['version']} (pid {info['pid']})",
+            f"running UNSUPERVISED: {info['flavor']} {info['version'] or ''} (pid {info['pid']})",
             "yellow",
         )
         console.warn(
             "its supervisor is gone, so its log is not captured; `invoke restart` fixes that"
         )
     else:
-        console.line(f"running: {info['flavor']} {info['version']} (pid {info['pid']})", "green")
+        what = f"{info['flavor']} {info['version'] or ''}".strip()
+        console.line(f"running: {what} (pid {info['pid']})", "green")
     rows = [
         ("address", f"{info['host']}:{info['port']}"),
         ("uptime", console.human_seconds(info["uptime_s"] or 0)),

@@ -18,6 +18,12 @@ on Windows (the process's PEB) and on macOS (for the user's own processes), so t
 the same code everywhere; only processes of this user are readable, which is all the tool
 ever starts.
 
+One exception, on Linux: a program that rewrites its process title over the memory its
+environment was in (redis-server and valkey-server do, and so does Python's setproctitle,
+which Celery uses) shows an empty ``/proc/<pid>/environ``. Such a process is recognised
+some other way by the caller (``unmarked`` of :func:`find_marked`: the server by its working
+directory, its project's data folder, and its executable; an app process by its parent).
+
 The scan reads every process's environment, which costs milliseconds: it belongs only to the
 paths where the state file failed (missing, corrupt, stale, or a port taken), never to a
 normal start or stop.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 
 PROJECT_VAR = "DEVSERVER_PROJECT"
 ROLE_VAR = "DEVSERVER_ROLE"
+FLAVOR_VAR = "DEVSERVER_FLAVOR"  # the server's only: which flavor it runs
 SUPERVISOR = "supervisor"
 SERVER = "server"
 API = "api"
@@ -89,13 +97,18 @@ def _role_matches(role: str, wanted: str | None) -> bool:
     return role == wanted
 
 
-def find_marked(project: str, role: str | None = None) -> list[Any]:
+def find_marked(
+    project: str,
+    role: str | None = None,
+    unmarked: Callable[[Any], str | None] | None = None,
+) -> list[Any]:
     """The live processes (psutil.Process) carrying ``project``'s marker, oldest first.
 
     ``role`` None: every role; ``"app:"`` (ends with a colon): every role with that prefix;
     otherwise that role exactly. Zombies, this process and its ancestors are left out (an
     ``invoke`` run from an app process's shell inherits the marker, and must never stop
-    itself).
+    itself). ``unmarked``: asked for a process whose environment shows no marker at all,
+    returns its role in this project or None (see :func:`role_of` for why).
     """
     import psutil  # on demand: see the module docstring
 
@@ -110,6 +123,9 @@ def find_marked(project: str, role: str | None = None) -> list[Any]:
         if proc.pid in skip:
             continue
         marker = marker_of(proc)
+        if marker is None and unmarked is not None:
+            guessed = unmarked(proc)
+            marker = (project, guessed) if guessed is not None else None
         if marker is None or marker[0] != project or not _role_matches(marker[1], role):
             continue
         try:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from devserver.catalog import build_launch, get_flavor
 from devserver.config import Settings
-from devserver.errors import StartError
+from devserver.errors import PortInUse, StartError
 from devserver.fetch.binaries import Binary
 from devserver.fetch.choice import choose_binary
 from devserver.server import datadir
+from devserver.server.marker import FLAVOR_VAR, SERVER, marker_env, settings_project_id
 from devserver.server.ports import check_port_free
 from devserver.server.state import ServerState, remove_state, untrusted_state
+from devserver.server.untracked import refuse_if_untracked
 from devserver.supervisor.wire import Spec
 from devserver.system import wsl
 from devserver.system.atomic import check_writable
@@ -44,6 +46,8 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
     argv, env = wsl.launch(
         list(launch.argv), dict(launch.env), [flavor.password_env], binary.via_wsl
     )
+    # The marker (marker.py): the process scan finds this server when the state file fails.
+    env.update(marker_env(settings, SERVER), **{FLAVOR_VAR: flavor.name})
     stop_save, terminate = flavor.stop_plan(save=True)
     return {
         "argv": argv,
@@ -68,6 +72,7 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "owner_pid": 0,
         "owner_create_time": 0.0,
         "owner_start_ticks": 0,
+        "project": settings_project_id(settings),
     }
 
 
@@ -98,6 +103,8 @@ def prepare(
     warnings = []
     untrusted = untrusted_state(settings) if stale is None else ""
     if stale is not None or untrusted:
+        # The state file failed: does this project's server run untracked all the same?
+        refuse_if_untracked(settings)
         try:
             remove_state(settings.state_file)
         except OSError as exc:
@@ -114,7 +121,11 @@ def prepare(
     spec = build_spec(settings, binary)
     data_dir = settings.flavor_data_dir(binary.flavor)
     datadir.check_compatible(data_dir, binary.flavor, binary.version)
-    check_port_free(settings.host, settings.port)
+    try:
+        check_port_free(settings.host, settings.port)
+    except PortInUse:
+        refuse_if_untracked(settings)  # our own server, its state file lost: say so
+        raise
     _ensure_writable(data_dir, "data")
     # The state file's folder too: a server whose state cannot be recorded would be
     # untracked (the supervisor stops it if the write fails anyway, e.g. on a full disk).

@@ -23,6 +23,7 @@ from devserver.errors import StartError
 from devserver.fetch.binaries import Binary
 from devserver.server import datadir
 from devserver.server.identity import supervisor_alive
+from devserver.server.marker import SUPERVISOR, marker_env
 from devserver.server.prepare import prepare
 from devserver.server.readiness import LineSink, LogEcho, wait_ready
 from devserver.server.state import ServerState, current_state, project_lock
@@ -78,7 +79,7 @@ def start(
     elif can_fork():
         sup, broke_away = None, True
     else:
-        sup, broke_away = launch_supervisor()
+        sup, broke_away = launch_supervisor(marker_env(settings, SUPERVISOR))
     result: StartResult | None = None
     try:
         with signals.interrupt_once() as hurried:
@@ -128,12 +129,13 @@ def _start(
                 # A Ctrl+C now is delivered once ``sup`` holds the fork, so the undo sees it.
                 with signals.sigint_blocked():
                     try:
-                        sup = fork_supervisor(ready.spec, python, supervisor_env(), PACKAGE_PARENT)
+                        env = supervisor_env(marker_env(settings, SUPERVISOR))
+                        sup = fork_supervisor(ready.spec, python, env, PACKAGE_PARENT)
                         forked = True
                     except OSError:
                         pass  # no fork (EAGAIN, ENOMEM, EMFILE): spawn a supervisor instead
             if not forked:
-                sup = sup or launch_supervisor()[0]
+                sup = sup or launch_supervisor(marker_env(settings, SUPERVISOR))[0]
                 assert sup.stdin is not None
                 sup.stdin.write(encode_spec(ready.spec))
                 sup.stdin.flush()

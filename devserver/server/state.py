@@ -20,6 +20,7 @@ from typing import Any
 from devserver.config import Settings
 from devserver.errors import LockBusy, StateError, UntrustedState
 from devserver.server.identity import server_process
+from devserver.server.marker import settings_project_id
 from devserver.system import files
 from devserver.system.atomic import PRIVATE_MODE, remove_file, write_atomic
 
@@ -49,6 +50,9 @@ class ServerState:
     # and on other systems): the identity that survives a wall-clock step.
     start_ticks: int = 0
     supervisor_start_ticks: int = 0
+    # The project id of the project that started it (server/marker.py; "" in older files):
+    # a state file copied into another project does not match that project.
+    project: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -187,6 +191,8 @@ def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
         return None, None
     if state is None or state.status != "running":
         return state, None
+    if state.project and state.project != settings_project_id(settings):
+        return state, None  # copied from another project: that project's server, not ours
     return state, server_process(state, also=configured_names(settings))
 
 

@@ -1,4 +1,8 @@
-"""``invoke status``: whether our server runs, and what we know about it."""
+"""``invoke status``: whether our server runs, and what we know about it.
+
+``found_by`` says how: "state" (the state file, identity-checked) or "process scan" (no
+state file could be trusted, but a process carrying this project's marker runs: untracked.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from devserver.config import Settings
 from devserver.server import resp
 from devserver.server.identity import supervisor_alive
 from devserver.server.state import ServerState, current_state, untrusted_state
+from devserver.server.untracked import FOUND_BY_STATE, find_untracked, status_info
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -36,7 +41,15 @@ def status(settings: Settings) -> dict[str, Any]:
     if untrusted:
         info["state_error"] = untrusted
     if proc is not None and state is not None:
+        info["found_by"] = FOUND_BY_STATE
         info.update(_server_info(state, settings, proc))
+        return info
+    info["found_by"] = None
+    # No tracked server: the state file is missing, corrupt, stale or another project's.
+    # Does a server of this project run all the same? (Only here: a tracked one needs no scan.)
+    found = find_untracked(settings)
+    if found is not None and found.server is not None:
+        info.update(status_info(found))
     return info
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devserver.config import Settings
-from devserver.errors import LockBusy, StopError, UntrustedState
+from devserver.errors import LockBusy, StateError, StopError, UntrustedState
 from devserver.server.graceful import (
     GRACEFUL_SHARE,
     Request,
@@ -36,6 +36,12 @@ from devserver.server.state import (
     current_state,
     project_lock,
     read_state,
+)
+from devserver.server.untracked import (
+    FOUND_BY_SCAN,
+    FOUND_BY_STATE,
+    end_supervisors,
+    find_untracked,
 )
 from devserver.supervisor.fork import reap_forked
 from devserver.system import kill, wsl
@@ -78,6 +84,7 @@ class StopResult:
     data_at_risk: bool = False
     untrusted: str = ""  # the state file could not be trusted (why); nothing was signalled
     state_left: str = ""  # the state file could not be removed (why)
+    found_by: str = ""  # "state", or "process scan" when the state file did not name it
 
 
 def _gone(proc: Any) -> bool:
@@ -97,6 +104,7 @@ def _stop_lock(settings: Settings, on_progress: Progress | None) -> Iterator[Non
     The cancel file is touched while we wait, so only a start that is running now sees a
     fresh one (a file left by a stop that was killed goes stale); the start then stops what
     it spawned and releases the lock. A stop holding the lock simply finishes first.
+    Where the lock file cannot be opened at all the stop goes on without it.
     """
     with ExitStack() as stack:
         try:
@@ -105,6 +113,9 @@ def _stop_lock(settings: Settings, on_progress: Progress | None) -> Iterator[Non
             if on_progress:
                 on_progress("a start or stop of this project is in progress: asking it to end")
             stack.enter_context(_cancelling(settings))
+        except StateError:
+            pass  # the lock file cannot be opened (a read-only data folder): no start can
+            # run there either, and a stop must not need a writable folder
         yield
 
 
@@ -154,26 +165,64 @@ def stop(
 ) -> StopResult:
     """Stop our server within ``stop_timeout`` (longer only while it saves); drop the state."""
     began = clock()
-    if not settings.data_dir.is_dir():  # no data folder (or a file there): nothing runs
-        return StopResult(None, was_running=False)
+    if not settings.data_dir.is_dir():  # no data folder (deleted with the project?)
+        return _scan_and_stop(settings, save, on_progress, clock, began, StopResult(None, False))
     with _stop_lock(settings, on_progress):
         try:
             read_state(settings.state_file)
         except UntrustedState as exc:
             left = _remove(settings.state_file)
-            return StopResult(None, False, stale=True, untrusted=exc.message, state_left=left)
+            base = StopResult(None, False, stale=True, untrusted=exc.message, state_left=left)
+            return _scan_and_stop(settings, save, on_progress, clock, began, base)
         state, proc = current_state(settings)
         if state is None:
-            return StopResult(None, was_running=False)
+            base = StopResult(None, was_running=False)
+            return _scan_and_stop(settings, save, on_progress, clock, began, base)
         if proc is None:
             left = _remove(settings.state_file)
-            return StopResult(state, was_running=False, stale=True, state_left=left)
+            base = StopResult(state, was_running=False, stale=True, state_left=left)
+            return _scan_and_stop(settings, save, on_progress, clock, began, base)
         result = _end(settings, state, proc, save, on_progress, clock, began)
         end_by = began + settings.stop_timeout + 1.2 + result.saving_seconds
         _wait_supervisor(state, settings.state_file, max(0.3, end_by - clock()))
         left = _remove(settings.state_file)
         reap_forked(state.supervisor_pid)  # forked from this process, so our child: no zombie
         return replace(result, seconds=clock() - began, state_left=left)
+
+
+def _scan_and_stop(
+    settings: Settings,
+    save: bool,
+    on_progress: Progress | None,
+    clock: Callable[[], float],
+    began: float,
+    base: StopResult,
+) -> StopResult:
+    """No state file names a live server of ours: stop one the process scan finds (its
+    state file lost, corrupt, or its project folder deleted), with the same budget and
+    escalation; ``base`` (what the state file told) when there is none."""
+    found = find_untracked(settings)
+    if found is None:
+        return base
+    if found.server is None or found.state is None:
+        end_supervisors(found)  # supervisors of a server that is gone: nothing to save
+        return base
+    if on_progress:
+        on_progress(found.describe().split(";")[0] + ": stopping it")
+    if found.state.flavor:
+        result = _end(settings, found.state, found.server, save, on_progress, clock, began)
+    else:  # no flavor known, so no graceful command: end it as a kill would
+        kill.kill_tree(found.server)
+        result = StopResult(found.state, True, forced=True, method=StopStep.KILL)
+    end_supervisors(found)
+    return replace(
+        result,
+        seconds=clock() - began,
+        found_by=FOUND_BY_SCAN,
+        stale=base.stale,
+        untrusted=base.untrusted,
+        state_left=base.state_left,
+    )
 
 
 def _end(
@@ -251,6 +300,7 @@ def _end(
     return StopResult(
         state,
         True,
+        found_by=FOUND_BY_STATE,
         forced=method != StopStep.SHUTDOWN,
         method=method,
         refused=refused,

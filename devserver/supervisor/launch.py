@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from devserver.errors import StartError
 from devserver.system import host, spawn
@@ -20,16 +21,19 @@ from devserver.system import host, spawn
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def launch_supervisor() -> tuple[subprocess.Popen[bytes], bool]:
+def launch_supervisor(
+    marker: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], bool]:
     """Spawn a detached supervisor that waits for its spec on stdin; (process, broke_away).
 
     ``invoke start`` calls this before it imports the rest of the library, so the new
     interpreter's start-up overlaps the start's own checks; closing stdin without a spec
     makes the supervisor exit without starting anything. ``INVOKE_*`` variables (a password
     may be among them) are not passed on: the supervisor gets everything from its spec. Its
-    stdout is a pipe for its start-up report (see entry.py).
+    stdout is a pipe for its start-up report (see entry.py). ``marker``: the project's
+    marker variables (server/marker.py), so a process scan finds the supervisor too.
     """
-    env = supervisor_env()
+    env = supervisor_env(marker)
     command = supervisor_command()
     python = command[0]
     try:
@@ -66,11 +70,12 @@ def supervisor_command(python: str = "") -> list[str]:
     return [python or spawn.python_for_background(), "-S", "-c", f"from devserver.{entry}()"]
 
 
-def supervisor_env() -> dict[str, str]:
+def supervisor_env(marker: Mapping[str, str] | None = None) -> dict[str, str]:
     """The supervisor's environment: ours without ``INVOKE_*`` (a password may be among
     them; the spec carries all it needs), and our sys.path as PYTHONPATH: it runs with -S,
     which skips the site module (milliseconds on ``invoke start``'s critical path), so the
     same packages are found this way."""
     env = spawn.without_prefixes(os.environ, ["INVOKE_"])
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env.update(marker or {})
     return env

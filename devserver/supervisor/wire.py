@@ -42,6 +42,9 @@ if TYPE_CHECKING:
         owner_pid: int
         owner_create_time: float
         owner_start_ticks: int  # Linux: the clock-step-proof identity (0: none)
+        # The project id (server/marker.py), recorded in the state: a copied state file
+        # names another project's server, which is then not ours.
+        project: str
 
 else:
     # At run time a spec is a plain dict: typing's import would cost the bootstrap 10 ms.
@@ -135,6 +138,7 @@ def state_record(
         "control_token": token,
         "status": "running",
         "exit_status": "",
+        "project": spec.get("project", ""),
     }
 
 

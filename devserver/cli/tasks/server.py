@@ -92,9 +92,11 @@ def start(
         raise Exit(code=0 if code in (0, None) else 1)
     # The supervisor is launched first and the server layer imported after it, so the two
     # overlap (see the package comment on imports).
+    from devserver.server.marker import SUPERVISOR, marker_env
     from devserver.supervisor.launch import launch_supervisor
 
-    early = launch_supervisor()  # its start-up overlaps the import and checks below
+    # its start-up overlaps the import and checks below
+    early = launch_supervisor(marker_env(settings, SUPERVISOR))
     with signals.interrupts_deferred():  # a Ctrl+C during the import: raised after it
         from devserver.server.start import start as start_server
 

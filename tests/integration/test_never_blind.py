@@ -1,0 +1,215 @@
+"""The tool finds its own server from the processes themselves, not only from the state file.
+
+Each fault here separates ``data/server.json`` from what runs: the file deleted or corrupted,
+a copy of the project beside the original, a server that detaches itself. Real processes
+throughout: the real tasks.py through ``python -m invoke``, the real redis-server. A test's
+processes are recognised without the state file (``tagged``, see test_faults_tracking.py)
+and killed after the test, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import free_port, kill_recorded, wait_dead
+from tests.integration.test_cli import invoke
+from tests.integration.test_faults_tracking import (
+    LINUX_ONLY,
+    listening,
+    read_state,
+    tagged,
+    tagged_env,
+    wait_none_tagged,
+)
+
+
+@pytest.fixture()
+def tag(project: Path) -> Iterator[str]:
+    """This test's tag (its projects' parent folder): whatever carries it is killed after."""
+    value = str(project.parent) + os.sep
+    yield value
+    for root in project.parent.iterdir():
+        kill_recorded(root / "data" / "server.json")
+    for proc in tagged(value):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def _status_json(env: dict[str, str]) -> tuple[int, dict[str, object]]:
+    result = invoke(env, "status", "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# -- the state file deleted or corrupt while the server runs ---------------------------------
+
+
+@pytest.mark.parametrize("fault", ["deleted", "corrupt"])
+def test_lost_state_file_the_server_is_found_and_stopped(
+    project: Path, tag: str, fault: str
+) -> None:
+    port = free_port()
+    env = tagged_env(project, port, tag)
+    assert invoke(env, "start").returncode == 0
+    code, info = _status_json(env)
+    assert code == 0 and info["found_by"] == "state", info  # the normal way
+    pid = read_state(project)["pid"]
+    state_file = project / "data" / "server.json"
+    if fault == "deleted":
+        state_file.unlink()
+    else:
+        state_file.write_text('{"pid": "garbage"')
+
+    code, info = _status_json(env)
+    assert code == 0, info
+    assert info["running"] is True and info["pid"] == pid, info
+    assert info["found_by"] == "process scan" and info["port"] == port, info
+    text = invoke(env, "status")
+    assert text.returncode == 0, text
+    assert f"runs untracked (redis, pid {pid}); `invoke stop` stops it" in text.stderr, text
+
+    again = invoke(env, "start")  # never a second server beside it
+    assert again.returncode == 1, again
+    assert "Traceback" not in again.stderr
+    assert f"runs untracked (redis, pid {pid})" in again.stderr, again.stderr
+
+    stopped = invoke(env, "stop")
+    assert stopped.returncode == 0, stopped
+    assert f"process scan found this project's server (pid {pid})" in stopped.stderr, stopped
+    assert "stopped (graceful)" in stopped.stdout + stopped.stderr, stopped
+    assert not _alive(pid)
+    assert not listening(port)
+    assert wait_none_tagged(tag) == []  # the supervisor too
+    assert invoke(env, "status").returncode == 3
+
+
+# -- a copied project does not control the original's server --------------------------------
+
+
+def test_copied_project_does_not_see_or_stop_the_originals_server(project: Path, tag: str) -> None:
+    port_a, port_b = free_port(), free_port()
+    env_a = tagged_env(project, port_a, tag)
+    assert invoke(env_a, "start").returncode == 0
+    pid_a = read_state(project)["pid"]
+    copy = project.parent / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    env_b = tagged_env(copy, port_b, tag)
+
+    code, info = _status_json(env_b)
+    assert code == 3 and info["running"] is False, info  # A's server is not B's
+    stopped = invoke(env_b, "stop")
+    assert stopped.returncode == 0, stopped
+    assert _alive(pid_a) and listening(port_a)  # untouched
+    started = invoke(env_b, "start")
+    assert started.returncode == 0, started  # B gets its own server, on its own port
+    pid_b = read_state(copy)["pid"]
+    assert pid_b != pid_a and listening(port_b)
+    assert invoke(env_b, "stop").returncode == 0
+    assert _alive(pid_a) and not _alive(pid_b)
+    code, info = _status_json(env_a)
+    assert code == 0 and info["pid"] == pid_a and info["found_by"] == "state", info
+    assert invoke(env_a, "stop").returncode == 0
+    assert wait_none_tagged(tag) == []
+
+
+# -- the project folder deleted while the server runs ----------------------------------------
+
+
+@LINUX_ONLY
+def test_deleted_project_server_is_stopped_within_the_budget(project: Path, tag: str) -> None:
+    """rm -rf of the project, then a fresh one at the same path: the new checkout's ``stop``
+    finds the server (the same path is the same project) and ends it, although it cannot
+    save (its data folder is gone: SHUTDOWN SAVE is refused)."""
+    port = free_port()
+    env = tagged_env(project, port, tag)
+    assert invoke(env, "start").returncode == 0
+    state = read_state(project)
+    pid, sup = state["pid"], state["supervisor_pid"]
+    shutil.rmtree(project)
+    project.mkdir()  # the fresh clone
+
+    code, info = _status_json(env)
+    assert code == 0 and info["pid"] == pid and info["found_by"] == "process scan", info
+    stopped = invoke(env, "stop", timeout=30)
+    assert not _alive(pid), stopped
+    assert not _alive(sup)
+    assert not listening(port)
+    assert "Traceback" not in stopped.stderr
+    assert wait_none_tagged(tag) == []
+
+
+@LINUX_ONLY
+def test_deleted_project_supervisor_sigterm_still_ends_the_server(project: Path, tag: str) -> None:
+    """SIGTERM to a supervisor whose project folder is gone: SHUTDOWN SAVE is refused (no
+    data folder), so it escalates (SHUTDOWN NOSAVE, SIGTERM, a kill) within the stop budget."""
+    port = free_port()
+    env = tagged_env(project, port, tag)
+    assert invoke(env, "start").returncode == 0
+    state = read_state(project)
+    pid, sup = state["pid"], state["supervisor_pid"]
+    shutil.rmtree(project)
+    os.kill(sup, signal.SIGTERM)
+    assert wait_dead(pid, 5 + 3), "the server outlived its supervisor's stop budget"
+    assert wait_dead(sup, 3)
+    assert not listening(port)
+
+
+# -- a server that detaches itself -----------------------------------------------------------
+
+
+def test_daemonize_in_extra_args_is_refused_before_spawning(project: Path, tag: str) -> None:
+    port = free_port()
+    env = tagged_env(project, port, tag, INVOKE_SERVER_EXTRA_ARGS="--daemonize yes")
+    result = invoke(env, "start")
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert "--daemonize" in result.stderr and "server.extra_args" in result.stderr, result
+    assert not listening(port)
+    assert wait_none_tagged(tag) == []
+    assert not (project / "data" / "server.json").exists()
+
+
+@LINUX_ONLY
+def test_server_that_forks_and_exits_is_named_and_stopped(project: Path, tag: str) -> None:
+    """A binary that forks a real server and exits 0 (what --daemonize does, under another
+    name): start must not claim a pid that has exited; it names the detached server and
+    stops it, so nothing runs untracked."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        pytest.skip("no redis-server on PATH")
+    exe = project / "bin" / "redis-server"
+    exe.parent.mkdir(parents=True)
+    exe.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "--version" ]; then exec {redis} --version; fi\n'
+        f'{redis} "$@" &\n'
+        "sleep 0.3\n"
+        "exit 0\n"
+    )
+    exe.chmod(0o755)
+    port = free_port()
+    env = tagged_env(project, port, tag)
+    result = invoke(env, "start")
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert "detached" in result.stderr and "was stopped" in result.stderr, result.stderr
+    assert not listening(port)
+    assert wait_none_tagged(tag) == []
+    status = invoke(env, "status")
+    assert status.returncode == 3, status
