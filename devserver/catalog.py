@@ -98,6 +98,10 @@ class Flavor:
     # Extra arguments that turn persistence off, for ephemeral servers (their data folder is
     # a temporary one anyway, and their stop is a SHUTDOWN NOSAVE).
     ephemeral_args: str = ""
+    # Options (lower case, with their value) that make the server detach itself from its
+    # supervisor: refused in ``server.extra_args`` before anything is spawned, since a
+    # detached server could be neither logged nor stopped.
+    detaching_args: tuple[tuple[str, str], ...] = ()
 
 
 DRAGONFLY = Flavor(
@@ -191,6 +195,7 @@ REDIS = Flavor(
     exe_prefixes=("redis", "valkey"),
     bundled=True,
     ephemeral_args="--appendonly no --save ''",
+    detaching_args=(("--daemonize", "yes"),),
 )
 
 GARNET = Flavor(
@@ -272,6 +277,23 @@ def _redis_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+def _refuse_detaching(flavor: Flavor, extra: tuple[str, ...]) -> None:
+    """ConfigError for an option in ``server.extra_args`` that detaches the server."""
+    words = [w.lower() for w in extra]
+    for flag, value in flavor.detaching_args:
+        for i, word in enumerate(words):
+            given = word.split("=", 1)[1] if word.startswith(flag + "=") else ""
+            if word == flag and i + 1 < len(words):
+                given = words[i + 1]
+            if given == value:
+                raise ConfigError(
+                    f"server.extra_args has {flag} {value}: the server would detach itself "
+                    "from its supervisor, which could then neither log nor stop it",
+                    hint=f"remove {flag} from server.extra_args (the tool already runs the "
+                    "server in the background)",
+                )
+
+
 def build_launch(
     flavor: Flavor, settings: Settings, exe: str, base_env: Mapping[str, str]
 ) -> Launch:
@@ -286,6 +308,7 @@ def build_launch(
             f"256 MiB per thread ({settings.threads} threads)",
             hint="raise server.maxmemory or lower server.threads",
         )
+    _refuse_detaching(flavor, settings.extra_args)
     values = {
         "host": settings.host,
         "port": str(settings.port),

@@ -195,7 +195,10 @@ def wait_ready(
             raise failure
         if state is not None:
             answer = resp.ping(host, settings.port, timeout=0.25, password=settings.password)
-            if answer in ("ready", "auth"):
+            # Ready, unless the process we started has exited meanwhile: then what answers
+            # is something it left behind (it forked and exited: daemonized), and the
+            # supervisor marks the exit and stops that in a moment (supervisor/detached.py).
+            if answer in ("ready", "auth") and not lifetime.surely_exited(state.pid):
                 return state
         if sup.poll() is not None:
             echo.poll()

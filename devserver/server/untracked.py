@@ -83,14 +83,20 @@ def _server_by_folder(settings: Settings) -> Callable[[Any], str | None]:
     """Recognise a server whose environment is unreadable (redis-server rewrites its process
     title over it, see marker.py): a flavor's executable whose working directory is in this
     project's data folder (the supervisor starts it there; a deleted folder still counts)."""
-    base = os.path.normcase(str(settings.state_file.parent.resolve(strict=False))) + os.sep
+    return server_in_folder(settings.state_file.parent)
+
+
+def server_in_folder(folder: Path | str) -> Callable[[Any], str | None]:
+    """The check of :func:`_server_by_folder` for any folder (the supervisor's: its
+    server's own data folder)."""
+    base = os.path.normcase(str(Path(folder).resolve(strict=False))) + os.sep
 
     def check(proc: Any) -> str | None:
         try:
             cwd = os.path.normcase(proc.cwd())
         except Exception:
             return None
-        if not cwd.startswith(base):
+        if not (cwd + os.sep).startswith(base):
             return None
         names = [kill.process_exe(proc) or ""]
         try:

@@ -183,6 +183,8 @@ class Supervisor:
         except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up right now
             self._interrupted()
         code = self._wait()
+        if not self.stop_requested.is_set():  # it ended on its own: did it leave a server?
+            self._stop_detached(writer)
         self.exit_status = kill.describe_exit(code)
         self.exited.set()
         listener.close()
@@ -199,6 +201,22 @@ class Supervisor:
             client.join(max(0.0, deadline - time.monotonic()))
         self.finished.set()
         return code
+
+    def _stop_detached(self, writer: RotatingWriter) -> None:
+        """Stop a server the exited one left running detached (supervisor/detached.py)."""
+        from devserver.supervisor.detached import stop_detached
+
+        try:
+            left = stop_detached(self.spec, self.proc.pid)
+        except Exception as exc:  # the exit must still be logged and recorded
+            writer.marker(f"could not look for a detached server: {exc}")
+            return
+        if left:
+            writer.marker(
+                f"the server exited but left {', '.join(left)} running detached from this "
+                "supervisor (it daemonized itself); it was stopped, since it could be neither "
+                "logged nor stopped: remove the option that makes it detach (e.g. --daemonize)"
+            )
 
     def stop_within(self, seconds: float) -> None:
         """Stop the server and let ``run`` finish, all within ``seconds`` (Windows ends a

@@ -33,6 +33,14 @@ def start_ticks(pid: int) -> int | None:
     return posixproc.proc_start_ticks(pid)
 
 
+def surely_exited(pid: int) -> bool:
+    """Linux: has ``pid`` exited (read from /proc, without psutil)? Elsewhere False: not
+    known this cheaply, so the caller goes on as if it ran."""
+    if host.WINDOWS or host.MACOS:
+        return False
+    return bool(posixproc.proc_exited(pid))
+
+
 def proc_identity(pid: int) -> tuple[float, str, int] | None:
     """Linux: (create time as psutil computes it, executable, start ticks) from /proc, or None.
 

@@ -49,6 +49,18 @@ def proc_start_ticks(pid: int) -> int | None:
         return None
 
 
+def proc_exited(pid: int) -> bool | None:
+    """Has ``pid`` exited (gone, or a zombie not yet reaped)? None without /proc."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] == b"Z"
+    except (OSError, ValueError):
+        return True
+
+
 def proc_identity(pid: int) -> tuple[float, str, int] | None:
     """(create time as psutil computes it, executable, start ticks) from /proc, or None.
 

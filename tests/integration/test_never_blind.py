@@ -199,7 +199,6 @@ def test_server_that_forks_and_exits_is_named_and_stopped(project: Path, tag: st
         "#!/bin/sh\n"
         f'if [ "$1" = "--version" ]; then exec {redis} --version; fi\n'
         f'{redis} "$@" &\n'
-        "sleep 0.3\n"
         "exit 0\n"
     )
     exe.chmod(0o755)
@@ -208,7 +207,8 @@ def test_server_that_forks_and_exits_is_named_and_stopped(project: Path, tag: st
     result = invoke(env, "start")
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr
-    assert "detached" in result.stderr and "was stopped" in result.stderr, result.stderr
+    out = result.stdout + result.stderr
+    assert "detached" in out and "was stopped" in out, out
     assert not listening(port)
     assert wait_none_tagged(tag) == []
     status = invoke(env, "status")
