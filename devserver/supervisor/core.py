@@ -40,6 +40,8 @@ from devserver.system.posix import Child
 # What runs the server: Popen where subprocess spawned it, Child where the bootstrap did.
 ServerProc = subprocess.Popen[bytes] | Child
 
+DEFAULT_STOP_BUDGET = 10.0  # s, for a spec sent by a start before it carried stop_timeout
+
 # What the bootstrap did before handing over: (listener, token, error) of its state write,
 # the listener None when it wrote nothing (no /proc) and this module records the state.
 First = tuple[Any, str, BaseException | None]
@@ -63,6 +65,7 @@ class Supervisor:
         self.secret_dir = secret_dir
         self.stop_requested = threading.Event()
         self.abandoned = False
+        self.signalled = False  # a SIGTERM asked for the stop (stop_on_signal)
         # Windows: the job object that kills the server if this process dies (held open).
         self.job = lifetime.bind_to_this_process(proc)
         self.exited = threading.Event()  # set with exit_status once the server has ended
@@ -220,18 +223,31 @@ class Supervisor:
 
     def stop_within(self, seconds: float) -> None:
         """Stop the server and let ``run`` finish, all within ``seconds`` (Windows ends a
-        process about 5 s after its console was closed): the graceful stop first, a tree
-        kill if the server is still there with a quarter of the time left."""
+        process about 5 s after its console was closed; SIGTERM, ``stop_on_signal``): the
+        graceful stop first, without a save when the save is refused, a tree kill if the
+        server is still there with a quarter of the time left."""
         import psutil  # here: 20 ms and some MiB, for a forced stop only
 
         deadline = time.monotonic() + seconds
-        self.shutdown(timeout=seconds / 2)
-        try:
-            self.proc.wait(timeout=max(0.0, deadline - time.monotonic() - seconds / 4))
-        except subprocess.TimeoutExpired:
+        answer = self.shutdown(timeout=seconds / 2)
+        if answer != "ok" and not self.exited.is_set():
+            # It cannot save (its data folder deleted, a full disk): ending it without a
+            # save beats leaving it running with nobody to stop it.
+            self.shutdown(save=False, timeout=seconds / 4)
+        if not self.exited.wait(timeout=max(0.0, deadline - time.monotonic() - seconds / 4)):
             with suppress(psutil.Error):
                 kill.kill_tree(psutil.Process(self.proc.pid))
         self.finished.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    def stop_on_signal(self) -> None:
+        """SIGTERM to the detached supervisor: the server ends within the stop budget
+        whatever it does (:meth:`stop_within`), in a thread, as a signal handler must not
+        block the wait for the server's exit. A second SIGTERM changes nothing."""
+        if self.signalled:
+            return
+        self.signalled = True
+        budget = float(self.spec.get("stop_timeout") or DEFAULT_STOP_BUDGET)
+        threading.Thread(target=self.stop_within, args=(budget,), daemon=True).start()
 
     def _wait(self) -> int:
         """Wait for the server; Ctrl+C (foreground) asks for a graceful stop, twice forces it."""

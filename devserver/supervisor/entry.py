@@ -75,7 +75,7 @@ def adopt(spec: Spec, child: Child, secret_dir: str, first: First, log_fd: int =
 def _detached(sup: Supervisor) -> None:
     """What only the detached supervisor does: stop on SIGTERM/console close, watch the
     lifeline and the owner."""
-    signals.install_stop_signals(sup.shutdown)
+    signals.install_stop_signals(sup.stop_on_signal)
     threading.Thread(target=_hold_lifeline, args=(sup,), daemon=True).start()
     _watch_owner(sup)
 

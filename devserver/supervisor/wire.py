@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         # The project id (server/marker.py), recorded in the state: a copied state file
         # names another project's server, which is then not ours.
         project: str
+        # server.stop_timeout: SIGTERM to the supervisor ends the server within it.
+        stop_timeout: float
 
 else:
     # At run time a spec is a plain dict: typing's import would cost the bootstrap 10 ms.
