@@ -139,6 +139,17 @@ def find_marked(
     return found
 
 
+def works_in(proc: Any, folder: Path | str) -> bool:
+    """Is ``proc``'s working directory ``folder`` or inside it (a deleted folder counts:
+    psutil strips Linux's " (deleted)")? False when it cannot be read."""
+    base = os.path.normcase(str(Path(folder).resolve(strict=False))) + os.sep
+    try:
+        cwd = os.path.normcase(str(proc.cwd()))
+    except Exception:
+        return False
+    return (cwd + os.sep).startswith(base)
+
+
 def belongs_to(proc: Any, project: str) -> bool:
     """Does ``proc`` carry no marker of another project? (A process started before markers
     existed carries none: it is judged by the rest of the identity.)"""

@@ -20,7 +20,7 @@ from typing import Any
 from devserver.config import Settings
 from devserver.errors import LockBusy, StateError, UntrustedState
 from devserver.server.identity import server_process
-from devserver.server.marker import settings_project_id
+from devserver.server.marker import settings_project_id, works_in
 from devserver.system import files
 from devserver.system.atomic import PRIVATE_MODE, remove_file, write_atomic
 
@@ -191,9 +191,14 @@ def current_state(settings: Settings) -> tuple[ServerState | None, Any | None]:
         return None, None
     if state is None or state.status != "running":
         return state, None
-    if state.project and state.project != settings_project_id(settings):
-        return state, None  # copied from another project: that project's server, not ours
-    return state, server_process(state, also=configured_names(settings))
+    proc = server_process(state, also=configured_names(settings))
+    # Recorded by a project at another path: this one moved there (the server works in its
+    # data folder, which moved with it), or it is a copy, and the server the copied file
+    # names is the original's, not ours.
+    moved_or_copied = state.project and state.project != settings_project_id(settings)
+    if proc is not None and moved_or_copied and not works_in(proc, settings.state_file.parent):
+        return state, None
+    return state, proc
 
 
 def configured_names(settings: Settings) -> tuple[str, ...]:

@@ -10,7 +10,6 @@ start a second one beside it, ``stop`` stops it. Only those fault paths scan: a 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from devserver.server.marker import (
     find_marked,
     marker_of,
     settings_project_id,
+    works_in,
 )
 from devserver.server.state import ServerState
 from devserver.system import kill, lifetime
@@ -89,14 +89,9 @@ def _server_by_folder(settings: Settings) -> Callable[[Any], str | None]:
 def server_in_folder(folder: Path | str) -> Callable[[Any], str | None]:
     """The check of :func:`_server_by_folder` for any folder (the supervisor's: its
     server's own data folder)."""
-    base = os.path.normcase(str(Path(folder).resolve(strict=False))) + os.sep
 
     def check(proc: Any) -> str | None:
-        try:
-            cwd = os.path.normcase(proc.cwd())
-        except Exception:
-            return None
-        if not (cwd + os.sep).startswith(base):
+        if not works_in(proc, folder):
             return None
         names = [kill.process_exe(proc) or ""]
         try:
