@@ -23,7 +23,7 @@ from devserver.server.ports import check_port_free
 from devserver.server.state import ServerState, remove_state, untrusted_state
 from devserver.server.untracked import refuse_if_untracked
 from devserver.supervisor.wire import Spec
-from devserver.system import wsl
+from devserver.system import files, wsl
 from devserver.system.atomic import check_writable
 
 
@@ -131,6 +131,8 @@ def prepare(
     # The state file's folder too: a server whose state cannot be recorded would be
     # untracked (the supervisor stops it if the write fails anyway, e.g. on a full disk).
     _ensure_writable(settings.state_file.parent, "data")
+    for private in (settings.state_file.parent, data_dir):  # the data is the user's alone
+        files.make_private_dir(private)
     _ensure_writable(settings.log_dir, "log")
     log_warnings = _log_warnings(Path(spec["log_file"]))
     warnings.extend(log_warnings)

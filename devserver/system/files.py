@@ -7,6 +7,7 @@ See atomic.py, which builds its atomic writes on these.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -78,7 +79,30 @@ def restrict_to_owner(path: Path | str) -> bool:
         return False
 
 
-def _set_owner_only_dacl(path: str) -> bool:
+PRIVATE_DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path | str) -> None:
+    """The server's data folder is the user's alone: the append-only file and snapshots
+    hold the data (and a password-protected server's data) that no other local user should
+    read. POSIX: mode 0700 (a chmod only when it is not that already, so a start costs one
+    stat); Windows: a protected owner-only DACL that its files inherit. Best effort: a
+    folder this user does not own, or a file system without modes or ACLs, is left as is."""
+    if host.WINDOWS:
+        try:
+            _set_owner_only_dacl(str(path), tree=True)
+        except Exception:
+            pass
+        return
+    try:
+        if os.stat(path).st_mode & 0o777 != PRIVATE_DIR_MODE:
+            os.chmod(path, PRIVATE_DIR_MODE)
+    except OSError:
+        pass
+
+
+def _set_owner_only_dacl(path: str, tree: bool = False) -> bool:
+    """``tree``: a folder's DACL, inherited by what is created in it (OICI)."""
     import ctypes  # costs milliseconds; atomic writes (the state file) are on the start path
     from ctypes import wintypes
 
@@ -93,9 +117,12 @@ def _set_owner_only_dacl(path: str) -> bool:
         ctypes.c_void_p,
         ctypes.c_void_p,
     ]
+    sddl = owner_only_sddl(current_user_sid())
+    if tree:
+        sddl = sddl.replace("(A;;", "(A;OICI;")
     descriptor = ctypes.c_void_p()
     if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
-        owner_only_sddl(current_user_sid()), 1, ctypes.byref(descriptor), None
+        sddl, 1, ctypes.byref(descriptor), None
     ):
         return False
     try:

@@ -213,3 +213,21 @@ def test_server_that_forks_and_exits_is_named_and_stopped(project: Path, tag: st
     assert wait_none_tagged(tag) == []
     status = invoke(env, "status")
     assert status.returncode == 3, status
+
+
+# -- the data folder is the user's alone -----------------------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_data_folder_is_private(project: Path, tag: str) -> None:
+    port = free_port()
+    env = tagged_env(project, port, tag, INVOKE_SERVER_PASSWORD="s3cret")
+    data = project / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # whatever the umask: an existing, readable folder
+    assert invoke(env, "start").returncode == 0
+    try:
+        for folder in (data, data / "redis"):
+            assert folder.stat().st_mode & 0o077 == 0, (folder, oct(folder.stat().st_mode))
+    finally:
+        assert invoke(env, "stop").returncode == 0
