@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from tests.conftest import free_port, kill_recorded, wait_dead
 from tests.integration.test_cli import invoke
 from tests.integration.test_faults_tracking import (
     LINUX_ONLY,
+    ROOT_ONLY,
+    _can,
     listening,
     read_state,
     tagged,
@@ -231,3 +234,30 @@ def test_data_folder_is_private(project: Path, tag: str) -> None:
             assert folder.stat().st_mode & 0o077 == 0, (folder, oct(folder.stat().st_mode))
     finally:
         assert invoke(env, "stop").returncode == 0
+
+
+# -- a read-only data folder -----------------------------------------------------------------
+
+
+@ROOT_ONLY
+@LINUX_ONLY
+def test_stop_works_with_a_read_only_data_folder(project: Path, tag: str) -> None:
+    """data/ remounted read-only while the server runs: the lock file cannot be opened for
+    writing, but stopping must not need a writable folder."""
+    port = free_port()
+    env = tagged_env(project, port, tag, INVOKE_SERVER_STOP_TIMEOUT="3")
+    assert invoke(env, "start").returncode == 0
+    pid = read_state(project)["pid"]
+    data = project / "data"
+    if not _can("mount", "--bind", str(data), str(data)):
+        pytest.skip("cannot bind-mount here")
+    try:
+        if not _can("mount", "-o", "remount,bind,ro", str(data)):
+            pytest.skip("cannot remount read-only here")
+        result = invoke(env, "stop", timeout=30)
+        assert "Traceback" not in result.stderr
+        assert "cannot use the data directory" not in result.stderr, result.stderr
+        assert wait_dead(pid, 5), result
+        assert not listening(port)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
