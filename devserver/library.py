@@ -161,7 +161,10 @@ def ephemeral(
                 _dismiss(early[0])
             raise
         result = start_server(
-            config, supervisor=early, owner_pid=os.getpid() if owner_pid is None else owner_pid
+            config,
+            supervisor=early,
+            owner_pid=os.getpid() if owner_pid is None else owner_pid,
+            owner_folder=str(base) if workdir is None else "",
         )
         try:
             yield _server(config, result.state)

@@ -72,6 +72,7 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "owner_pid": 0,
         "owner_create_time": 0.0,
         "owner_start_ticks": 0,
+        "owner_folder": "",
         "project": settings_project_id(settings),
         "stop_timeout": settings.stop_timeout,
     }

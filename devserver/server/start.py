@@ -53,6 +53,7 @@ def start(
     clock: Callable[[], float] = time.monotonic,
     supervisor: tuple[subprocess.Popen[bytes], bool] | None = None,
     owner_pid: int = 0,
+    owner_folder: str = "",
 ) -> StartResult:
     """Start the server in the background and return once it answers PING.
 
@@ -62,7 +63,8 @@ def start(
     :func:`launch_supervisor` (its start-up then overlaps our checks); it is told to exit,
     by closing its stdin without a spec, when nothing is to be started. ``owner_pid``: the
     server is stopped once that process has exited (supervisor/owner.py; ephemeral
-    servers).
+    servers); ``owner_folder``: a folder the supervisor then removes too (the ephemeral
+    server's temporary one, which its dead owner can no longer remove).
 
     Ctrl+C before the server was handed to its supervisor undoes the start (and raises
     KeyboardInterrupt); once handed over, a Ctrl+C is too late to matter and the start
@@ -84,7 +86,15 @@ def start(
     try:
         with signals.interrupt_once() as hurried:
             result = _start(
-                settings, sup, broke_away, on_line, on_binary, clock, began, hurried, owner_pid
+                settings,
+                sup,
+                broke_away,
+                on_line,
+                on_binary,
+                clock,
+                began,
+                hurried,
+                (owner_pid, owner_folder),
             )
     except KeyboardInterrupt:
         if result is None:
@@ -102,7 +112,7 @@ def _start(
     clock: Callable[[], float],
     began: float,
     hurried: Callable[[], bool],
-    owner_pid: int = 0,
+    owner: tuple[int, str] = (0, ""),
 ) -> StartResult:
     """The body of :func:`start`, run where a second Ctrl+C cannot abort the cleanup.
 
@@ -116,11 +126,12 @@ def _start(
                     discard(sup)
                 return StartResult(state, True, supervised=supervisor_alive(state))
             ready = prepare(settings, state, on_binary)
-            if owner_pid:
+            if owner[0]:
                 _pid, ready.spec["owner_create_time"], ready.spec["owner_start_ticks"] = identity(
-                    owner_pid
+                    owner[0]
                 )
-                ready.spec["owner_pid"] = owner_pid
+                ready.spec["owner_pid"] = owner[0]
+                ready.spec["owner_folder"] = owner[1]
             echo = LogEcho(Path(ready.spec["log_file"]), on_line)
             launched = True  # from here on the supervisor may be running a server
             forked = False

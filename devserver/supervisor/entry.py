@@ -126,12 +126,25 @@ def _close_report() -> None:
         pass
 
 
+# Folders to remove as this process ends (the dead owner's temporary folder).
+_REMOVE_AT_EXIT: list[str] = []
+
+
 def _watch_owner(sup: Supervisor) -> None:
-    """An ephemeral server's owner (owner.py) dying means a throwaway stop."""
+    """An ephemeral server's owner (owner.py) dying means a throwaway stop, and the removal
+    of the temporary folder it can no longer remove (once the log in it is closed: at
+    :func:`finish`)."""
+
+    def gone() -> None:
+        folder = str(sup.spec.get("owner_folder") or "")
+        if folder:
+            _REMOVE_AT_EXIT.append(folder)
+        owner.stop_server(lambda: sup.shutdown(save=False), sup.proc)
+
     owner.watch(
         int(sup.spec.get("owner_pid") or 0),
         float(sup.spec.get("owner_create_time") or 0.0),
-        lambda: owner.stop_server(lambda: sup.shutdown(save=False), sup.proc),
+        gone,
         start_ticks=int(sup.spec.get("owner_start_ticks") or 0),
     )
 
@@ -154,6 +167,11 @@ def finish(code: int) -> NoReturn:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+    if _REMOVE_AT_EXIT:
+        import shutil
+
+        for folder in _REMOVE_AT_EXIT:
+            shutil.rmtree(folder, ignore_errors=True)
     os._exit(code)
 
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
         owner_pid: int
         owner_create_time: float
         owner_start_ticks: int  # Linux: the clock-step-proof identity (0: none)
+        # Removed once the owner has died and the server is stopped ("" nothing): the
+        # ephemeral server's temporary folder.
+        owner_folder: str
         # The project id (server/marker.py), recorded in the state: a copied state file
         # names another project's server, which is then not ours.
         project: str

@@ -14,13 +14,15 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import free_port, kill_recorded, wait_dead
+from tests.conftest import ROOT, free_port, kill_recorded, wait_dead
 from tests.integration.test_cli import invoke
 from tests.integration.test_faults_tracking import (
     LINUX_ONLY,
@@ -261,3 +263,45 @@ def test_stop_works_with_a_read_only_data_folder(project: Path, tag: str) -> Non
         assert not listening(port)
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+# -- an ephemeral server's caller killed -----------------------------------------------------
+
+
+def test_killed_ephemeral_caller_leaves_no_temporary_folder(redis_server_path: Path) -> None:
+    """kill -9 of a process inside ``with devserver.ephemeral()``: its supervisor stops the
+    server and removes the temporary folder the caller can no longer remove."""
+    code = (
+        "import json, sys, devserver\n"
+        f"with devserver.ephemeral(flavor='redis', binary={str(redis_server_path)!r}) as s:\n"
+        "    print(json.dumps({'pid': s.pid, 'data': s.data_dir}), flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server_pid = 0
+    try:
+        assert caller.stdout is not None
+        got = json.loads(caller.stdout.readline())
+        server_pid = got["pid"]
+        base = Path(got["data"]).parent
+        assert base.is_dir()
+        caller.kill()
+        caller.wait()
+        assert wait_dead(server_pid, 10)
+        deadline = time.monotonic() + 10
+        while base.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not base.exists(), sorted(p.name for p in base.rglob("*"))
+    finally:
+        caller.kill()
+        if server_pid:
+            try:
+                psutil.Process(server_pid).kill()
+            except psutil.Error:
+                pass
