@@ -77,3 +77,12 @@ class UnsafeArchive(FetchError):
 
 class VerifyError(DevServerError):
     """verify could not run its checks (connection, auth, TLS, bad URL)."""
+
+
+def too_long_hint(exc: OSError, otherwise: str, key: str = "server.data_dir") -> str:
+    """The hint for a path the OS refused: a name too long is not a permissions problem."""
+    import errno
+
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"its path is too long for this system: set {key} to a shorter one"
+    return otherwise

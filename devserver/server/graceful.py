@@ -196,6 +196,6 @@ def save_progress(watch: SaveWatch, elapsed: float, limit: float) -> str:
     size = f"{written / 1024:.0f} KiB" if written < 1 << 20 else f"{written / 1048576:.1f} MiB"
     size = f"{size} written, " if written else ""
     return (
-        f"the server is saving its data ({size}{elapsed:.0f}s so far); waiting for it, "
-        f"up to server.save_timeout ({limit:g}s)"
+        f"the server is saving its data ({size}{elapsed:.0f}s since the stop began); "
+        f"waiting for it, up to server.save_timeout ({limit:g}s) past the stop budget"
     )

@@ -7,6 +7,7 @@ taken port or an unwritable folder refused before any process is spawned.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from devserver.catalog import build_launch, get_flavor
 from devserver.config import Settings
-from devserver.errors import PortInUse, StartError
+from devserver.errors import PortInUse, StartError, too_long_hint
 from devserver.fetch.binaries import Binary
 from devserver.fetch.choice import choose_binary
 from devserver.server import datadir
@@ -34,8 +35,17 @@ def _ensure_writable(path: Path, what: str) -> None:
     except OSError as exc:
         raise StartError(
             f"the {what} directory {path} is not writable ({exc.strerror})",
-            hint=f"fix its permissions or set server.{what}_dir",
+            hint=_folder_hint(exc, what),
         ) from None
+
+
+def _folder_hint(exc: OSError, what: str) -> str:
+    """What to do about a folder that cannot be used, by the reason the OS gave."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"fix its permissions or set server.{what}_dir"
+    return too_long_hint(
+        exc, f"set server.{what}_dir to a folder you can write", f"server.{what}_dir"
+    )
 
 
 def build_spec(settings: Settings, binary: Binary) -> Spec:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devserver.config import Settings
-from devserver.errors import LockBusy, StateError, UntrustedState
+from devserver.errors import LockBusy, StateError, UntrustedState, too_long_hint
 from devserver.server.identity import server_process
 from devserver.server.marker import settings_project_id, works_in
 from devserver.system import files
@@ -129,7 +129,8 @@ def read_state(path: Path) -> ServerState | None:
         return None
     except OSError as exc:
         raise StateError(
-            f"cannot read {path}: {exc.strerror}", hint="check its permissions"
+            f"cannot read {path}: {exc.strerror}",
+            hint=too_long_hint(exc, "check its permissions"),
         ) from None
     try:
         return ServerState.from_mapping(json.loads(raw.decode("utf-8")))
@@ -165,7 +166,9 @@ def project_lock(path: Path, wait: float = 0.0, poll: float = 0.05) -> Iterator[
         why = "it is not a folder" if not_a_folder else (exc.strerror or str(exc))
         raise StateError(
             f"cannot use the data directory {path.parent}: {why}",
-            hint="set server.data_dir (INVOKE_SERVER_DATA_DIR) to a folder you can write",
+            hint=too_long_hint(
+                exc, "set server.data_dir (INVOKE_SERVER_DATA_DIR) to a folder you can write"
+            ),
         ) from None
     with handle:
         deadline = time.monotonic() + wait

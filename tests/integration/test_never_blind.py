@@ -305,3 +305,37 @@ def test_killed_ephemeral_caller_leaves_no_temporary_folder(redis_server_path: P
                 psutil.Process(server_pid).kill()
             except psutil.Error:
                 pass
+
+
+# -- messages that said the wrong thing ------------------------------------------------------
+
+
+def test_tail_with_the_log_folder_replaced_by_a_file_says_so(project: Path, tag: str) -> None:
+    port = free_port()
+    env = tagged_env(project, port, tag)
+    assert invoke(env, "start").returncode == 0
+    try:
+        logs = project / "logs"
+        shutil.rmtree(logs)
+        logs.write_text("not a folder")
+        result = invoke(env, "tail")
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr
+        assert "start it with" not in result.stdout + result.stderr  # it runs
+        assert f"the log folder {logs} is not a folder" in result.stderr, result.stderr
+    finally:
+        assert invoke(env, "stop").returncode == 0
+
+
+@LINUX_ONLY
+def test_a_too_long_data_path_is_named_as_such(project: Path, tag: str) -> None:
+    port = free_port()
+    deep = project / "/".join(["d" * 200] * 20)  # about 4,000 characters
+    env = tagged_env(project, port, tag, INVOKE_SERVER_DATA_DIR=str(deep))
+    result = invoke(env, "start")
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert "File name too long" in result.stderr, result.stderr
+    hint = result.stderr.split("hint:")[-1]
+    assert "permissions" not in hint and "too long" in hint, result.stderr
+    assert not listening(port)

@@ -194,6 +194,13 @@ def tail(
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a console code page must not crash it
     stop_event = threading.Event()
+    if path.parent.exists() and not path.parent.is_dir():
+        raise DevServerError(
+            f"the log folder {path.parent} is not a folder (a file is in its place), so no "
+            "log can be written or read there",
+            hint="move that file aside (a running server's output is lost until then; "
+            "`invoke restart` once fixed), or set server.log_dir",
+        )
     if not path.exists():
         where = f"{unknown_dir}/<flavor>.log" if unknown_dir else str(path)
         console.info(
