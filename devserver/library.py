@@ -14,6 +14,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from urllib.parse import quote
 from devserver.catalog import FLAVORS
 from devserver.config import Settings, load_settings
 from devserver.errors import StartError
+from devserver.system import signals
 
 # Ephemeral servers keep nothing: the per-flavor switches that turn persistence off.
 _NO_PERSISTENCE: Mapping[str, str] = {name: f.ephemeral_args for name, f in FLAVORS.items()}
@@ -169,10 +171,21 @@ def ephemeral(
         try:
             yield _server(config, result.state)
         finally:
-            stop_server(config, save=False)
+            if not _exiting():
+                # A second Ctrl+C must not cut the stop short (it is raised after it).
+                with signals.interrupts_deferred():
+                    stop_server(config, save=False)
     finally:
-        if workdir is None:
+        if workdir is None and not _exiting():
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _exiting() -> bool:
+    """Is the interpreter shutting down (a ``with`` left open, closed at exit)? Then no stop
+    can run here: no new thread starts any more (a stop starts one, and would wait forever),
+    and builtins are being torn down. Nothing is lost by skipping it: the supervisor sees
+    this process end (``owner_pid``), stops the server and removes its temporary folder."""
+    return sys.is_finalizing()
 
 
 def ephemeral_settings(

@@ -339,3 +339,51 @@ def test_a_too_long_data_path_is_named_as_such(project: Path, tag: str) -> None:
     hint = result.stderr.split("hint:")[-1]
     assert "permissions" not in hint and "too long" in hint, result.stderr
     assert not listening(port)
+
+
+@pytest.mark.parametrize("how", ["raise", "generator"])
+def test_ephemeral_left_open_at_exit_neither_hangs_nor_leaves_anything(
+    redis_server_path: Path, how: str
+) -> None:
+    """A ``with devserver.ephemeral()`` never closed before the interpreter exits (an
+    exception escaping ``__enter__``'s caller, a generator holding it open): the exit must
+    not hang, print nothing about it, and leave neither the server nor its folder."""
+    enter = f"devserver.ephemeral(flavor='redis', binary={str(redis_server_path)!r})"
+    body = {
+        "raise": f"cm = {enter}\ns = cm.__enter__()\nreport(s)\nraise KeyboardInterrupt\n",
+        "generator": (
+            f"def gen():\n    with {enter} as s:\n        yield s\ng = gen()\nreport(next(g))\n"
+        ),
+    }[how]
+    code = (
+        "import json, devserver\n"
+        "def report(s):\n"
+        "    print(json.dumps({'pid': s.pid, 'data': s.data_dir}), flush=True)\n" + body
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server_pid = 0
+    try:
+        assert caller.stdout is not None
+        got = json.loads(caller.stdout.readline())
+        server_pid = got["pid"]
+        _, err = caller.communicate(timeout=30)  # on the code before: hangs for ever
+        assert "Exception ignored" not in err, err
+        assert wait_dead(server_pid, 10)
+        base = Path(got["data"]).parent
+        deadline = time.monotonic() + 10
+        while base.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not base.exists()
+    finally:
+        caller.kill()
+        if server_pid:
+            try:
+                psutil.Process(server_pid).kill()
+            except psutil.Error:
+                pass
