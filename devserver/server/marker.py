@@ -31,7 +31,6 @@ normal start or stop.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -56,8 +55,13 @@ def project_id(folder: Path | str) -> str:
     folder gives one id; resolved without requiring the folder to exist (a supervisor whose
     project was deleted still computes the same id).
     """
+    try:  # the built-in module: hashlib's import loads OpenSSL (4 ms on every start)
+        from _blake2 import blake2b
+    except ImportError:  # an interpreter built without it
+        from hashlib import blake2b
+
     resolved = os.path.normcase(str(Path(folder).expanduser().resolve(strict=False)))
-    return hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return blake2b(resolved.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def settings_project_id(settings: Settings) -> str:

@@ -22,7 +22,6 @@ from devserver.server import datadir
 from devserver.server.marker import FLAVOR_VAR, SERVER, marker_env, settings_project_id
 from devserver.server.ports import check_port_free
 from devserver.server.state import ServerState, remove_state, untrusted_state
-from devserver.server.untracked import refuse_if_untracked
 from devserver.supervisor.wire import Spec
 from devserver.system import files, wsl
 from devserver.system.atomic import check_writable
@@ -37,6 +36,14 @@ def _ensure_writable(path: Path, what: str) -> None:
             f"the {what} directory {path} is not writable ({exc.strerror})",
             hint=_folder_hint(exc, what),
         ) from None
+
+
+def _refuse_if_untracked(settings: Settings) -> None:
+    """untracked.py's check, imported only on these fault paths (a normal start never
+    scans, nor loads the scan)."""
+    from devserver.server.untracked import refuse_if_untracked
+
+    refuse_if_untracked(settings)
 
 
 def _folder_hint(exc: OSError, what: str) -> str:
@@ -116,7 +123,7 @@ def prepare(
     untrusted = untrusted_state(settings) if stale is None else ""
     if stale is not None or untrusted:
         # The state file failed: does this project's server run untracked all the same?
-        refuse_if_untracked(settings)
+        _refuse_if_untracked(settings)
         try:
             remove_state(settings.state_file)
         except OSError as exc:
@@ -136,7 +143,7 @@ def prepare(
     try:
         check_port_free(settings.host, settings.port)
     except PortInUse:
-        refuse_if_untracked(settings)  # our own server, its state file lost: say so
+        _refuse_if_untracked(settings)  # our own server, its state file lost: say so
         raise
     _ensure_writable(data_dir, "data")
     # The state file's folder too: a server whose state cannot be recorded would be

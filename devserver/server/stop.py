@@ -37,12 +37,6 @@ from devserver.server.state import (
     project_lock,
     read_state,
 )
-from devserver.server.untracked import (
-    FOUND_BY_SCAN,
-    FOUND_BY_STATE,
-    end_supervisors,
-    find_untracked,
-)
 from devserver.supervisor.fork import reap_forked
 from devserver.system import kill, wsl
 
@@ -201,6 +195,9 @@ def _scan_and_stop(
     """No state file names a live server of ours: stop one the process scan finds (its
     state file lost, corrupt, or its project folder deleted), with the same budget and
     escalation; ``base`` (what the state file told) when there is none."""
+    # Here: a normal stop never scans, nor imports the scan.
+    from devserver.server.untracked import FOUND_BY_SCAN, end_supervisors, find_untracked
+
     found = find_untracked(settings)
     if found is None:
         return base
@@ -300,7 +297,7 @@ def _end(
     return StopResult(
         state,
         True,
-        found_by=FOUND_BY_STATE,
+        found_by="state",
         forced=method != StopStep.SHUTDOWN,
         method=method,
         refused=refused,
