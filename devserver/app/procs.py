@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -48,6 +48,7 @@ class RunResult:
     first: str | None
     reason: str  # "exited", "interrupted" or "stopped" (invoke down)
     left: tuple[str, ...] = ()  # "name: prog (pid N)" of what still runs after the kill
+    signal: str = ""  # "interrupted" by which: "SIGINT" (Ctrl+C), "SIGTERM", "SIGHUP"
 
 
 LineSink = Callable[[str, str], None]  # (process name, line)
@@ -112,12 +113,18 @@ def _read_lines(name: str, stream: IO[bytes], out: queue.Queue[tuple[str, str | 
 
 
 @contextmanager
-def _interrupts(flag: threading.Event) -> Iterator[None]:
-    """Ctrl+C / SIGTERM set a flag the loop acts on (main thread only; else nothing)."""
+def _interrupts(flag: threading.Event, got: list[str]) -> Iterator[None]:
+    """Ctrl+C / SIGTERM / a hang-up set a flag the loop acts on, and ``got`` says which
+    (main thread only; else nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {n: signal.signal(n, lambda *_: flag.set()) for n in signals.interrupt_signals()}
+
+    def handler(number: int, _frame: object) -> None:
+        got.append(signal.Signals(number).name)
+        flag.set()
+
+    previous = {n: signal.signal(n, handler) for n in signals.interrupt_signals()}
     try:
         yield
     finally:
@@ -147,7 +154,8 @@ def run_processes(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     interrupted = threading.Event()
     run = run or apptree.new_run()
-    with _interrupts(interrupted):
+    got: list[str] = []
+    with _interrupts(interrupted, got):
         try:
             for name, command in commands.items():
                 try:
@@ -166,9 +174,12 @@ def run_processes(
             on_started({name: proc.pid for name, proc in procs.items()})
             trees = Trees(run, {name: apptree.handle(proc.pid) for name, proc in procs.items()})
             shells = {name for name, command in commands.items() if appproc.through_shell(command)}
-            return _supervise(
+            result = _supervise(
                 procs, lines, on_line, on_event, interrupted, stop_requested, grace, trees, shells
             )
+            if result.reason == "interrupted" and got:
+                result = replace(result, signal=got[0])
+            return result
         except BaseException:
             for proc in procs.values():
                 appproc.kill_app(proc)

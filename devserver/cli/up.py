@@ -176,8 +176,9 @@ def _up_app_summary(settings: Settings, result: Any) -> None:
     if result.reason == "stopped":
         console.ok("`invoke down` stopped the application processes (it stops the server next)")
         return
+    by = {"": "Ctrl+C", "SIGINT": "Ctrl+C", "SIGBREAK": "Ctrl+Break", "SIGHUP": "a hang-up"}
     what = (
-        "Ctrl+C: stopped the application processes"
+        f"{by.get(result.signal, result.signal)}: stopped the application processes"
         if result.reason == "interrupted"
         else f"{result.first} exited (code {result.code}), so the others were stopped"
     )

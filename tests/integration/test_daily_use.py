@@ -471,6 +471,18 @@ def test_ctrl_c_stops_the_processes_and_up_says_the_server_keeps_running(proj: D
     assert resp.ping("127.0.0.1", proj.port) == "ready"
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+@pytest.mark.parametrize(("sig", "said"), [("SIGTERM", "SIGTERM"), ("SIGHUP", "a hang-up")])
+def test_up_ended_by_a_signal_names_it_not_ctrl_c(proj: Daily, sig: str, said: str) -> None:
+    up = proj.up_in_background("up", "--no-verify", INVOKE_API_COMMAND=_python(_SLEEPER))
+    pid = proj.wait_recorded(up, 1)["processes"][0]["pid"]
+    up.send_signal(getattr(signal, sig))
+    _out, err = up.communicate(timeout=60)
+    assert f"{said}: stopped the application processes" in err, err
+    assert "Ctrl+C" not in err
+    assert _wait_dead(pid)
+
+
 def test_up_says_so_when_the_server_was_stopped_under_it(proj: Daily, tmp_path: Path) -> None:
     flag = tmp_path / "go"
     waiter = f"import os, sys, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.05)\nsys.exit(2)"  # noqa: E501
