@@ -110,6 +110,11 @@ class Settings:
     # server.binary: run exactly this executable (None: the tool chooses; see fetch/choice.py).
     binary: Path | None = None
     app: AppSettings = field(default_factory=AppSettings)
+    # What the supervisor does when the server crashes: "on-failure" starts it again (at most
+    # restart_limit times within restart_window seconds), "no" leaves it down.
+    restart: str = "on-failure"
+    restart_limit: int = 5
+    restart_window: float = 60.0
 
     @property
     def state_file(self) -> Path:

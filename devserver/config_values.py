@@ -102,6 +102,17 @@ def _size(key: str, value: Any, root: Path) -> int:
     return number
 
 
+RESTART_POLICIES = ("on-failure", "no")
+
+
+def _restart(key: str, value: Any, root: Path) -> str:
+    """``on-failure`` or ``no`` (YAML reads a bare ``no`` as False, so that counts too)."""
+    text = "no" if value is False else as_text(key, value, root).strip().lower()
+    if text not in RESTART_POLICIES:
+        raise bad(key, value, "one of " + ", ".join(RESTART_POLICIES))
+    return text
+
+
 def _args(key: str, value: Any, root: Path) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(as_text(key, value, root)))
@@ -127,6 +138,9 @@ SERVER_FIELDS: dict[str, Any] = {
     "maxmemory": _size,
     "extra_args": _args,
     "binary": _optional_path,
+    "restart": _restart,
+    "restart_limit": int_in(0, 1000),
+    "restart_window": positive_float,
 }
 
 
@@ -152,6 +166,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "maxmemory": "1gb",
     "extra_args": "",
     "binary": "",
+    "restart": "on-failure",
+    "restart_limit": 5,
+    "restart_window": 60,
 }
 # Keys where an empty value is a value (no password, no extra arguments, no fixed binary).
 MAY_BE_EMPTY = ("password", "extra_args", "binary")

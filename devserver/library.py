@@ -132,6 +132,7 @@ def ephemeral(
     owner_pid: int | None = None,
     workdir: str | Path | None = None,
     extra_args: str | Sequence[str] = (),
+    restart: str = "no",
 ) -> Iterator[Server]:
     """A throwaway server for the ``with`` block: free port, temporary data and logs, no save.
 
@@ -141,6 +142,8 @@ def ephemeral(
     and log folders there (kept) instead of a temporary folder (removed). ``extra_args``:
     more server arguments (a list, or one shell-style string such as
     ``"--enable-debug-command yes"``), after the flavor's no-persistence switches.
+    ``restart``: what the supervisor does when the server crashes, ``no`` (a test that kills
+    its server wants to see it dead) or ``on-failure`` (as ``server.restart``).
     """
     # Imported on use; the server layer below only after the supervisor is launched.
     from devserver.supervisor.fork import can_fork
@@ -153,7 +156,7 @@ def ephemeral(
     try:
         try:
             config = ephemeral_settings(
-                flavor, port, binary, root, password, startup_timeout, base, extra_args
+                flavor, port, binary, root, password, startup_timeout, base, extra_args, restart
             )
             # Imported while the early supervisor starts up (the two overlap).
             from devserver.server.start import start as start_server
@@ -197,6 +200,7 @@ def ephemeral_settings(
     startup_timeout: float,
     base: Path,
     extra_args: str | Sequence[str] = (),
+    restart: str = "no",
 ) -> Settings:
     """Settings of an ephemeral server, with its flavor's no-persistence switches.
 
@@ -216,6 +220,7 @@ def ephemeral_settings(
         log_dir=str(base / "logs"),
         startup_timeout=startup_timeout,
         stop_timeout=5,
+        restart=restart,
     )
     mine = extra_args if isinstance(extra_args, str) else shlex.join(extra_args)
 

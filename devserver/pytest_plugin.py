@@ -54,6 +54,8 @@ _OPTIONS = {
     "with several flavors, it is used for the flavor its name says",
     "devserver_extra_args": "more arguments for the ephemeral server, shell-style, e.g. "
     "--devserver-extra-args='--enable-debug-command yes'",
+    "devserver_restart": "what the supervisor does when the server crashes: no (default: a "
+    "test that kills it sees it dead) or on-failure",
     "devserver_url": "use this running server instead of starting one, e.g. "
     "redis://127.0.0.1:6379/9 (each test empties its database: worker N of pytest-xdist uses "
     "the URL's database + N)",
@@ -137,7 +139,11 @@ def devserver(request: pytest.FixtureRequest, _devserver_pool: ServerPool) -> It
                 hint="run `invoke fetch` (or install redis-server) and try again",
             )
         )
-    yield _devserver_pool.get(flavor, extra_args=option(config, "devserver_extra_args"))
+    yield _devserver_pool.get(
+        flavor,
+        extra_args=option(config, "devserver_extra_args"),
+        restart=option(config, "devserver_restart") or "no",
+    )
 
 
 @pytest.fixture()

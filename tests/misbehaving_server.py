@@ -13,6 +13,8 @@ answers PING (start succeeds), and on SHUTDOWN does what ``behaviours`` says:
   without a word in the log, then exits 0
 - ``ignore_term``: SIGTERM is ignored (default: SIGTERM "saves" and exits 0)
 - ``noisy``: prints a line every few milliseconds (log load for the rotation tests)
+- ``crash_after_pong``: exits with code 1 shortly after its first PONG (a crash loop for the
+  restart tests: long enough after it for ``start`` to hand the server over)
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ import threading
 import time
 
 SAVE_SECONDS = 3.0
+CRASH_AFTER = 0.3  # crash_after_pong: seconds from the first PONG to the crash
+
+
+def _crash() -> None:
+    _say("crashing on purpose")
+    os._exit(1)
 
 
 def _say(text: str) -> None:
@@ -75,6 +83,8 @@ def _serve(conn: socket.socket, behaviours: set[str]) -> None:
                 os._exit(0)
             if b"PING" in upper:
                 conn.sendall(b"+PONG\r\n")
+                if "crash_after_pong" in behaviours:
+                    threading.Timer(CRASH_AFTER, _crash).start()
             elif b"AUTH" in upper or b"SET" in upper:
                 conn.sendall(b"+OK\r\n")
             elif b"INFO" in upper:

@@ -157,6 +157,11 @@ def report_status(info: dict[str, Any], json: bool) -> None:
     if not info["running"]:
         if info.get("state_error"):
             console.warn(f"{info['state_error']}: ignored, the next start replaces it")
+        elif info.get("gave_up"):
+            console.warn(f"the server {info['gave_up']}")
+        elif info.get("restarting"):
+            ended = info["exit_status"] or "an unknown status"
+            console.warn(f"the server crashed ({ended}); its supervisor is restarting it")
         elif info["stale"]:
             ended = info["exit_status"] or "an unknown status"
             console.warn(f"the last server ended with {ended}; its state file is stale")
@@ -190,6 +195,9 @@ def report_status(info: dict[str, Any], json: bool) -> None:
         ("binary", str(info["binary"])),
         ("log", str(info["log_file"])),
     ]
+    if info.get("restarts"):
+        last = info.get("last_exit") or {}
+        rows.append(("restarts", f"{info['restarts']} (last crash: {last.get('status')})"))
     for key, value in rows:
         console.line(f"  {key:<8} {value}")
 

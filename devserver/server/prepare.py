@@ -92,6 +92,11 @@ def build_spec(settings: Settings, binary: Binary) -> Spec:
         "owner_folder": "",
         "project": settings_project_id(settings),
         "stop_timeout": settings.stop_timeout,
+        "restart": settings.restart,
+        "restart_limit": settings.restart_limit,
+        "restart_window": settings.restart_window,
+        "startup_timeout": settings.startup_timeout,
+        "lock_file": str(settings.lock_file),
     }
 
 

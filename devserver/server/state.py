@@ -44,7 +44,8 @@ class ServerState:
     supervisor_create_time: float = 0.0
     control_port: int = 0
     control_token: str = ""
-    status: str = "running"  # "running", then "exited" once the supervisor saw it end
+    # "running"; "restarting" between a crash and the restart; "exited" once it ended for good
+    status: str = "running"
     exit_status: str = ""
     # Linux: start in clock ticks since boot (0 in files written before it was recorded,
     # and on other systems): the identity that survives a wall-clock step.
@@ -53,6 +54,12 @@ class ServerState:
     # The project id of the project that started it (server/marker.py; "" in older files):
     # a state file copied into another project does not match that project.
     project: str = ""
+    # Restarts after crashes (supervisor/restart.py): how many, the last crash's exit status
+    # and time (epoch seconds), and the supervisor's words once it gave up.
+    restarts: int = 0
+    last_exit: str = ""
+    last_exit_at: float = 0.0
+    gave_up: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -106,6 +113,7 @@ _FIELD_RULES: dict[str, Callable[[Any], bool]] = {
     "supervisor_pid": lambda v: v >= 0,
     "port": lambda v: 0 < v < 65536,
     "control_port": lambda v: 0 <= v < 65536,
+    "restarts": lambda v: v >= 0,
     "flavor": bool,
 }
 _RULE_TEXT = {
@@ -113,6 +121,7 @@ _RULE_TEXT = {
     "supervisor_pid": "a whole number >= 0",
     "port": "a TCP port",
     "control_port": "a TCP port or 0",
+    "restarts": "a whole number >= 0",
     "flavor": "a flavor name",
 }
 

@@ -38,6 +38,7 @@ def status(settings: Settings) -> dict[str, Any]:
         # (`invoke restart` fixes it; `invoke stop` still stops it).
         "supervised": supervisor_alive(state) if state and proc is not None else None,
     }
+    info.update(_restart_info(state))
     if untrusted:
         info["state_error"] = untrusted
     if proc is not None and state is not None:
@@ -50,6 +51,28 @@ def status(settings: Settings) -> dict[str, Any]:
     found = find_untracked(settings)
     if found is not None and found.server is not None:
         info.update(status_info(found))
+    return info
+
+
+def _restart_info(state: ServerState | None) -> dict[str, Any]:
+    """How often the supervisor restarted the server after a crash, the last crash (its exit
+    status and when), whether a restart is under way, and why it gave up if it did."""
+    info: dict[str, Any] = {
+        "restarts": state.restarts if state else 0,
+        "last_exit": None,
+        "restarting": bool(state and state.status == "restarting"),
+    }
+    if state and state.last_exit:
+        at = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(state.last_exit_at))
+        kind, _, value = state.last_exit.partition(" ")
+        info["last_exit"] = {
+            "status": state.last_exit,  # "signal SIGKILL", "code 1"
+            "code": int(value) if kind == "code" and value.isdigit() else None,
+            "signal": value if kind == "signal" else None,
+            "at": at,
+        }
+    if state and state.gave_up:
+        info["gave_up"] = state.gave_up
     return info
 
 

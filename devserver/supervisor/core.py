@@ -29,9 +29,10 @@ from typing import Any
 
 from devserver.errors import StartError
 from devserver.server import resp
+from devserver.supervisor import restart
 from devserver.supervisor.control import serve_control
 from devserver.supervisor.logs import RotatingWriter
-from devserver.supervisor.statefile import finish_state, record_state
+from devserver.supervisor.statefile import finish_state, mark_state, record_state
 from devserver.supervisor.tee import tee
 from devserver.supervisor.wire import Spec
 from devserver.system import kill, lifetime, signals
@@ -58,8 +59,10 @@ class Supervisor:
         secret_dir: str = "",
         token: str = "",
         log_fd: int = -1,
+        popen: Callable[[Spec, str], ServerProc] | None = None,
     ) -> None:
         self.spec = spec
+        self.popen = popen  # how the first launch was made where there is no fork (Windows)
         self.proc = proc
         self.console = console
         self.secret_dir = secret_dir
@@ -74,10 +77,30 @@ class Supervisor:
         self.finished = threading.Event()  # set once run() has logged the exit and the state
         self.token = token or os.urandom(16).hex()
         self.log_fd = log_fd  # the log as the bootstrap opened it (-1: open it here)
+        self.control_port = 0
+        # Set once the server answered PING (``start``'s "ok" on the lifeline, or our own
+        # probe in the foreground): only a server that once worked is restarted after a crash.
+        self.answered = threading.Event()
+        self.policy = restart.Policy(
+            int(spec.get("restart_limit", 5)), float(spec.get("restart_window", 60.0))
+        )
+        self.restarts = 0
+        self.gave_up = ""
 
     def record_state(self, control_port: int) -> None:
         """Write the state file here (see statefile.py): where the bootstrap did not."""
         record_state(self.spec, self.proc.pid, control_port, self.token)
+
+    def probe_answered(self) -> None:
+        """Where no ``start`` waits for PING (``--foreground``): note it ourselves, in a
+        thread, so a crash after that is restarted as after a background start."""
+
+        def probe() -> None:
+            timeout = float(self.spec.get("startup_timeout", 30.0))
+            if restart.wait_answered(self.spec, self.proc, self.stop_requested.is_set, timeout):
+                self.answered.set()
+
+        threading.Thread(target=probe, daemon=True).start()
 
     def abandon(self) -> None:
         """``start`` gave up on this server (Ctrl+C, timeout, killed): nobody will use it, and
@@ -164,6 +187,7 @@ class Supervisor:
                 listener = socket.socket(fileno=listener.detach())
             else:
                 listener = socket.create_server(("127.0.0.1", 0))
+            self.control_port = listener.getsockname()[1]
             try:
                 if failed is not None:
                     raise failed
@@ -185,25 +209,95 @@ class Supervisor:
             threading.Thread(target=serve_control, args=(self, listener), daemon=True).start()
         except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up right now
             self._interrupted()
-        code = self._wait()
+        logged = False
+        while True:
+            code = self._wait()
+            if not restart.wanted(spec, code, self.answered.is_set(), self.stop_requested.is_set()):
+                break
+            self._log_exit(reader, writer, code, started)
+            again = self._restart(code, writer)
+            if again is None:  # gave up, or a stop or start came first
+                logged = True
+                break
+            started = time.monotonic()
+            reader = threading.Thread(target=tee, args=(again.stdout, writer, self.console))
+            reader.daemon = True
+            reader.start()
+            self._announce(code, writer)
         if not self.stop_requested.is_set():  # it ended on its own: did it leave a server?
             self._stop_detached(writer)
         self.exit_status = kill.describe_exit(code)
         self.exited.set()
         listener.close()
-        try:
-            reader.join(timeout=5)
-        except KeyboardInterrupt:
-            pass  # the server has exited already: finish logging and the state
-        uptime = time.monotonic() - started
-        writer.marker(f"server exited with {kill.describe_exit(code)} after {uptime:.1f}s")
+        if not logged:
+            self._log_exit(reader, writer, code, started)
         writer.close()
         finish_state(self.spec, self.proc.pid, self.stop_requested.is_set(), code)
         deadline = time.monotonic() + 1.0  # let ``invoke stop`` hear how the server ended
         for client in list(self.replying):
             client.join(max(0.0, deadline - time.monotonic()))
         self.finished.set()
-        return code
+        return restart.EXIT_GAVE_UP if self.gave_up else code
+
+    def _log_exit(self, reader: Any, writer: Any, code: int, started: float) -> None:
+        """The exit marker, after the server's last lines."""
+        try:
+            reader.join(timeout=5)
+        except KeyboardInterrupt:
+            pass  # the server has exited already: finish logging and the state
+        uptime = time.monotonic() - started
+        writer.marker(f"server exited with {kill.describe_exit(code)} after {uptime:.1f}s")
+
+    # -- restart (restart.py has the rules) ------------------------------------------------
+    def _restart(self, code: int, writer: Any) -> ServerProc | None:
+        """After a crash: back off, then start the server again the same way and record it;
+        None when the supervisor gives up or a stop or start of the project came first."""
+        spec, old = self.spec, self.proc.pid
+        status = kill.describe_exit(code)
+        last = restart.exit_record(status)
+        delay = self.policy.crashed(time.monotonic())
+        if delay is None:
+            self.gave_up = self.policy.gave_up_text(status)
+            writer.marker(f"the server {self.gave_up}")
+            mark_state(spec, old, {"gave_up": self.gave_up, "restarts": self.restarts, **last})
+            return None
+        changes = {"status": "restarting", "exit_status": status, "restarts": self.restarts}
+        mark_state(spec, old, {**changes, **last})
+        if self.stop_requested.wait(delay):
+            return None  # a stop during the back-off: finish_state removes the record
+        with restart.project_lock(spec["lock_file"]) as held:
+            if not held or self.stop_requested.is_set() or not restart.still_ours(spec, old):
+                writer.marker("not restarted: a stop or start of this project came first")
+                return None
+            try:
+                proc = restart.spawn_again(
+                    spec, restart.secret_path(spec, self.secret_dir), self.popen
+                )
+            except OSError as exc:
+                writer.marker(f"could not restart {spec['binary']}: {exc}")
+                return None
+            self.proc = proc
+            self.job = lifetime.bind_to_this_process(proc)
+            self.restarts += 1
+            try:
+                extra = {"restarts": self.restarts, **last}
+                record_state(spec, proc.pid, self.control_port, self.token, extra)
+            except OSError as exc:
+                proc.kill()
+                proc.wait()
+                writer.marker(f"could not record the restarted server, so it was killed: {exc}")
+                return None
+        return proc
+
+    def _announce(self, code: int, writer: Any) -> None:
+        """The restart's one log line, once the new server answers PING (or could not)."""
+        timeout = float(self.spec.get("startup_timeout", 30.0))
+        took = restart.wait_answered(self.spec, self.proc, self.stop_requested.is_set, timeout)
+        how = f"answers PING after {took:.2f}s" if took is not None else "has not answered PING"
+        writer.marker(
+            f"restarted the server after it crashed ({kill.describe_exit(code)}): "
+            f"restart {self.restarts}, pid {self.proc.pid} {how}"
+        )
 
     def _stop_detached(self, writer: RotatingWriter) -> None:
         """Stop a server the exited one left running detached (supervisor/detached.py)."""

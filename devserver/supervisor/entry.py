@@ -105,13 +105,16 @@ def report(exc: Exception) -> int:
 
 
 def _hold_lifeline(sup: Supervisor) -> None:
-    """Wait for ``start``'s ``ok``; stdin ending without it means the start was given up."""
+    """Wait for ``start``'s ``ok`` (the server answered PING); stdin ending without it means
+    the start was given up."""
     try:
         line = sys.stdin.buffer.readline()
     except (OSError, ValueError):
         line = b""
     if line.strip() != b"ok":
         sup.abandon()
+    else:
+        sup.answered.set()  # ``start`` saw the PONG: a crash from now on is restarted
 
 
 def _close_report() -> None:

@@ -32,9 +32,12 @@ if TYPE_CHECKING:
 CONSOLE_CLOSE_GRACE = 4.0
 
 
-def _stop_on_console_close(supervisor: Supervisor) -> None:
-    """Windows: closing the terminal stops the server gracefully instead of orphaning it."""
+def _foreground_setup(supervisor: Supervisor) -> None:
+    """Windows: closing the terminal stops the server gracefully instead of orphaning it.
+    No ``start`` waits for PING here, so the supervisor notes the first PONG itself (a
+    crash after it is restarted, as in the background)."""
     signals.on_console_close(lambda: supervisor.stop_within(CONSOLE_CLOSE_GRACE))
+    supervisor.probe_answered()
 
 
 def run_foreground(
@@ -81,7 +84,7 @@ def _run(
                 pass  # the terminal is gone (hang-up): the log file still gets every line
 
         return supervise(
-            ready.spec, console=to_console, setup=_stop_on_console_close, on_recorded=recorded
+            ready.spec, console=to_console, setup=_foreground_setup, on_recorded=recorded
         )
     finally:
         lock.close()

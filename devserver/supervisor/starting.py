@@ -110,7 +110,7 @@ def supervise(
         # Here, after the spawn: the supervisor's own modules load while the server boots.
         from devserver.supervisor.core import Supervisor
 
-        supervisor = Supervisor(spec, proc, console, secret_dir)
+        supervisor = Supervisor(spec, proc, console, secret_dir, popen=spawn_server)
         if setup is not None:
             setup(supervisor)
         return supervisor.run(on_recorded)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ def save_state(path: str, state: dict[str, Any]) -> None:
     write_atomic(Path(path), json.dumps(state, indent=2, sort_keys=True), mode=PRIVATE_MODE)
 
 
-def record_state(spec: Spec, pid: int, control_port: int, token: str) -> None:
+def record_state(
+    spec: Spec, pid: int, control_port: int, token: str, extra: dict[str, Any] | None = None
+) -> None:
     """Write data/server.json (pid + create time + exe, so stop can check identity):
-    ``start`` returns as soon as this file is there and PING answers."""
+    ``start`` returns as soon as this file is there and PING answers. ``extra``: fields a
+    restart carries over (the count, the last exit)."""
     server = lifetime.proc_identity(pid)
     me = lifetime.proc_identity(os.getpid())
     if server is None or me is None:  # not Linux, or no /proc: psutil
@@ -40,7 +44,27 @@ def record_state(spec: Spec, pid: int, control_port: int, token: str) -> None:
             server = (0.0, spec["binary"], 0)
         me = (psutil.Process(os.getpid()).create_time(), "", 0)
     state = state_record(spec, pid, server, me, control_port, token)
+    state.update(extra or {})
     save_state(spec["state_file"], state)
+
+
+def mark_state(spec: Spec, pid: int, changes: dict[str, Any]) -> bool:
+    """Update the record of server ``pid`` in place (atomically); False when the state file
+    names another server or none (a stop or start came since: it is not ours to touch)."""
+    path = spec["state_file"]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or state.get("pid") != pid:
+        return False
+    state.update(changes)
+    try:
+        save_state(path, state)
+    except OSError:
+        return False
+    return True
 
 
 def finish_state(spec: Spec, pid: int, stop_requested: bool, code: int) -> None:
@@ -60,5 +84,6 @@ def finish_state(spec: Spec, pid: int, stop_requested: bool, code: int) -> None:
         except OSError:
             pass
         return
-    state.update(status="exited", exit_status=kill.describe_exit(code))
+    status = kill.describe_exit(code)
+    state.update(status="exited", exit_status=status, last_exit=status, last_exit_at=time.time())
     save_state(path, state)

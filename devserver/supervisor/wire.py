@@ -50,6 +50,14 @@ if TYPE_CHECKING:
         project: str
         # server.stop_timeout: SIGTERM to the supervisor ends the server within it.
         stop_timeout: float
+        # After a crash (restart.py): "on-failure" or "no", the limit of crashes within the
+        # window (seconds), how long a restarted server may take to answer PING, and the
+        # project lock a restart takes (so it never races a stop or a start).
+        restart: str
+        restart_limit: int
+        restart_window: float
+        startup_timeout: float
+        lock_file: str
 
 else:
     # At run time a spec is a plain dict: typing's import would cost the bootstrap 10 ms.

@@ -134,7 +134,7 @@ def test_stale_state_pointing_at_an_unrelated_live_process(make_settings: Settin
 
 
 def test_kill_9_then_status_and_start(make_settings: SettingsFactory) -> None:
-    settings = make_settings()
+    settings = make_settings(restart="no")  # restart: no leaves a crashed server down
     state = start_server(settings).state
     os.kill(state.pid, signal.SIGKILL)
     assert wait_dead(state.pid) and wait_dead(state.supervisor_pid)

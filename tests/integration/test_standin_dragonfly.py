@@ -178,7 +178,8 @@ def test_no_save_crash_recovery_and_auto(
     archive = package.dragonfly_archive(tmp_path)
     installer = make_settings(flavor="dragonfly")
     fetch(installer, FetchOptions(archive=archive, allow_unverified=True))
-    settings = make_settings(flavor="auto", threads=2, maxmemory=512 * 1024 * 1024)
+    # A crash here is the person's to notice (the supervisor restarts it by default).
+    settings = make_settings(flavor="auto", threads=2, maxmemory=512 * 1024 * 1024, restart="no")
     assert choice.choose_binary(settings).flavor == "dragonfly"  # installed: auto takes it
 
     def client() -> redis.Redis:

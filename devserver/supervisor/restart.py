@@ -1,0 +1,153 @@
+"""After a crash: whether the supervisor starts the server again, when, and how.
+
+Why restart at all: a server killed by the OOM killer, a bug or a kill -9 otherwise stays
+down until someone notices, and the application's queue with it. The rule is systemd's
+``Restart=on-failure`` with ``StartLimitBurst``/``StartLimitIntervalSec``:
+
+- only a failure counts: a non-zero exit code or a signal, after the server once answered
+  PING (a server that never came up is ``start``'s failure to report), with no stop asked
+  for. SHUTDOWN from a client (exit code 0) and every stop, restart or reset of the tool
+  never lead to a restart;
+- the restart is the first launch again (same argv, environment, data folder, password
+  route), after a back-off that grows from 0.5 s to a few seconds;
+- more than ``restart_limit`` crashes within ``restart_window`` seconds and the supervisor
+  gives up, leaving a record ``status`` reports.
+
+A restart takes the project lock (as ``start`` and ``stop`` do) and goes ahead only while
+the state file still names the server that crashed: a stop or start that ran meanwhile
+(they remove or replace that record under the same lock) wins, and no restart races it.
+Nothing here touches the server's data: the server loads what it saved (Redis's
+append-only file, Dragonfly's snapshot) on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from devserver.server import resp
+from devserver.supervisor.wire import Spec
+from devserver.system import files, host
+
+if TYPE_CHECKING:
+    from devserver.supervisor.core import ServerProc
+
+    Spawner = Callable[[Spec, str], ServerProc]
+
+FIRST_DELAY = 0.5  # seconds before the first restart
+MAX_DELAY = 4.0  # the back-off doubles up to this
+LOCK_WAIT = 30.0  # a start or stop holding the project lock is done well within this
+EXIT_GAVE_UP = 3  # the supervisor's exit code once it gave up (as systemd's "failed" unit)
+
+
+def wanted(spec: Spec, code: int, answered: bool, stop_requested: bool) -> bool:
+    """Whether this exit calls for a restart under the spec's policy (see the module doc)."""
+    return (
+        spec.get("restart", "no") == "on-failure" and answered and not stop_requested and code != 0
+    )
+
+
+class Policy:
+    """The crash history of one supervisor: the back-off before the next restart, or None
+    once there were more than ``limit`` crashes within ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.crashes: list[float] = []
+
+    def crashed(self, now: float) -> float | None:
+        """Count a crash at ``now`` (monotonic seconds): the delay before restarting, or
+        None when this crash is one too many (give up)."""
+        self.crashes = [t for t in self.crashes if now - t < self.window] + [now]
+        count = len(self.crashes)
+        if count > self.limit:
+            return None
+        return float(min(FIRST_DELAY * 2.0 ** (count - 1), MAX_DELAY))
+
+    def gave_up_text(self, last_exit: str) -> str:
+        """What ``status`` shows once the supervisor gave up."""
+        return (
+            f"crashed {len(self.crashes)} times in {self.window:g} s, gave up; "
+            f"last exit: {last_exit}; see `invoke tail`"
+        )
+
+
+@contextmanager
+def project_lock(path: str, wait: float = LOCK_WAIT) -> Iterator[bool]:
+    """The project lock ``start`` and ``stop`` hold (server/state.py): True once held, False
+    when it could not be had within ``wait`` seconds (then no restart happens)."""
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115 (closed by the with below)
+    except OSError:
+        yield False
+        return
+    with handle:
+        deadline = time.monotonic() + wait
+        while not files.try_lock(handle):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.05)
+        yield True
+
+
+def still_ours(spec: Spec, pid: int) -> bool:
+    """Whether the state file still names the server ``pid`` (no stop or start came since)."""
+    try:
+        with open(spec["state_file"], encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("pid") == pid
+
+
+def secret_path(spec: Spec, secret_dir: str) -> str:
+    """The password file the first launch used (kept until the supervisor ends)."""
+    secret = spec.get("secret_file")
+    if not secret_dir or not secret:
+        return ""
+    return os.path.join(secret_dir, secret[0])
+
+
+def spawn_again(spec: Spec, secret: str, popen: Spawner | None) -> ServerProc:
+    """The first launch again. POSIX: fork and exec as the bootstrap does, so the server gets
+    the parent-death signal again (the supervisor has threads by now: the child runs only
+    the os calls of ``posix._exec_child`` before exec, which touch no lock another thread
+    may hold). Windows: ``popen`` (``starting.spawn_server``, as the first time). OSError
+    when it cannot run."""
+    if host.has_fork():
+        from devserver.system import posix
+
+        return posix.spawn(spec, secret, posix.load_prctl())
+    if popen is None:
+        raise OSError("no way to start the server again here")
+    return popen(spec, secret)
+
+
+def wait_answered(
+    spec: Spec, proc: ServerProc, give_up: Callable[[], bool], timeout: float
+) -> float | None:
+    """Poll PING as ``start`` does until the server answers: the seconds it took, or None
+    when it exited, ``give_up()`` turned true (a stop) or ``timeout`` passed."""
+    began = time.monotonic()
+    address = resp.connect_host(spec["host"])
+    delay = 0.005
+    while time.monotonic() - began < timeout:
+        if proc.poll() is not None or give_up():
+            return None
+        answer = resp.ping(address, spec["port"], timeout=0.25, password=spec["password"])
+        if answer in ("ready", "auth"):
+            return time.monotonic() - began
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+    return None
+
+
+def exit_record(status: str, at: float | None = None) -> dict[str, Any]:
+    """The state file's fields for the last crash: its status ("signal SIGKILL") and when."""
+    return {"last_exit": status, "last_exit_at": time.time() if at is None else at}

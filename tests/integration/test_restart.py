@@ -1,0 +1,231 @@
+"""The supervisor restarts a crashed server, never a stopped one, and gives up on a crash loop.
+
+Real processes: the real redis-server (or a misbehaving stand-in) on a free port, started
+through the library (the same supervisor as ``invoke start``) or the real tasks.py. Every
+server and supervisor is killed by recorded PID after each test (conftest's
+``_kill_leftovers``, and the state files the tests read here), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from devserver.server import resp
+from devserver.server.start import start as start_server
+from devserver.server.status import status as server_status
+from devserver.server.stop import stop as stop_server
+from devserver.supervisor import fork
+from tests import misbehaving_server
+from tests.conftest import SettingsFactory, free_port, kill_recorded, wait_dead
+from tests.integration.test_cli import env_for, invoke
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+
+
+def _state(settings: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(settings.state_file.read_text())
+    return data
+
+
+def _new_server(settings: Any, old_pid: int, timeout: float = 15) -> dict[str, Any]:
+    """Wait until the state file names another server than ``old_pid`` and it answers PING
+    (a hang guard: the test asserts how long it took separately)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = _state(settings)
+        except (OSError, ValueError):
+            state = {}
+        if state.get("pid") not in (None, old_pid) and state.get("status") == "running":
+            if resp.ping("127.0.0.1", settings.port, timeout=0.25) == "ready":
+                return state
+        time.sleep(0.01)
+    pytest.fail(f"no new server answered within {timeout}s: {state}")
+
+
+def _kill_supervisor_of(state_file: Path, pid: int) -> None:
+    """Cleanup for a supervisor whose state file may already be gone."""
+    kill_recorded(state_file)
+    try:
+        psutil.Process(pid).kill()
+    except psutil.Error:
+        pass
+
+
+def _supervisor_code(pid: int, timeout: float = 60) -> int | None:
+    """The exit code of a supervisor this process forked (None when it was not forked)."""
+    for handle in list(fork._forked_supervisors):
+        if handle.pid == pid:
+            return handle.wait(timeout)
+    assert wait_dead(pid, timeout)
+    return None
+
+
+def test_kill_9_brings_a_new_server_back_on_the_same_port_with_its_data(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+    first = start_server(settings).state
+    try:
+        resp.call("127.0.0.1", settings.port, [["SET", "before", "crash"], ["LPUSH", "q", "job"]])
+        time.sleep(1.5)  # the append-only file is synced every second
+        began = time.monotonic()
+        os.kill(first.pid, signal.SIGKILL)
+        state = _new_server(settings, first.pid)
+        took = time.monotonic() - began
+        assert took < 4.0, f"the restart took {took:.1f}s (0.5 s back-off + start-up)"
+        assert state["supervisor_pid"] == first.supervisor_pid  # the same supervisor
+        assert state["port"] == settings.port and state["restarts"] == 1
+        assert state["start_ticks"] != first.start_ticks  # the new server's own identity
+        got = resp.call("127.0.0.1", settings.port, [["GET", "before"], ["LLEN", "q"]])
+        assert got == ["crash", 1]
+        info = server_status(settings)
+        assert info["running"] is True and info["pid"] == state["pid"]
+        assert info["restarts"] == 1
+        assert info["last_exit"]["status"] == "signal SIGKILL"
+        assert info["last_exit"]["signal"] == "SIGKILL" and info["last_exit"]["at"]
+        log = settings.log_file("redis").read_text()
+        assert "server exited with signal SIGKILL" in log
+        restarted = [line for line in log.splitlines() if "restarted the server" in line]
+        assert len(restarted) == 1 and "restart 1" in restarted[0], restarted
+        assert f"pid {state['pid']} answers PING" in restarted[0]
+        result = stop_server(settings)  # the restarted server stops like the first one
+        assert result.was_running and result.method == "shutdown"
+        assert wait_dead(state["pid"]) and wait_dead(first.supervisor_pid)
+        assert not settings.state_file.exists()
+    finally:
+        _kill_supervisor_of(settings.state_file, first.supervisor_pid)
+
+
+def test_stop_and_a_client_shutdown_never_restart(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    state = start_server(settings).state
+    try:
+        with pytest.raises(resp.ConnectionClosed):  # SHUTDOWN from any client: exit code 0
+            resp.call("127.0.0.1", settings.port, [["SHUTDOWN", "NOSAVE"]])
+        assert wait_dead(state.pid) and wait_dead(state.supervisor_pid)
+        info = server_status(settings)
+        assert info["running"] is False and info["restarts"] == 0
+        assert info["exit_status"] == "code 0"
+        assert resp.ping("127.0.0.1", settings.port) == "down"
+
+        state = start_server(settings).state
+        stop_server(settings)
+        assert wait_dead(state.supervisor_pid)
+        time.sleep(1.0)  # longer than the first back-off: a restart would be up by now
+        assert resp.ping("127.0.0.1", settings.port) == "down"
+        assert "restarted" not in settings.log_file("redis").read_text()
+    finally:
+        _kill_supervisor_of(settings.state_file, state.supervisor_pid)
+
+
+def test_invoke_restart_and_reset_never_restart(project: Path) -> None:
+    port = free_port()
+    env = env_for(project, port)
+    state_file = project / "data" / "server.json"
+    try:
+        assert invoke(env, "start").returncode == 0
+        first = json.loads(state_file.read_text())
+        assert invoke(env, "restart").returncode == 0
+        second = json.loads(state_file.read_text())
+        assert second["pid"] != first["pid"] and wait_dead(first["supervisor_pid"])
+        time.sleep(1.0)  # a restart of the first server would have replaced the record
+        assert json.loads(state_file.read_text())["pid"] == second["pid"]
+        info = json.loads(invoke(env, "status", "--json").stdout)
+        assert info["running"] is True and info["restarts"] == 0 and info["last_exit"] is None
+
+        assert invoke(env, "reset", "--yes").returncode == 0
+        assert wait_dead(second["supervisor_pid"])
+        time.sleep(1.0)
+        assert resp.ping("127.0.0.1", port) == "down"
+        assert not state_file.exists()
+        log = (project / "logs" / "redis.log").read_text()
+        assert "restarted the server" not in log
+    finally:
+        kill_recorded(state_file)
+
+
+def test_a_crash_loop_ends_with_the_supervisor_giving_up(
+    project: Path, make_settings: SettingsFactory, redis_server_path: Path
+) -> None:
+    misbehaving_server.install(project / "bin", "crash_after_pong")
+    settings = make_settings()
+    first = start_server(settings).state
+    try:
+        began = time.monotonic()
+        code = _supervisor_code(first.supervisor_pid)
+        took = time.monotonic() - began
+        assert took < settings.restart_window, took
+        if code is not None:
+            assert code == 3  # "gave up", as systemd's failed unit
+        assert resp.ping("127.0.0.1", settings.port) == "down"  # nothing listens
+        info = server_status(settings)
+        assert info["running"] is False and info["restarts"] == 5
+        assert info["gave_up"] == (
+            "crashed 6 times in 60 s, gave up; last exit: code 1; see `invoke tail`"
+        )
+        log = settings.log_file("redis").read_text()
+        assert log.count("restarted the server") == 5
+        assert "the server crashed 6 times in 60 s, gave up" in log
+        status = invoke(env_for(project, settings.port), "status")
+        assert status.returncode == 3
+        assert "crashed 6 times in 60 s, gave up" in status.stderr
+
+        (project / "bin" / "redis-server").unlink()  # the real server: a plain start works
+        (project / "bin" / "redis-server").symlink_to(redis_server_path)
+        again = start_server(settings)
+        assert not again.already_running and again.stale is not None
+        assert server_status(settings)["restarts"] == 0
+        stop_server(settings)
+    finally:
+        _kill_supervisor_of(settings.state_file, first.supervisor_pid)
+
+
+def test_kill_9_repeated_past_the_limit_gives_up(make_settings: SettingsFactory) -> None:
+    settings = make_settings(restart_limit="2")
+    first = start_server(settings).state
+    try:
+        pid = first.pid
+        for _ in range(2):
+            os.kill(pid, signal.SIGKILL)
+            pid = _new_server(settings, pid)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        code = _supervisor_code(first.supervisor_pid, timeout=30)
+        if code is not None:
+            assert code == 3
+        info = server_status(settings)
+        assert info["running"] is False and info["restarts"] == 2
+        assert info["gave_up"].startswith("crashed 3 times in 60 s, gave up; last exit: signal")
+        assert resp.ping("127.0.0.1", settings.port) == "down"
+    finally:
+        _kill_supervisor_of(settings.state_file, first.supervisor_pid)
+
+
+def test_restart_no_leaves_a_crashed_server_down(project: Path) -> None:
+    port = free_port()
+    env = env_for(project, port, INVOKE_SERVER_RESTART="no")
+    state_file = project / "data" / "server.json"
+    try:
+        assert invoke(env, "start").returncode == 0
+        state = json.loads(state_file.read_text())
+        os.kill(state["pid"], signal.SIGKILL)
+        assert wait_dead(state["supervisor_pid"])
+        assert resp.ping("127.0.0.1", port) == "down"
+        status = invoke(env, "status", "--json")
+        assert status.returncode == 3
+        info = json.loads(status.stdout)
+        assert info["running"] is False and info["restarts"] == 0
+        assert info["exit_status"] == "signal SIGKILL"
+        assert info["last_exit"]["status"] == "signal SIGKILL"
+        plain = invoke(env, "status")
+        assert "the last server ended with signal SIGKILL" in plain.stderr
+    finally:
+        kill_recorded(state_file)
