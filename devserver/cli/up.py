@@ -3,9 +3,12 @@ processes with their output prefixed, each step's failure said once."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
@@ -134,6 +137,7 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
     width = max(len(n) for n in commands)
     colours = {n: _PREFIX_COLOURS[i % len(_PREFIX_COLOURS)] for i, n in enumerate(commands)}
     console.info(f"REDIS_URL={app.redact_url(values['REDIS_URL'])}; cwd {settings.root}")
+    watch = ServerWatch(settings.state_file)
 
     def on_line(name: str, text: str) -> None:
         prefix = console.paint(f"{name:<{width}} |", colours[name], sys.stdout)
@@ -153,7 +157,7 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
             on_line,
             on_event,
             on_started=lambda pids: owned.record(settings, pids, run=run, shells=shells),
-            stop_requested=lambda: owned.stop_was_requested(settings),
+            stop_requested=lambda: watch.poll() or owned.stop_was_requested(settings),
             grace=settings.stop_timeout,
             run=run,
         )
@@ -169,6 +173,56 @@ def up_app(settings: Settings, commands: dict[str, str]) -> None:
         raise Exit(code=1)
     if result.code != 0:
         raise Exit(code=result.code)
+
+
+class ServerWatch:
+    """What the server's supervisor did while `up` runs the application: a crash, the
+    restart, giving up. Read from the state file the supervisor rewrites each time, at most
+    every half second and only when its modification time moved (one stat otherwise)."""
+
+    EVERY = 0.5
+
+    def __init__(self, state_file: Path) -> None:
+        self.path = state_file
+        self.stamp = self._stamp()
+        self.seen = self._read()
+        self.next = 0.0
+
+    def _stamp(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def poll(self) -> bool:
+        """Say what changed, if anything; always False (it never asks `up` to stop)."""
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + self.EVERY
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        before, state = self.seen, self._read()
+        self.seen = state
+        restarts = state.get("restarts") or 0
+        if state.get("gave_up") and not before.get("gave_up"):
+            console.warn(f"[up] the server {state['gave_up']}")
+        elif state.get("status") == "restarting" and before.get("status") != "restarting":
+            console.warn(
+                f"[up] the server crashed ({state.get('exit_status')}): its supervisor restarts it"
+            )
+        elif state.get("status") == "running" and restarts != (before.get("restarts") or 0):
+            console.info(f"[up] the server was restarted (restart {restarts}, pid {state['pid']})")
+        return False
 
 
 def _up_app_summary(settings: Settings, result: Any) -> None:

@@ -44,9 +44,9 @@ def _new_server(settings: Any, old_pid: int, timeout: float = 15) -> dict[str, A
             state = _state(settings)
         except (OSError, ValueError):
             state = {}
-        if state.get("pid") not in (None, old_pid) and state.get("status") == "running":
-            if resp.ping("127.0.0.1", settings.port, timeout=0.25) == "ready":
-                return state
+        fresh = state.get("pid") not in (None, old_pid) and state.get("status") == "running"
+        if fresh and resp.ping("127.0.0.1", settings.port, timeout=0.25) == "ready":
+            return state
         time.sleep(0.01)
     pytest.fail(f"no new server answered within {timeout}s: {state}")
 

@@ -4,6 +4,7 @@ config keys and the state fields ``status`` reports (supervisor/restart.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,29 @@ def test_status_reports_restarts_the_last_exit_and_a_give_up() -> None:
 def test_a_state_file_with_a_negative_restart_count_is_untrusted() -> None:
     with pytest.raises(ValueError):
         _state(restarts=-1)
+
+
+def test_up_says_when_the_server_crashed_was_restarted_or_given_up_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devserver.cli.up import ServerWatch
+
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({"pid": 1, "status": "running", "restarts": 0}))
+    watch = ServerWatch(path)
+
+    def now(state: dict[str, Any], mtime: int) -> str:
+        path.write_text(json.dumps(state))
+        os.utime(path, ns=(mtime, mtime))  # a new modification time, whatever the clock
+        watch.next = 0.0  # the half-second pacing is not what this test is about
+        assert watch.poll() is False  # it never asks `up` to stop
+        return capsys.readouterr().err
+
+    assert now({"pid": 1, "status": "running", "restarts": 0}, 10**18) == ""
+    crashed = {"pid": 1, "status": "restarting", "restarts": 0, "exit_status": "signal SIGKILL"}
+    assert "crashed (signal SIGKILL): its supervisor restarts it" in now(crashed, 10**18 + 1)
+    assert "restarted (restart 1, pid 2)" in now(
+        {"pid": 2, "status": "running", "restarts": 1}, 10**18 + 2
+    )
+    gave_up = {"pid": 2, "status": "exited", "restarts": 1, "gave_up": "crashed 6 times"}
+    assert "the server crashed 6 times" in now(gave_up, 10**18 + 3)
