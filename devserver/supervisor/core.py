@@ -294,10 +294,13 @@ class Supervisor:
         timeout = float(self.spec.get("startup_timeout", 30.0))
         took = restart.wait_answered(self.spec, self.proc, self.stop_requested.is_set, timeout)
         how = f"answers PING after {took:.2f}s" if took is not None else "has not answered PING"
-        writer.marker(
+        line = (
             f"restarted the server after it crashed ({kill.describe_exit(code)}): "
             f"restart {self.restarts}, pid {self.proc.pid} {how}"
         )
+        writer.marker(line)
+        if self.console:  # --foreground: the person watching should see it too
+            self.console(f"[devserver] {line}\n")
 
     def _stop_detached(self, writer: RotatingWriter) -> None:
         """Stop a server the exited one left running detached (supervisor/detached.py)."""

@@ -24,8 +24,8 @@ from devserver.server.status import status as server_status
 from devserver.server.stop import stop as stop_server
 from devserver.supervisor import fork
 from tests import misbehaving_server
-from tests.conftest import SettingsFactory, free_port, kill_recorded, wait_dead
-from tests.integration.test_cli import env_for, invoke
+from tests.conftest import SettingsFactory, free_port, kill_recorded, popen_invoke, wait_dead
+from tests.integration.test_cli import env_for, invoke, wait_foreground_ready
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 
@@ -228,4 +228,58 @@ def test_restart_no_leaves_a_crashed_server_down(project: Path) -> None:
         plain = invoke(env, "status")
         assert "the last server ended with signal SIGKILL" in plain.stderr
     finally:
+        kill_recorded(state_file)
+
+
+def test_a_stop_during_the_back_off_cancels_the_restart(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    first = start_server(settings).state
+    try:
+        os.kill(first.pid, signal.SIGKILL)
+        second = _new_server(settings, first.pid)
+        os.kill(second["pid"], signal.SIGKILL)  # the second crash: a 1 s back-off
+        deadline = time.monotonic() + 10
+        while _state(settings).get("status") != "restarting":
+            assert time.monotonic() < deadline, _state(settings)
+            time.sleep(0.01)
+        assert server_status(settings)["restarting"] is True
+        result = stop_server(settings)
+        assert not result.was_running and result.stale  # the crashed server's record
+        assert wait_dead(first.supervisor_pid, timeout=10)  # it gave up the restart and ended
+        assert resp.ping("127.0.0.1", settings.port) == "down"
+        assert not settings.state_file.exists()
+        log = settings.log_file("redis").read_text()
+        assert "not restarted: a stop or start of this project came first" in log
+        assert log.count("restarted the server") == 1
+    finally:
+        _kill_supervisor_of(settings.state_file, first.supervisor_pid)
+
+
+def test_foreground_restarts_too_and_says_so(project: Path) -> None:
+    port = free_port()
+    env = env_for(project, port)
+    state_file = project / "data" / "server.json"
+    proc = popen_invoke(env, "start", "--foreground")
+    try:
+        state = wait_foreground_ready(proc, project, port)
+        time.sleep(0.5)  # the foreground supervisor notes the first PONG itself, in a thread
+        os.kill(int(str(state["pid"])), signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:
+            again = json.loads(state_file.read_text()) if state_file.exists() else {}
+            fresh = again.get("pid") not in (None, state["pid"]) and again["status"] == "running"
+            if fresh and resp.ping("127.0.0.1", port) == "ready":
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, again
+            time.sleep(0.02)
+        assert again["restarts"] == 1 and again["supervisor_pid"] == state["supervisor_pid"]
+        proc.send_signal(signal.SIGINT)  # Ctrl+C: the graceful stop, no restart after it
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "restarted the server after it crashed (signal SIGKILL): restart 1" in out + err
+        assert not state_file.exists() and resp.ping("127.0.0.1", port) == "down"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         kill_recorded(state_file)
