@@ -32,7 +32,7 @@ from devserver.server import resp
 from devserver.supervisor import restart
 from devserver.supervisor.control import serve_control
 from devserver.supervisor.logs import RotatingWriter
-from devserver.supervisor.statefile import finish_state, mark_state, record_state
+from devserver.supervisor.statefile import finish_state, record_state
 from devserver.supervisor.tee import tee
 from devserver.supervisor.wire import Spec
 from devserver.system import kill, lifetime, signals
@@ -215,7 +215,14 @@ class Supervisor:
             if not restart.wanted(spec, code, self.answered.is_set(), self.stop_requested.is_set()):
                 break
             self._log_exit(reader, writer, code, started)
-            again = self._restart(code, writer)
+            try:
+                again = restart.after_crash(self, code, writer)
+            except KeyboardInterrupt:  # foreground: Ctrl+C, SIGTERM or a hang-up meanwhile
+                again = self.proc if self.proc.poll() is None else None
+                if again is not None:  # started already: stop it gracefully, as usual
+                    self._interrupted()
+                else:  # during the back-off: no restart
+                    self.stop_requested.set()
             if again is None:  # gave up, or a stop or start came first
                 logged = True
                 break
@@ -223,7 +230,10 @@ class Supervisor:
             reader = threading.Thread(target=tee, args=(again.stdout, writer, self.console))
             reader.daemon = True
             reader.start()
-            self._announce(code, writer)
+            try:
+                restart.announce(self, code, writer)
+            except KeyboardInterrupt:
+                self._interrupted()
         if not self.stop_requested.is_set():  # it ended on its own: did it leave a server?
             self._stop_detached(writer)
         self.exit_status = kill.describe_exit(code)
@@ -247,60 +257,6 @@ class Supervisor:
             pass  # the server has exited already: finish logging and the state
         uptime = time.monotonic() - started
         writer.marker(f"server exited with {kill.describe_exit(code)} after {uptime:.1f}s")
-
-    # -- restart (restart.py has the rules) ------------------------------------------------
-    def _restart(self, code: int, writer: Any) -> ServerProc | None:
-        """After a crash: back off, then start the server again the same way and record it;
-        None when the supervisor gives up or a stop or start of the project came first."""
-        spec, old = self.spec, self.proc.pid
-        status = kill.describe_exit(code)
-        last = restart.exit_record(status)
-        delay = self.policy.crashed(time.monotonic())
-        if delay is None:
-            self.gave_up = self.policy.gave_up_text(status)
-            writer.marker(f"the server {self.gave_up}")
-            mark_state(spec, old, {"gave_up": self.gave_up, "restarts": self.restarts, **last})
-            return None
-        changes = {"status": "restarting", "exit_status": status, "restarts": self.restarts}
-        mark_state(spec, old, {**changes, **last})
-        if self.stop_requested.wait(delay):
-            return None  # a stop during the back-off: finish_state removes the record
-        with restart.project_lock(spec["lock_file"]) as held:
-            if not held or self.stop_requested.is_set() or not restart.still_ours(spec, old):
-                writer.marker("not restarted: a stop or start of this project came first")
-                return None
-            try:
-                proc = restart.spawn_again(
-                    spec, restart.secret_path(spec, self.secret_dir), self.popen
-                )
-            except OSError as exc:
-                writer.marker(f"could not restart {spec['binary']}: {exc}")
-                return None
-            self.proc = proc
-            self.job = lifetime.bind_to_this_process(proc)
-            self.restarts += 1
-            try:
-                extra = {"restarts": self.restarts, **last}
-                record_state(spec, proc.pid, self.control_port, self.token, extra)
-            except OSError as exc:
-                proc.kill()
-                proc.wait()
-                writer.marker(f"could not record the restarted server, so it was killed: {exc}")
-                return None
-        return proc
-
-    def _announce(self, code: int, writer: Any) -> None:
-        """The restart's one log line, once the new server answers PING (or could not)."""
-        timeout = float(self.spec.get("startup_timeout", 30.0))
-        took = restart.wait_answered(self.spec, self.proc, self.stop_requested.is_set, timeout)
-        how = f"answers PING after {took:.2f}s" if took is not None else "has not answered PING"
-        line = (
-            f"restarted the server after it crashed ({kill.describe_exit(code)}): "
-            f"restart {self.restarts}, pid {self.proc.pid} {how}"
-        )
-        writer.marker(line)
-        if self.console:  # --foreground: the person watching should see it too
-            self.console(f"[devserver] {line}\n")
 
     def _stop_detached(self, writer: RotatingWriter) -> None:
         """Stop a server the exited one left running detached (supervisor/detached.py)."""

@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from devserver.server import resp
+from devserver.supervisor.statefile import mark_state, record_state
 from devserver.supervisor.wire import Spec
-from devserver.system import files, host
+from devserver.system import files, host, kill, lifetime
 
 if TYPE_CHECKING:
-    from devserver.supervisor.core import ServerProc
+    from devserver.supervisor.core import ServerProc, Supervisor
 
     Spawner = Callable[[Spec, str], ServerProc]
 
@@ -151,3 +152,67 @@ def wait_answered(
 def exit_record(status: str, at: float | None = None) -> dict[str, Any]:
     """The state file's fields for the last crash: its status ("signal SIGKILL") and when."""
     return {"last_exit": status, "last_exit_at": time.time() if at is None else at}
+
+
+# --- the restart, as the supervisor's run loop calls it ---------------------------------------
+
+
+def after_crash(sup: Supervisor, code: int, writer: Any) -> ServerProc | None:
+    """After a crash: back off, then start the server again the same way and record it (the
+    supervisor's ``proc`` is then the new server); None when the supervisor gives up or a
+    stop or start of the project came first."""
+    spec, old = sup.spec, sup.proc.pid
+    status = kill.describe_exit(code)
+    last = exit_record(status)
+    delay = sup.policy.crashed(time.monotonic())
+    if delay is None:
+        sup.gave_up = sup.policy.gave_up_text(status)
+        writer.marker(f"the server {sup.gave_up}")
+        mark_state(spec, old, {"gave_up": sup.gave_up, "restarts": sup.restarts, **last})
+        return None
+    changes = {"status": "restarting", "exit_status": status, "restarts": sup.restarts}
+    mark_state(spec, old, {**changes, **last})
+    if sup.stop_requested.wait(delay):
+        return None  # a stop during the back-off: finish_state removes the record
+    with project_lock(spec["lock_file"]) as held:
+        if not held or sup.stop_requested.is_set() or not still_ours(spec, old):
+            writer.marker("not restarted: a stop or start of this project came first")
+            return None
+        try:
+            proc = spawn_again(spec, secret_path(spec, sup.secret_dir), sup.popen)
+        except OSError as exc:
+            writer.marker(f"could not restart {spec['binary']}: {exc}")
+            return None
+        sup.proc = proc
+        sup.job = lifetime.bind_to_this_process(proc)  # Windows: the new server in a job too
+        sup.restarts += 1
+        try:
+            extra = {"restarts": sup.restarts, **last}
+            record_state(spec, proc.pid, sup.control_port, sup.token, extra)
+        except OSError as exc:
+            proc.kill()
+            proc.wait()
+            writer.marker(f"could not record the restarted server, so it was killed: {exc}")
+            return None
+    return proc
+
+
+def announce(sup: Supervisor, code: int, writer: Any) -> None:
+    """The restart's one log line, once the new server answers PING (or could not); the
+    foreground console gets it too."""
+    timeout = float(sup.spec.get("startup_timeout", 30.0))
+    interrupted = False
+    try:
+        took = wait_answered(sup.spec, sup.proc, sup.stop_requested.is_set, timeout)
+    except KeyboardInterrupt:  # foreground Ctrl+C: the line first, then the stop
+        took, interrupted = None, True
+    how = f"answers PING after {took:.2f}s" if took is not None else "has not answered PING"
+    line = (
+        f"restarted the server after it crashed ({kill.describe_exit(code)}): "
+        f"restart {sup.restarts}, pid {sup.proc.pid} {how}"
+    )
+    writer.marker(line)
+    if sup.console:
+        sup.console(f"[devserver] {line}\n")
+    if interrupted:
+        raise KeyboardInterrupt

@@ -273,6 +273,10 @@ def test_foreground_restarts_too_and_says_so(project: Path) -> None:
             assert proc.poll() is None and time.monotonic() < deadline, again
             time.sleep(0.02)
         assert again["restarts"] == 1 and again["supervisor_pid"] == state["supervisor_pid"]
+        log = project / "logs" / "redis.log"
+        while "restarted the server" not in log.read_text():  # its PING check is done
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)  # Ctrl+C: the graceful stop, no restart after it
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
