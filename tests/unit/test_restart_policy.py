@@ -160,3 +160,28 @@ def test_up_says_when_the_server_crashed_was_restarted_or_given_up_on(
     )
     gave_up = {"pid": 2, "status": "exited", "restarts": 1, "gave_up": "crashed 6 times"}
     assert "the server crashed 6 times" in now(gave_up, 10**18 + 3)
+
+
+def test_without_fork_the_restart_is_the_first_launch_through_popen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows: the supervisor respawns with what made the first launch (starting.spawn_server)."""
+    monkeypatch.setattr(restart.host, "has_fork", lambda: False)
+    calls: list[tuple[Any, str]] = []
+    marker = object()
+
+    def popen(spec: Any, secret: str) -> Any:
+        calls.append((spec, secret))
+        return marker
+
+    assert restart.spawn_again(SPEC, "C:/secret", popen) is marker
+    assert calls == [(SPEC, "C:/secret")]
+    with pytest.raises(OSError):
+        restart.spawn_again(SPEC, "", None)
+
+
+def test_the_password_file_of_the_first_launch_is_reused(tmp_path: Path) -> None:
+    spec: Any = {"secret_file": ["garnet.conf", "..."]}
+    assert restart.secret_path(spec, str(tmp_path)) == str(tmp_path / "garnet.conf")
+    assert restart.secret_path({"secret_file": None}, str(tmp_path)) == ""  # type: ignore[arg-type]
+    assert restart.secret_path(spec, "") == ""
