@@ -51,6 +51,16 @@ def _new_server(settings: Any, old_pid: int, timeout: float = 15) -> dict[str, A
     pytest.fail(f"no new server answered within {timeout}s: {state}")
 
 
+def _log_once_restarted(log: Path, timeout: float = 15) -> str:
+    """The server log once the supervisor has written its restart line (after its own PING
+    check, which may finish a moment after ours)."""
+    deadline = time.monotonic() + timeout
+    while "restarted the server" not in (text := log.read_text()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.02)
+    return text
+
+
 def _kill_supervisor_of(state_file: Path, pid: int) -> None:
     """Cleanup for a supervisor whose state file may already be gone."""
     kill_recorded(state_file)
@@ -92,7 +102,7 @@ def test_kill_9_brings_a_new_server_back_on_the_same_port_with_its_data(
         assert info["restarts"] == 1
         assert info["last_exit"]["status"] == "signal SIGKILL"
         assert info["last_exit"]["signal"] == "SIGKILL" and info["last_exit"]["at"]
-        log = settings.log_file("redis").read_text()
+        log = _log_once_restarted(settings.log_file("redis"))
         assert "server exited with signal SIGKILL" in log
         restarted = [line for line in log.splitlines() if "restarted the server" in line]
         assert len(restarted) == 1 and "restart 1" in restarted[0], restarted
