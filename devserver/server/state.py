@@ -171,7 +171,10 @@ def project_lock(path: Path, wait: float = 0.0, poll: float = 0.05) -> Iterator[
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+b")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
-        not_a_folder = path.parent.exists() and not path.parent.is_dir()
+        try:
+            not_a_folder = path.parent.exists() and not path.parent.is_dir()
+        except OSError:  # e.g. the path is too long even to look at
+            not_a_folder = False
         why = "it is not a folder" if not_a_folder else (exc.strerror or str(exc))
         raise StateError(
             f"cannot use the data directory {path.parent}: {why}",
