@@ -193,10 +193,16 @@ def status_info(found: Untracked) -> dict[str, Any]:
 
 
 def end_supervisors(found: Untracked, wait: float = 1.5) -> None:
-    """Once the server is gone its supervisors exit by themselves; kill any that linger
-    (one whose project folder is gone may wait on nothing)."""
+    """Once the server is gone its supervisors have nothing left to do: ask them to end
+    (SIGTERM; one in a restart's back-off cancels it), and kill any that linger (one whose
+    project folder is gone may wait on nothing)."""
     import psutil  # loaded by the scan already
 
+    for sup in found.supervisors:  # asked first: one waiting to restart gives up and says so
+        try:
+            sup.terminate()
+        except psutil.Error:
+            pass
     _, alive = psutil.wait_procs(found.supervisors, timeout=wait)
     for sup in alive:
         try:

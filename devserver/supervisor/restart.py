@@ -172,8 +172,9 @@ def after_crash(sup: Supervisor, code: int, writer: Any) -> ServerProc | None:
         return None
     changes = {"status": "restarting", "exit_status": status, "restarts": sup.restarts}
     mark_state(spec, old, {**changes, **last})
-    if sup.stop_requested.wait(delay):
-        return None  # a stop during the back-off: finish_state removes the record
+    if sup.stop_requested.wait(delay):  # a stop during the back-off: finish_state removes
+        writer.marker("not restarted: a stop or start of this project came first")  # the record
+        return None
     with project_lock(spec["lock_file"]) as held:
         if not held or sup.stop_requested.is_set() or not still_ours(spec, old):
             writer.marker("not restarted: a stop or start of this project came first")
