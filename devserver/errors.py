@@ -6,6 +6,8 @@ so anything a user can cause or fix must be raised as one of these, never as a b
 
 from __future__ import annotations
 
+import errno
+
 
 class DevServerError(Exception):
     """An expected failure: ``message`` says what happened, ``hint`` what to try."""
@@ -81,8 +83,6 @@ class VerifyError(DevServerError):
 
 def too_long_hint(exc: OSError, otherwise: str, key: str = "server.data_dir") -> str:
     """The hint for a path the OS refused: a name too long is not a permissions problem."""
-    import errno
-
     if exc.errno == errno.ENAMETOOLONG:
         return f"its path is too long for this system: set {key} to a shorter one"
     return otherwise

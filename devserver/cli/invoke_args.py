@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
 from invoke.tasks import Task
@@ -70,8 +71,6 @@ last_failure: list[DevServerError] = []
 
 def _warn_near_miss_sections(ctx: Context) -> None:
     """``sever:`` in invoke.yaml: a warning naming both, once per command line."""
-    from invoke.config import Config
-
     free = Config.global_defaults()
     for given, meant in near_miss_sections([str(k) for k in ctx.config], free):
         if given not in _warned:

@@ -41,7 +41,7 @@ def _ensure_writable(path: Path, what: str) -> None:
 def _refuse_if_untracked(settings: Settings) -> None:
     """untracked.py's check, imported only on these fault paths (a normal start never
     scans, nor loads the scan)."""
-    from devserver.server.untracked import refuse_if_untracked
+    from devserver.server.untracked import refuse_if_untracked  # fault paths only
 
     refuse_if_untracked(settings)
 

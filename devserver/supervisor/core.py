@@ -260,7 +260,7 @@ class Supervisor:
 
     def _stop_detached(self, writer: RotatingWriter) -> None:
         """Stop a server the exited one left running detached (supervisor/detached.py)."""
-        from devserver.supervisor.detached import stop_detached
+        from devserver.supervisor.detached import stop_detached  # after an unasked exit only
 
         try:
             left = stop_detached(self.spec, self.proc.pid)

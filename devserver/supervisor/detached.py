@@ -11,6 +11,7 @@ scans.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from devserver.supervisor.wire import Spec
@@ -48,6 +49,4 @@ def stop_detached(spec: Spec, server_pid: int) -> list[str]:
 
 
 def _state_folder(spec: Spec) -> str:
-    import os
-
     return os.path.dirname(spec["state_file"])

@@ -171,7 +171,7 @@ def finish(code: int) -> NoReturn:
     except (OSError, ValueError):
         pass
     if _REMOVE_AT_EXIT:
-        import shutil
+        import shutil  # only for an ephemeral server's folder
 
         for folder in _REMOVE_AT_EXIT:
             shutil.rmtree(folder, ignore_errors=True)

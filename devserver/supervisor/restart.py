@@ -122,7 +122,7 @@ def spawn_again(spec: Spec, secret: str, popen: Spawner | None) -> ServerProc:
     may hold). Windows: ``popen`` (``starting.spawn_server``, as the first time). OSError
     when it cannot run."""
     if host.has_fork():
-        from devserver.system import posix
+        from devserver.system import posix  # POSIX only
 
         return posix.spawn(spec, secret, posix.load_prctl())
     if popen is None:
