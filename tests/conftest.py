@@ -250,3 +250,13 @@ def _kill_leftovers(project: Path) -> Iterator[None]:
     """After each test, kill any server/supervisor a test's state file still names."""
     yield
     kill_recorded(project / "data" / "server.json")
+
+
+@pytest.fixture()
+def posix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The POSIX branch of devserver/system, chosen explicitly (as ``windows`` chooses the
+    other), so a test of that branch means the same when the suite runs on Windows."""
+    from devserver.system import host
+
+    monkeypatch.setattr(host, "WINDOWS", False)
+    monkeypatch.setattr(host, "MACOS", False)

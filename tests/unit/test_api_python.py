@@ -62,7 +62,7 @@ def test_python_inside_a_shell_command_finds_the_venv_first(
     assert out.strip() == sys.prefix
 
 
-def test_only_a_leading_python_word_is_replaced() -> None:
+def test_only_a_leading_python_word_is_replaced(posix: None) -> None:
     exe = "/opt/venv/bin/python"
     assert venv.own_python("python -m myapp.api", exe) == f"{exe} -m myapp.api"
     assert venv.own_python("python3 app.py", exe) == f"{exe} app.py"
@@ -91,6 +91,6 @@ def test_windows_puts_scripts_first_on_its_path_variable(monkeypatch: pytest.Mon
     assert out["Path"] == r"C:\proj\.venv\Scripts;C:\Windows\system32;C:\Python311"
 
 
-def test_posix_scripts_first_without_a_path() -> None:
+def test_posix_scripts_first_without_a_path(posix: None) -> None:
     assert venv.scripts_first({}, "/v/bin") == {"PATH": "/v/bin"}
     assert venv.scripts_first({"PATH": "/usr/bin:/v/bin"}, "/v/bin")["PATH"] == "/v/bin:/usr/bin"

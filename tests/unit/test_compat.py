@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from devserver.system import files, host, kill, lifetime, signals, spawn, wsl
+from tests.platforms import WINDOWS, needs_posix
 
 
 @pytest.fixture()
@@ -54,7 +55,7 @@ def test_job_that_forbids_breakaway_falls_back(windows: None) -> None:
     assert calls[1] == spawn.CREATE_NO_WINDOW | spawn.CREATE_NEW_PROCESS_GROUP
 
 
-def test_posix_spawn_starts_a_new_session() -> None:
+def test_posix_spawn_starts_a_new_session(posix: None) -> None:
     with mock.patch.object(subprocess, "Popen") as popen:
         spawn.spawn_detached(["py"], Path("/p"))
     assert popen.call_args.kwargs["start_new_session"] is True
@@ -67,7 +68,7 @@ def test_server_gets_no_window_and_its_own_group_on_windows(windows: None) -> No
     assert not kwargs["creationflags"] & spawn.DETACHED_PROCESS
 
 
-def test_server_gets_own_session_on_posix() -> None:
+def test_server_gets_own_session_on_posix(posix: None) -> None:
     assert spawn.server_popen_kwargs() == {"start_new_session": True}
 
 
@@ -91,7 +92,7 @@ def test_windows_taskkill_only_when_psutil_is_refused(windows: None) -> None:
     assert run.call_args.args[0] == ["taskkill", "/PID", "42", "/T", "/F"]
 
 
-def test_posix_terminate_sends_sigterm_through_psutil() -> None:
+def test_posix_terminate_sends_sigterm_through_psutil(posix: None) -> None:
     proc = mock.Mock()
     kill.terminate(proc)
     proc.send_signal.assert_called_once_with(signal.SIGTERM)
@@ -104,7 +105,8 @@ def test_exe_names_and_exit_descriptions(windows: None) -> None:
     assert host.os_name() == "windows"
 
 
-def test_posix_exit_descriptions() -> None:
+@needs_posix("signals (an exit by SIGKILL is a code there)")
+def test_posix_exit_descriptions(posix: None) -> None:
     assert kill.describe_exit(-9) == "signal SIGKILL"
     assert kill.describe_exit(3) == "code 3"
 
@@ -136,9 +138,10 @@ def test_wsl_env_lists_the_password_variable() -> None:
 
 
 def test_stop_signals_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    with mock.patch.object(signal, "signal") as set_signal:
-        signals.install_stop_signals(lambda: None)
-    assert {c.args[0] for c in set_signal.call_args_list} == {signal.SIGTERM, signal.SIGHUP}
+    if not WINDOWS:  # Windows has no SIGHUP: only its own half runs there
+        with mock.patch.object(signal, "signal") as set_signal:
+            signals.install_stop_signals(lambda: None)
+        assert {c.args[0] for c in set_signal.call_args_list} == {signal.SIGTERM, signal.SIGHUP}
     monkeypatch.setattr(host, "WINDOWS", True)
     with mock.patch.object(signal, "signal") as set_signal:
         signals.install_stop_signals(lambda: None)
@@ -197,6 +200,7 @@ def test_start_ticks_is_none_on_windows(windows: None) -> None:
     assert lifetime.start_ticks(os.getpid()) is None
 
 
+@needs_posix("prctl (PR_SET_PDEATHSIG is Linux's)")
 def test_parent_death_signal_only_on_linux_and_only_without_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -238,12 +242,14 @@ def test_parent_death_signal_reaches_a_real_child() -> None:
 @pytest.mark.usefixtures("default_int_handler")
 def test_interrupt_once_raises_once_then_remembers() -> None:
     with signals.interrupt_once() as hurried:
+        # raise_signal, not os.kill: on Windows os.kill(pid, SIGINT) is TerminateProcess of
+        # pytest itself, while raise_signal runs the handler on both systems.
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             for _ in range(1000):
                 pass
         assert not hurried()
-        os.kill(os.getpid(), signal.SIGINT)  # must not raise: the cleanup cannot be aborted
+        signal.raise_signal(signal.SIGINT)  # must not raise: the cleanup cannot be aborted
         for _ in range(1000):
             pass
         assert hurried()

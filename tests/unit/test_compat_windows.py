@@ -43,7 +43,7 @@ def test_windows_venv_supervisor_skips_the_redirector(
 
 
 def test_no_venv_or_posix_keeps_our_interpreter(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, posix: None
 ) -> None:
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
     monkeypatch.setattr(sys, "base_prefix", str(tmp_path))
@@ -103,7 +103,7 @@ def test_a_lasting_sharing_violation_still_fails(
     assert 1 < action.call_count < 10
 
 
-def test_posix_never_retries() -> None:
+def test_posix_never_retries(posix: None) -> None:
     action = mock.Mock(side_effect=PermissionError(13, "denied"))
     with pytest.raises(PermissionError):
         files.retry_sharing(action)
@@ -167,7 +167,7 @@ def test_console_close_handler_survives_a_failing_stop_and_a_refusal(
     assert signals.on_console_close(mock.Mock()) is False
 
 
-def test_posix_sets_no_console_handler() -> None:
+def test_posix_sets_no_console_handler(posix: None) -> None:
     assert signals.on_console_close(mock.Mock()) is False
 
 

@@ -15,6 +15,7 @@ from devserver.config import load_settings
 from devserver.errors import ConfigError
 from devserver.server import reset, running
 from devserver.server.state import ServerState
+from tests.platforms import needs_posix
 
 
 def _state(**changes: object) -> ServerState:
@@ -124,6 +125,14 @@ def test_reset_picks_a_flavor_and_removes_only_its_folder(tmp_path: Path) -> Non
     assert reset.pick_flavor(settings, "dragonfly", "garnet") == "dragonfly"  # asked
     with pytest.raises(ConfigError, match="unknown flavor"):
         reset.pick_flavor(settings, "memcached", None)
+
+
+@needs_posix("symlinks for an unprivileged user (creating one needs a privilege there)")
+def test_reset_removes_links_not_their_targets(tmp_path: Path) -> None:
+    settings = load_settings({"server": {"flavor": "auto"}}, tmp_path)
+    data = settings.data_dir
+    (data / "redis").mkdir(parents=True)
+    (data / "redis" / "appendonly.aof").write_text("x" * 10)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep").write_text("keep")
@@ -172,6 +181,7 @@ def test_app_processes_on_windows_get_a_group_and_ctrl_break(
     kill_tree.assert_called_once_with(recorded)
 
 
+@needs_posix("process groups to signal (os.killpg) nor SIGKILL")
 def test_app_processes_on_posix_get_a_session_sigterm_to_the_main_and_a_kill_to_the_group() -> None:
     """SIGTERM to the main process alone (KillMode=mixed: a worker's pool children are left
     to it, so it finishes its jobs); the kill at the end reaches the group."""

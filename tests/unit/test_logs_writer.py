@@ -20,6 +20,7 @@ import pytest
 from devserver.supervisor import logs
 from devserver.supervisor.logs import RotatingWriter
 from devserver.supervisor.tee import BackgroundSink, tee
+from tests.platforms import needs_posix
 
 
 class FakeClock:
@@ -103,6 +104,7 @@ def test_appends_to_an_existing_log_and_rotates_when_it_is_already_full(tmp_path
     assert (tmp_path / "redis.log.1").read_bytes() == b"old\n" * 100
 
 
+@needs_posix("the deletion of a file another handle holds open (a sharing violation)")
 def test_a_log_deleted_under_the_writer_is_recreated(tmp_path: Path) -> None:
     log, clock = tmp_path / "redis.log", FakeClock()
     writer = RotatingWriter(log, 10_000, 2, stamp=stamp, clock=clock)

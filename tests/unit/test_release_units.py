@@ -17,6 +17,7 @@ from devserver.fetch.download import check_url, is_loopback
 from devserver.fetch.options import FetchOptions
 from devserver.system import host
 from tests.archives import tree
+from tests.platforms import WINDOWS
 
 HEX_A = "a" * 64
 HEX_B = "b" * 64
@@ -202,6 +203,11 @@ def test_install_swaps_folder_and_manifest(tmp_path: Path) -> None:
     new.mkdir()
     (new / "redis-server.exe").write_bytes(b"new")
     install.install(bin_dir, [(new, "redis")], "redis.json", {"version": "v2"})
+    if WINDOWS:  # no mode bits there, and the manifest is text (CRLF line ends)
+        assert sorted(tree(bin_dir)) == ["redis", "redis.json", "redis/redis-server.exe"]
+        assert (bin_dir / "redis" / "redis-server.exe").read_bytes() == b"new"
+        assert json.loads((bin_dir / "redis.json").read_text()) == {"version": "v2"}
+        return
     assert tree(bin_dir) == {
         "redis": "<dir>",
         "redis/redis-server.exe": b"new mode=644",

@@ -21,6 +21,7 @@ import pytest
 from devserver import tail
 from devserver.supervisor.logs import RotatingWriter
 from devserver.tail import Follower, follow, last_lines
+from tests.platforms import needs_posix
 
 
 def write_lines(path: Path, numbers: range, mode: str = "w") -> None:
@@ -192,6 +193,7 @@ def test_follow_after_truncation_starts_over(tmp_path: Path) -> None:
     assert numbers_of(collector.lines) == list(range(100, 108))
 
 
+@needs_posix("the deletion of a file another handle holds open (a sharing violation)")
 def test_follow_waits_while_the_file_is_deleted_and_continues(tmp_path: Path) -> None:
     log = tmp_path / "redis.log"
     write_lines(log, range(0, 3))

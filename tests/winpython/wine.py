@@ -23,7 +23,6 @@ is always captured through pipes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -192,6 +191,8 @@ def run_wine(
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
     """One preparer at a time (two test sessions, or CI and a developer, share the cache)."""
+    import fcntl  # here, not at the top: the suite imports this module on Windows too
+
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -364,8 +365,12 @@ def build_server(target: Path) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["pytest"]:
+        from tests.winpython import suite  # the whole suite under this interpreter
+
+        return suite.main(argv[1:])
     if list(argv) != ["prepare"]:
-        print("usage: python -m tests.winpython.wine prepare", file=sys.stderr)
+        print("usage: python -m tests.winpython.wine prepare | pytest ARGS...", file=sys.stderr)
         return 2
     began = time.monotonic()
     try:
