@@ -260,3 +260,16 @@ def posix(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(host, "WINDOWS", False)
     monkeypatch.setattr(host, "MACOS", False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On Windows, the layers that drive Wine from a Linux host skip, saying why.
+
+    (``python -m tests.winpython.wine pytest`` runs this very suite on the Windows side.)
+    """
+    if sys.platform != "win32":
+        return
+    skip = pytest.mark.skip(reason="drives Wine from a Linux host; this run is the Windows side")
+    for item in items:
+        if item.get_closest_marker("winpython") or item.get_closest_marker("wine"):
+            item.add_marker(skip)

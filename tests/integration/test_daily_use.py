@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 from devserver.server import resp
 from tests.conftest import SIGINT_AT_DEFAULT, free_port
 from tests.integration.test_up import ROOT, Project
+from tests.platforms import needs_posix
 
 
 def _kill_app_recorded(app_file: Path) -> None:
@@ -239,9 +239,19 @@ def test_reset_refuses_without_a_terminal_then_deletes_only_this_flavors_data(
     assert _cli(proj, "DBSIZE") == "0\n"
 
 
+NO_PTY = needs_posix("a pty (termios): these tests type at a terminal prompt")
+
+
+def _openpty() -> tuple[int, int]:
+    """A pseudo-terminal; imported here, so the module also loads where ``pty`` does not."""
+    import pty
+
+    return pty.openpty()
+
+
 def _invoke_on_pty(proj: Daily, answer: bytes, *args: str) -> tuple[int, str]:
     """Run a task with a terminal as stdin (isatty), typing ``answer`` at its prompt."""
-    master, slave = pty.openpty()
+    master, slave = _openpty()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
@@ -260,6 +270,7 @@ def _invoke_on_pty(proj: Daily, answer: bytes, *args: str) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@NO_PTY
 def test_reset_asks_on_a_terminal_and_no_keeps_everything(proj: Daily) -> None:
     assert proj.invoke("start").returncode == 0
     assert _cli(proj, "SET", "k", "v") == "OK\n"
@@ -613,9 +624,10 @@ def test_cli_one_shot_and_from_stdin_with_auth(proj: Daily) -> None:
     assert refused.returncode == 1 and "invoke start" in refused.stderr
 
 
+@NO_PTY
 def test_cli_formats_replies_like_redis_cli_on_a_terminal(proj: Daily) -> None:
     assert proj.invoke("start").returncode == 0
-    master, slave = pty.openpty()
+    master, slave = _openpty()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", "cli", "--", "LRANGE", "nothing", "0", "-1"],
@@ -686,9 +698,10 @@ def test_example_job_queue_runs_with_up_in_one_step(proj: Daily) -> None:
     assert "web    | api: stopped" in out and "worker | worker: stopped" in out
 
 
+@NO_PTY
 def test_cli_interactive_prompt_on_a_terminal(proj: Daily) -> None:
     assert proj.invoke("start").returncode == 0
-    master, slave = pty.openpty()
+    master, slave = _openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "cli"],
         cwd=proj.root,

@@ -73,7 +73,19 @@ def test_the_windows_test_command_is_the_readmes_test_command_minus_wine() -> No
     linux = doc_block("README.md", "test-command")[0]
     windows = next(line for line in run_lines() if "pytest" in line)
     assert windows.startswith(linux + " ")  # the same suite, with only the Wine layers left out
-    assert windows.removeprefix(linux).strip() == '-m "not wine and not winpython"'
+    # A -m on the command line replaces addopts' -m 'not soak': it must say "not soak" again.
+    assert windows.removeprefix(linux).strip() == '-m "not wine and not winpython and not soak"'
+
+
+def test_ci_runs_the_suite_under_the_windows_interpreter_without_the_soak() -> None:
+    """.ci/run runs the suite a second time under the Windows CPython (Wine), after the Linux
+    run, and its -m (which replaces addopts' -m) keeps the soak out."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    linux = script.index('eval "$TEST_COMMAND"')
+    command = "python -m tests.winpython.wine pytest "
+    windows = next(line for line in script.splitlines() if line.startswith(command))
+    assert script.index(windows) > linux
+    assert '-m "not soak"' in windows
 
 
 def test_stop_runs_even_when_a_step_failed_and_fetch_comes_first() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -123,27 +122,29 @@ def _relay(stream: IO[bytes], sink: IO[bytes]) -> None:
 def run_pytest(args: Sequence[str]) -> int:
     """pytest ARGS under the Windows interpreter on this tree; its exit code."""
     ready, venv, server = prepare_suite()
-    with tempfile.TemporaryDirectory(prefix="devserver-winsuite-") as work:
-        with wine.session_prefix(ready.prefix, Path(work) / "prefix") as env:
-            # WINEPATH is prepended to the Windows PATH: the integration tests find the server.
-            env["WINEPATH"] = wine.z_path(server)
-            env["PYTHONUNBUFFERED"] = "1"
-            for name in ("CI", "SOAK_MINUTES"):
-                if name in os.environ:
-                    env[name] = os.environ[name]
-            argv = [str(venv / "Scripts" / "python.exe"), "-m", "pytest", "-p", "no:cacheprovider"]
-            proc = wine.popen_wine([*argv, *args], env, cwd=wine.ROOT)
-            # Relay output as it comes, and end with the process, not with its pipes (a
-            # detached process of a test may inherit them under Wine: wine.finish says why).
-            relays = [
-                threading.Thread(target=_relay, args=(src, dst), daemon=True)
-                for src, dst in ((proc.stdout, sys.stdout.buffer), (proc.stderr, sys.stderr.buffer))
-            ]
-            for relay in relays:
-                relay.start()
-            code = proc.wait()
-            for relay in relays:
-                relay.join(timeout=2.0)
+    with (
+        tempfile.TemporaryDirectory(prefix="devserver-winsuite-") as work,
+        wine.session_prefix(ready.prefix, Path(work) / "prefix") as env,
+    ):
+        # WINEPATH is prepended to the Windows PATH: the integration tests find the server.
+        env["WINEPATH"] = wine.z_path(server)
+        env["PYTHONUNBUFFERED"] = "1"
+        for name in ("CI", "SOAK_MINUTES"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        argv = [str(venv / "Scripts" / "python.exe"), "-m", "pytest", "-p", "no:cacheprovider"]
+        proc = wine.popen_wine([*argv, *args], env, cwd=wine.ROOT)
+        # Relay output as it comes, and end with the process, not with its pipes (a
+        # detached process of a test may inherit them under Wine: wine.finish says why).
+        relays = [
+            threading.Thread(target=_relay, args=(src, dst), daemon=True)
+            for src, dst in ((proc.stdout, sys.stdout.buffer), (proc.stderr, sys.stderr.buffer))
+        ]
+        for relay in relays:
+            relay.start()
+        code = proc.wait()
+        for relay in relays:
+            relay.join(timeout=2.0)
     return code
 
 
