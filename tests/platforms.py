@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,11 @@ def write_script(path: Path, body: str) -> list[str]:
     path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     path.chmod(0o755)
     return script_argv(path)
+
+
+def exe_or_none(proc: Any) -> str | None:
+    """psutil's ``exe()``, or None where the OS hides it (psutil under Wine: WinError 87)."""
+    try:
+        return str(proc.exe())
+    except OSError:
+        return None

@@ -20,13 +20,15 @@ from devserver.system import host, venv
 
 def _fake_system_python(folder: Path) -> Path:
     folder.mkdir()
+    if host.WINDOWS:  # cmd.exe finds python.cmd for `python` (PATHEXT)
+        (folder / "python.cmd").write_text("@echo WRONG-PYTHON\r\n@exit /b 7\r\n")
+        return folder
     fake = folder / "python"
     fake.write_text("#!/bin/sh\necho WRONG-PYTHON\nexit 7\n")
     fake.chmod(0o755)
     return folder
 
 
-@pytest.mark.skipif(host.WINDOWS, reason="POSIX shell script as the fake python")
 def test_python_in_api_command_is_the_tools_interpreter(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -43,7 +45,6 @@ def test_python_in_api_command_is_the_tools_interpreter(
     assert str(fake_dir) in path  # the rest of PATH is kept
 
 
-@pytest.mark.skipif(host.WINDOWS, reason="POSIX shell script as the fake python")
 def test_python_inside_a_shell_command_finds_the_venv_first(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -51,7 +52,7 @@ def test_python_inside_a_shell_command_finds_the_venv_first(
     fake_dir = _fake_system_python(tmp_path / "sysbin")
     (tmp_path / "sub").mkdir()
     scripts = Path(sysconfig.get_path("scripts"))
-    if not (scripts / "python").exists():
+    if not (scripts / host.exe_name("python")).exists():
         pytest.skip("this interpreter's scripts folder has no `python` (not a venv)")
     base = {"PATH": f"{fake_dir}{os.pathsep}/usr/bin:/bin"}
     result = api.run_api(
