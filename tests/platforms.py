@@ -40,3 +40,15 @@ def exe_or_none(proc: Any) -> str | None:
         return str(proc.exe())
     except OSError:
         return None
+
+
+def _under_wine() -> bool:
+    """Whether this Windows is Wine (``python -m tests.winpython.wine pytest``)."""
+    if not WINDOWS:
+        return False
+    import ctypes
+
+    return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
+
+
+UNDER_WINE = _under_wine()

@@ -40,7 +40,7 @@ def test_a_section_as_a_string_in_the_user_config(project: Path) -> None:
     home = project / "home"
     home.mkdir()
     (home / ".invoke.yaml").write_text('server: "abc"\n')
-    env = env_for(project, free_port(), HOME=str(home))
+    env = env_for(project, free_port(), HOME=str(home), USERPROFILE=str(home))  # Windows: ~
     assert_clean_failure(invoke(env, "status"), "server must be a mapping")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -148,8 +149,13 @@ def run_pytest(args: Sequence[str]) -> int:
     return code
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so the prefix's processes are killed on the way out
+
+
 def main(args: Sequence[str]) -> int:
     began = time.monotonic()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code = run_pytest(args)
     except wine.Missing as exc:
