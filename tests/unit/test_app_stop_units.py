@@ -18,7 +18,11 @@ from invoke.exceptions import Exit
 from devserver.app import records, teardown
 from devserver.config import Settings, load_settings
 from devserver.system import apptree, lifetime
+from tests.platforms import WINDOWS, needs_posix
 
+# The interpreter itself: on Windows a venv's python.exe is a launcher whose child (the real
+# interpreter, with the same environment and so the same tag) would be a second process.
+_PYTHON = getattr(sys, "_base_executable", sys.executable) if WINDOWS else sys.executable
 _SLEEP = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "print('ready', flush=True); time.sleep(60)"
@@ -33,9 +37,9 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture()
 def stubborn() -> Iterator[subprocess.Popen[bytes]]:
     """A process that ignores SIGTERM (killed at the end whatever happens)."""
-    child = subprocess.Popen([sys.executable, "-c", _SLEEP], stdout=subprocess.PIPE)
+    child = subprocess.Popen([_PYTHON, "-c", _SLEEP], stdout=subprocess.PIPE)
     assert child.stdout is not None
-    assert child.stdout.readline() == b"ready\n"  # it ignores SIGTERM from now on
+    assert child.stdout.readline().rstrip() == b"ready"  # it ignores SIGTERM from now on
     yield child
     child.kill()
     child.wait()
@@ -61,7 +65,7 @@ def test_the_tag_finds_a_runs_processes_and_no_other_runs(
 ) -> None:
     ours, theirs = (
         subprocess.Popen(
-            [sys.executable, "-c", _SLEEP],
+            [_PYTHON, "-c", _SLEEP],
             env={**os.environ, **apptree.tag_env(run, "worker")},
             stdout=subprocess.PIPE,
         )
@@ -69,13 +73,15 @@ def test_the_tag_finds_a_runs_processes_and_no_other_runs(
     )
     try:
         for child in (ours, theirs):  # running its program (before exec: our environment)
-            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+            assert child.stdout is not None and child.stdout.readline().rstrip() == b"ready"
         trees = teardown.Trees("run1", {"worker": None})  # its main process is gone
         trees.refresh(scan=True)
         assert [(name, proc.pid) for name, proc in trees.remaining()] == [("worker", ours.pid)]
         assert [proc.pid for proc in trees.orphans(["worker"])] == [ours.pid]
         trees.kill_all()
-        assert ours.wait(timeout=30) == -signal.SIGKILL
+        killed = ours.wait(timeout=30)
+        if not WINDOWS:  # there it is TerminateProcess's exit code
+            assert killed == -signal.SIGKILL
         assert theirs.poll() is None  # another run's: never touched
     finally:
         for child in (ours, theirs):
@@ -83,6 +89,7 @@ def test_the_tag_finds_a_runs_processes_and_no_other_runs(
             child.wait()
 
 
+@needs_posix("a process that survives termination (terminating is TerminateProcess there)")
 def test_down_names_a_process_that_survived_the_kill_and_exits_1(
     settings: Settings,
     stubborn: subprocess.Popen[bytes],
