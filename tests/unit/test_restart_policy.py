@@ -147,19 +147,21 @@ def test_up_says_when_the_server_crashed_was_restarted_or_given_up_on(
 
     def now(state: dict[str, Any], mtime: int) -> str:
         path.write_text(json.dumps(state))
-        os.utime(path, ns=(mtime, mtime))  # a new modification time, whatever the clock
+        os.utime(
+            path, ns=(mtime, mtime)
+        )  # a new modification time (seconds apart: NTFS keeps 100 ns)
         watch.next = 0.0  # the half-second pacing is not what this test is about
         assert watch.poll() is False  # it never asks `up` to stop
         return capsys.readouterr().err
 
     assert now({"pid": 1, "status": "running", "restarts": 0}, 10**18) == ""
     crashed = {"pid": 1, "status": "restarting", "restarts": 0, "exit_status": "signal SIGKILL"}
-    assert "crashed (signal SIGKILL): its supervisor restarts it" in now(crashed, 10**18 + 1)
+    assert "crashed (signal SIGKILL): its supervisor restarts it" in now(crashed, 10**18 + 10**9)
     assert "restarted (restart 1, pid 2)" in now(
-        {"pid": 2, "status": "running", "restarts": 1}, 10**18 + 2
+        {"pid": 2, "status": "running", "restarts": 1}, 10**18 + 2 * 10**9
     )
     gave_up = {"pid": 2, "status": "exited", "restarts": 1, "gave_up": "crashed 6 times"}
-    assert "the server crashed 6 times" in now(gave_up, 10**18 + 3)
+    assert "the server crashed 6 times" in now(gave_up, 10**18 + 3 * 10**9)
 
 
 def test_without_fork_the_restart_is_the_first_launch_through_popen(
