@@ -245,6 +245,36 @@ def test_after(devserver_factory):
     assert servers_running(pytester.path) == []
 
 
+def test_factory_passes_extra_server_arguments(
+    pytester: pytest.Pytester, redis_server_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``devserver_factory(extra_args=...)`` reaches the server's command line: DEBUG,
+    refused by Redis 7 unless enabled, answers."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(
+        test_factory_args=f"""
+import redis
+
+def test_debug(devserver_factory):
+    plain = devserver_factory("redis", binary={str(redis_server_path)!r})
+    debug = devserver_factory(
+        "redis", binary={str(redis_server_path)!r}, extra_args="--enable-debug-command yes"
+    )
+    with plain.client() as a, debug.client() as b:
+        assert b.execute_command("DEBUG", "SLEEP", "0") in (b"OK", "OK", True)
+        try:
+            a.execute_command("DEBUG", "SLEEP", "0")
+        except redis.ResponseError as exc:
+            assert "DEBUG command not allowed" in str(exc)
+        else:
+            raise AssertionError("DEBUG answered without --enable-debug-command")
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "devserver.pytest_plugin", "-v")
+    result.assert_outcomes(passed=1)
+    assert servers_running(pytester.path) == []
+
+
 HANGS = """
 import json, os, pathlib, time
 
