@@ -44,29 +44,7 @@ def test_requirements() -> str:
 
 
 def _test_wheels(cache: Path, tools: str) -> Path:
-    wheels = cache / f"testwheels-{wine._key(tools)}"
-    if (wheels / ".complete").exists():
-        return wheels
-    shutil.rmtree(wheels, ignore_errors=True)
-    wheels.mkdir()
-    (wheels / "requirements-test.txt").write_text(tools, encoding="utf-8")
-    wine._host_pip(
-        "download",
-        "-q",
-        "--only-binary=:all:",
-        "--platform",
-        "win_amd64",
-        "--python-version",
-        "3.11",
-        "--implementation",
-        "cp",
-        "-d",
-        str(wheels),
-        "-r",
-        str(wheels / "requirements-test.txt"),
-    )
-    (wheels / ".complete").touch()
-    return wheels
+    return wine.wheelhouse(cache, tools, "testwheels", "requirements-test.txt")
 
 
 def _test_venv(ready: wine.Prepared, tools: Path, key: str) -> Path:

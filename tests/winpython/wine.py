@@ -227,13 +227,17 @@ def _interpreter(cache: Path) -> Path:
     return python
 
 
-def _wheelhouse(cache: Path, requirements: str) -> Path:
-    wheels = cache / f"wheels-{_key(requirements)}"
+def wheelhouse(
+    cache: Path, requirements: str, kind: str = "wheels", name: str = "requirements-windows.txt"
+) -> Path:
+    """win_amd64 wheels of ``requirements`` for the Windows interpreter, downloaded once into
+    ``<kind>-<hash>/`` (the requirements file kept there as ``name``), so installs are offline."""
+    wheels = cache / f"{kind}-{_key(requirements)}"
     if (wheels / ".complete").exists():
         return wheels
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir()
-    req = wheels / "requirements-windows.txt"
+    req = wheels / name
     req.write_text(requirements, encoding="utf-8")
     _host_pip(
         "download",
@@ -325,7 +329,7 @@ def prepare(cache: Path | None = None) -> Prepared:
     requirements = windows_requirements()
     with _locked(cache):
         python = _interpreter(cache)
-        wheels = _wheelhouse(cache, requirements)
+        wheels = wheelhouse(cache, requirements)
         prefix = _prefix(cache)
         venv = _venv(cache, python, wheels, requirements, prefix)
     return Prepared(cache, python, wheels, prefix, venv)
