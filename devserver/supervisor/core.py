@@ -223,6 +223,7 @@ class Supervisor:
                     self._interrupted()
                 else:  # during the back-off: no restart
                     self.stop_requested.set()
+                    writer.marker("not restarted: stopped during the back-off")
             if again is None:  # gave up, or a stop or start came first
                 logged = True
                 break
@@ -234,7 +235,10 @@ class Supervisor:
                 restart.announce(self, code, writer)
             except KeyboardInterrupt:
                 self._interrupted()
-        if not self.stop_requested.is_set():  # it ended on its own: did it leave a server?
+        # It ended on its own, not by a crash the restart path handled (a start that took
+        # over the project during a back-off has its own server, which this must not touch):
+        # did it leave a server behind?
+        if not self.stop_requested.is_set() and not logged:
             self._stop_detached(writer)
         self.exit_status = kill.describe_exit(code)
         self.exited.set()

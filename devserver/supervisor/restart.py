@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,9 +80,12 @@ class Policy:
 
 
 @contextmanager
-def project_lock(path: str, wait: float = LOCK_WAIT) -> Iterator[bool]:
+def project_lock(
+    path: str, stop: threading.Event | None = None, wait: float = LOCK_WAIT
+) -> Iterator[bool]:
     """The project lock ``start`` and ``stop`` hold (server/state.py): True once held, False
-    when it could not be had within ``wait`` seconds (then no restart happens)."""
+    when it could not be had within ``wait`` seconds or ``stop`` was set while waiting (a
+    ``stop`` holds the lock while it asks this supervisor to end: then no restart happens)."""
     try:
         handle = open(path, "a+b")  # noqa: SIM115 (closed by the with below)
     except OSError:
@@ -93,7 +97,11 @@ def project_lock(path: str, wait: float = LOCK_WAIT) -> Iterator[bool]:
             if time.monotonic() >= deadline:
                 yield False
                 return
-            time.sleep(0.05)
+            if stop is not None and stop.wait(0.05):
+                yield False
+                return
+            if stop is None:
+                time.sleep(0.05)
         yield True
 
 
@@ -175,7 +183,7 @@ def after_crash(sup: Supervisor, code: int, writer: Any) -> ServerProc | None:
     if sup.stop_requested.wait(delay):  # a stop during the back-off: finish_state removes
         writer.marker("not restarted: a stop or start of this project came first")  # the record
         return None
-    with project_lock(spec["lock_file"]) as held:
+    with project_lock(spec["lock_file"], sup.stop_requested) as held:
         if not held or sup.stop_requested.is_set() or not still_ours(spec, old):
             writer.marker("not restarted: a stop or start of this project came first")
             return None

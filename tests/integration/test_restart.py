@@ -297,3 +297,65 @@ def test_foreground_restarts_too_and_says_so(project: Path) -> None:
             proc.kill()
             proc.wait()
         kill_recorded(state_file)
+
+
+def test_a_start_during_the_back_off_keeps_its_own_server(make_settings: SettingsFactory) -> None:
+    """A start that takes over the project while the old supervisor waits to restart wins:
+    the old supervisor neither restarts nor stops the new start's server on its way out (it
+    used to look for a server left behind and found the new one, carrying the same marker)."""
+    settings = make_settings()
+    first = start_server(settings).state
+    second_sup = 0
+    try:
+        os.kill(first.pid, signal.SIGKILL)
+        second = _new_server(settings, first.pid)
+        os.kill(second["pid"], signal.SIGKILL)  # the second crash: a 1 s back-off
+        deadline = time.monotonic() + 10
+        while _state(settings).get("status") != "restarting":
+            assert time.monotonic() < deadline, _state(settings)
+            time.sleep(0.01)
+        taken = start_server(settings).state  # the old record is stale: a fresh start
+        second_sup = taken.supervisor_pid
+        assert taken.supervisor_pid != first.supervisor_pid
+        assert wait_dead(first.supervisor_pid, timeout=15)  # it gave up the restart and ended
+        assert psutil.pid_exists(taken.pid) and _state(settings)["pid"] == taken.pid
+        assert resp.ping("127.0.0.1", settings.port) == "ready"
+        log = settings.log_file("redis").read_text()
+        assert "not restarted: a stop or start of this project came first" in log
+        assert "left" not in log.split("not restarted")[-1].split("\n")[0]
+        assert stop_server(settings).was_running
+    finally:
+        _kill_supervisor_of(settings.state_file, first.supervisor_pid)
+        if second_sup:
+            _kill_supervisor_of(settings.state_file, second_sup)
+
+
+def test_foreground_ctrl_c_during_the_back_off_says_why_nothing_restarted(project: Path) -> None:
+    port = free_port()
+    env = env_for(project, port)
+    env["INVOKE_SERVER_RESTART_LIMIT"] = "5"
+    state_file = project / "data" / "server.json"
+    proc = popen_invoke(env, "start", "--foreground")
+    try:
+        state = wait_foreground_ready(proc, project, port)
+        time.sleep(0.5)  # the foreground supervisor notes the first PONG itself, in a thread
+        os.kill(int(str(state["pid"])), signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:
+            again = json.loads(state_file.read_text()) if state_file.exists() else {}
+            if again.get("status") == "restarting":
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, again
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C during the 0.5 s back-off
+        proc.communicate(timeout=30)
+        log = (project / "logs" / "redis.log").read_text()
+        said = "not restarted: stopped during the back-off"
+        assert said in log or "not restarted: a stop or start of this project came first" in log
+        assert "restarted the server after" not in log
+        assert resp.ping("127.0.0.1", port) == "down"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_recorded(state_file)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +190,33 @@ def test_the_password_file_of_the_first_launch_is_reused(tmp_path: Path) -> None
     assert restart.secret_path(spec, str(tmp_path)) == str(tmp_path / "garnet.conf")
     assert restart.secret_path({"secret_file": None}, str(tmp_path)) == ""  # type: ignore[arg-type]
     assert restart.secret_path(spec, "") == ""
+
+
+def test_a_stop_ends_the_wait_for_the_project_lock(tmp_path: Path) -> None:
+    """``stop`` holds the project lock while it asks a supervisor in a restart's back-off to
+    end: the supervisor's wait for that lock must give up when the stop arrives (it waited
+    the whole LOCK_WAIT and was killed first, with no log line)."""
+    lock = tmp_path / "lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from devserver.server.state import project_lock\n"
+            "with project_lock(__import__('pathlib').Path(sys.argv[1])):\n"
+            " print('held', flush=True); time.sleep(60)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout: devserver importable
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        with restart.project_lock(str(lock), stop, wait=600) as held:
+            assert held is False  # returned on the stop, not after 600 s
+        assert stop.is_set()
+    finally:
+        holder.kill()
+        holder.wait()
