@@ -17,6 +17,7 @@ from devserver.cli import console
 from devserver.cli.invoke_args import handled, settings_from
 from devserver.cli.report import api_not_configured, note_other_port, server_now
 from devserver.cli.tasks import fetch, server, verify
+from devserver.config import Settings
 from devserver.errors import ConfigError, DevServerError
 
 
@@ -71,17 +72,11 @@ def _stop_app_processes(c: Context) -> None:
 @handled
 def env(c: Context, write: Any = None, shell: bool = False) -> None:
     """Print the application's settings (REDIS_URL, api.env) in .env format, or merge them."""
-    # The app and server layers: imported when a task runs (see the package comment).
+    # The app layer: imported when a task runs (see the package comment).
     from devserver.app import env as app
-    from devserver.server.state import current_state
 
     settings = settings_from(c)
-    state, proc = current_state(settings)
-    if proc is None:
-        state = None
-        console.warn("the server is not running: these are the configured settings")
-    note_other_port(settings, state)
-    values = app.connection_env(settings, state)
+    values = _connection_values(settings, "these are the configured settings")
     if shell:
         sys.stdout.write(export_lines(values))
         sys.stdout.flush()
@@ -245,10 +240,8 @@ def run_command(c: Context) -> None:
     (quotes included); its exit code is passed on. Works while the server is stopped too
     (REDIS_URL is then the configured address, with a warning).
     """
-    # The app and server layers: imported when a task runs (see the package comment).
-    from devserver.app import env as app
+    # The app layer: imported when a task runs (see the package comment).
     from devserver.app import procs
-    from devserver.server.state import current_state
 
     words = words_after_dashdash(sys.argv, ("run",))
     if not words:
@@ -256,12 +249,22 @@ def run_command(c: Context) -> None:
             "no command given", hint="put it after `--`: invoke run -- python -m myapp.migrate"
         )
     settings = settings_from(c)
-    state, proc = current_state(settings)
-    if proc is None:
-        state = None
-        console.warn("the server is not running: REDIS_URL is the configured address")
-    note_other_port(settings, state)
-    values = app.connection_env(settings, state)
+    values = _connection_values(settings, "REDIS_URL is the configured address")
     code = run_words(words, procs.process_env(os.environ, values), Path.cwd())
     if code != 0:
         raise Exit(code=code)
+
+
+def _connection_values(settings: Settings, when_stopped: str) -> dict[str, str]:
+    """REDIS_URL and api.env for ``env`` and ``run``: the running server's address, or the
+    configured one with a warning saying ``when_stopped``; a differing port is named."""
+    # The app and server layers: imported when a task runs (see the package comment).
+    from devserver.app import env as app
+    from devserver.server.state import current_state
+
+    state, proc = current_state(settings)
+    if proc is None:
+        state = None
+        console.warn(f"the server is not running: {when_stopped}")
+    note_other_port(settings, state)
+    return app.connection_env(settings, state)
