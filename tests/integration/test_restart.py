@@ -8,10 +8,13 @@ server and supervisor is killed by recorded PID after each test (conftest's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,14 +269,7 @@ def test_a_stop_during_the_back_off_cancels_the_restart(make_settings: SettingsF
 
 
 def test_foreground_restarts_too_and_says_so(project: Path) -> None:
-    port = free_port()
-    env = env_for(project, port)
-    state_file = project / "data" / "server.json"
-    proc = popen_invoke(env, "start", "--foreground")
-    try:
-        state = wait_foreground_ready(proc, project, port)
-        time.sleep(0.5)  # the foreground supervisor notes the first PONG itself, in a thread
-        os.kill(int(str(state["pid"])), signal.SIGKILL)
+    with _foreground_server_killed(project) as (proc, port, state, state_file):
         deadline = time.monotonic() + 15
         while True:
             again = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -292,11 +288,6 @@ def test_foreground_restarts_too_and_says_so(project: Path) -> None:
         assert proc.returncode == 0, err
         assert "restarted the server after it crashed (signal SIGKILL): restart 1" in out + err
         assert not state_file.exists() and resp.ping("127.0.0.1", port) == "down"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_recorded(state_file)
 
 
 def test_a_start_during_the_back_off_keeps_its_own_server(make_settings: SettingsFactory) -> None:
@@ -331,15 +322,7 @@ def test_a_start_during_the_back_off_keeps_its_own_server(make_settings: Setting
 
 
 def test_foreground_ctrl_c_during_the_back_off_says_why_nothing_restarted(project: Path) -> None:
-    port = free_port()
-    env = env_for(project, port)
-    env["INVOKE_SERVER_RESTART_LIMIT"] = "5"
-    state_file = project / "data" / "server.json"
-    proc = popen_invoke(env, "start", "--foreground")
-    try:
-        state = wait_foreground_ready(proc, project, port)
-        time.sleep(0.5)  # the foreground supervisor notes the first PONG itself, in a thread
-        os.kill(int(str(state["pid"])), signal.SIGKILL)
+    with _foreground_server_killed(project) as (proc, port, _state, state_file):
         deadline = time.monotonic() + 15
         while True:
             again = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -354,6 +337,22 @@ def test_foreground_ctrl_c_during_the_back_off_says_why_nothing_restarted(projec
         assert said in log or "not restarted: a stop or start of this project came first" in log
         assert "restarted the server after" not in log
         assert resp.ping("127.0.0.1", port) == "down"
+
+
+@contextlib.contextmanager
+def _foreground_server_killed(
+    project: Path,
+) -> Iterator[tuple[subprocess.Popen[str], int, dict[str, object], Path]]:
+    """``invoke start --foreground`` ready, then its server killed -9; the process, port,
+    first state and state file; everything it started is killed afterwards."""
+    port = free_port()
+    state_file = project / "data" / "server.json"
+    proc = popen_invoke(env_for(project, port), "start", "--foreground")
+    try:
+        state = wait_foreground_ready(proc, project, port)
+        time.sleep(0.5)  # the foreground supervisor notes the first PONG itself, in a thread
+        os.kill(int(str(state["pid"])), signal.SIGKILL)
+        yield proc, port, state, state_file
     finally:
         if proc.poll() is None:
             proc.kill()
