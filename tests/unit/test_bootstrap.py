@@ -149,7 +149,14 @@ def test_spawned_server_is_a_session_leader_with_only_its_three_files(tmp_path: 
         try:
             assert os.getsid(child.pid) == child.pid
             if LINUX:
-                assert sorted(os.listdir(f"/proc/{child.pid}/fd")) == ["0", "1", "2"]
+                # `sleep`'s own dynamic loader opens its libraries for a moment after the exec:
+                # look until that has passed (a file we leaked would stay open for good).
+                deadline = time.monotonic() + 10
+                fds = sorted(os.listdir(f"/proc/{child.pid}/fd"))
+                while fds != ["0", "1", "2"] and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    fds = sorted(os.listdir(f"/proc/{child.pid}/fd"))
+                assert fds == ["0", "1", "2"]
                 status = Path(f"/proc/{child.pid}/status").read_text()
                 ignored = int(
                     next(x for x in status.splitlines() if x.startswith("SigIgn")).split()[1], 16
@@ -208,10 +215,12 @@ child = posixproc.spawn(spec, prctl=posixproc.load_prctl())
 print(child.pid, flush=True)
 time.sleep(30)
 """
-CHILD = (
-    "import signal, sys, time\n"
+CHILD = (  # got-term appears whole (renamed into place): the test reads it once it exists
+    "import os, signal, sys, time\n"
     "def bye(*a):\n"
-    "    open('got-term', 'w').write('term')\n"
+    "    with open('got-term.tmp', 'w') as f:\n"
+    "        f.write('term')\n"
+    "    os.replace('got-term.tmp', 'got-term')\n"
     "    sys.exit(0)\n"
     "signal.signal(signal.SIGTERM, bye)\n"
     "open('ready', 'w').close()\n"
