@@ -132,8 +132,11 @@ def get_json(session: requests.Session, url: str, policy: Policy) -> Any:
     while True:
         attempt += 1
         timeout = policy.timeout
-        if deadline is not None:
-            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
+        if deadline is not None and policy.total is not None:
+            # What is left of the budget, never more than the budget itself: a coarse
+            # monotonic clock (Windows) can leave start + total - start a hair above total.
+            left = min(policy.total, deadline - time.monotonic())
+            timeout = max(0.05, min(timeout, left))
         try:
             resp = session.get(url, headers=headers, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
